@@ -1,0 +1,7 @@
+.PHONY: run test bench fuzz
+run: ## start a broker (when missing) and the service
+	bash scripts/run.sh
+test: ## gofmt, vet, and every test with -race against real brokers
+	bash scripts/test.sh
+bench: ## the side-by-side load comparison
+	go run ./cmd/pubbench

@@ -1,0 +1,605 @@
+// Package httpapi is the HTTP face of the publisher service: the publish API
+// (POST /v1/publish/{exchange}/{routing_key}) and the admin listener (/metrics,
+// /healthz, /readyz).
+//
+// Every answer is JSON with Content-Type application/json. A 2xx answer is only
+// ever given after Publisher.Publish returned nil, that is after the broker
+// confirmed the message.
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/publisher-dev/publisher/publisher"
+)
+
+// Publisher is what the handler needs of publisher.Publisher.
+type Publisher interface {
+	Publish(ctx context.Context, msg *publisher.Message) error
+}
+
+// DefaultExchangeName names the default exchange ("") in request paths and in
+// Config.AllowedExchanges, as RabbitMQ's management API does.
+const DefaultExchangeName = "amq.default"
+
+// DefaultMaxBodyBytes is the body limit when Config.MaxBodyBytes is zero.
+const DefaultMaxBodyBytes = 1 << 20
+
+// StatusClientClosedRequest is the code passed to Config.OnResponse when the
+// request's context was cancelled (the client went away) before the answer was
+// known. It is nginx's convention; it is never meant to reach a client.
+const StatusClientClosedRequest = 499
+
+// maxShortStr is the longest AMQP short string: exchange names, routing keys,
+// the string message properties and header-table keys.
+const maxShortStr = 255
+
+// maxExpiration is the largest per-message TTL RabbitMQ accepts, in ms.
+const maxExpiration = 1<<31 - 1
+
+// Config configures NewHandler. Its zero value (apart from Publisher, which is
+// required) means the documented defaults.
+type Config struct {
+	// Publisher takes the messages. Required.
+	Publisher Publisher
+	// AuthToken, when not empty, must be presented as
+	// "Authorization: Bearer <token>"; it is compared in constant time (over
+	// SHA-256 digests, so the token's length does not leak either).
+	AuthToken string
+	// AllowedExchanges limits the exchanges that may be published to; empty means
+	// all. "amq.default" (or "") names the default exchange.
+	AllowedExchanges []string
+	// MaxBodyBytes bounds the request body; 0 means DefaultMaxBodyBytes (1 MiB).
+	MaxBodyBytes int64
+	// Accepting reports whether new publishes can be taken now. A non-nil error
+	// (publisher.ErrClosed while shutting down, a "given up" error, ...) is
+	// answered 503 with Retry-After before the body is read. nil means always
+	// accepting.
+	Accepting func() error
+	// RetryAfter is the Retry-After of 503 answers, rounded up to whole seconds;
+	// 0 means 1s.
+	RetryAfter time.Duration
+	// Logger receives unexpected failures (warn) and rejected requests (debug).
+	// Neither bodies nor the Authorization header are ever logged. nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// OnResponse, if set, is called once per request on the publish routes with
+	// the status code written (StatusClientClosedRequest when the client went
+	// away). It is called on the request's goroutine and must be cheap.
+	OnResponse func(code int)
+}
+
+// handler serves the publish routes. It is immutable after newHandler.
+type handler struct {
+	pub        Publisher
+	authDigest [sha256.Size]byte
+	auth       bool
+	allowed    map[string]struct{} // nil: all allowed; "" is the default exchange
+	maxBody    int64
+	accepting  func() error
+	retryAfter string // pre-formatted Retry-After value
+	log        *slog.Logger
+	onResponse func(int)
+	now        func() time.Time
+}
+
+// NewHandler returns the publish API:
+//
+//	POST /v1/publish/{exchange}/{routing_key...}
+//	POST /v1/publish/{exchange}            (empty routing key)
+//
+// The routing key is the rest of the path after the exchange, percent-decoded;
+// it may contain '/' and may be empty ("/v1/publish/ex/" or "/v1/publish/ex").
+// Paths with empty, "." or ".." segments are answered 400 rather than
+// redirected (a redirect could move a POST to another exchange): percent-encode
+// such routing keys ("a%2F%2Fb" for "a//b", "%2E%2E" for ".."). Other methods on
+// the publish path get 405 with "Allow: POST"; other paths get 404.
+//
+// Request headers map to the message: Content-Type, Content-Encoding,
+// X-Message-Id (generated when absent; echoed in the X-Message-Id response
+// header and the JSON answer), X-Correlation-Id, X-Reply-To, X-Type (each at
+// most 255 bytes), X-Expiration (ms, 0..2^31-1), X-Priority (0..255),
+// X-Persistent and X-Mandatory ("true"/"false", any case; both default to
+// true). Each of these may be given once; a repeated one is a 400.
+// "X-Header-<name>: value" becomes the AMQP header <name> (lowercased, since
+// HTTP header names are case-insensitive and HTTP/2 lowercases them) with a
+// string value; several lines for the same name are joined with ", " as HTTP
+// (RFC 9110 §5.3) allows any proxy to do.
+//
+// Checks run in this order, so a rejected request never reaches Publish:
+// 401 (token), 403 (allow-list), 413 (Content-Length over the limit), 400
+// (path and headers), 503 (Config.Accepting), then the body is read (413 when
+// it grows over the limit) and published with the request's context.
+func NewHandler(cfg Config) http.Handler {
+	return newHandler(cfg)
+}
+
+func newHandler(cfg Config) *router {
+	if cfg.Publisher == nil {
+		panic("httpapi: Config.Publisher is nil")
+	}
+	h := &handler{
+		pub:        cfg.Publisher,
+		maxBody:    cfg.MaxBodyBytes,
+		accepting:  cfg.Accepting,
+		log:        cfg.Logger,
+		onResponse: cfg.OnResponse,
+		now:        time.Now,
+	}
+	if cfg.AuthToken != "" {
+		h.auth = true
+		h.authDigest = sha256.Sum256([]byte(cfg.AuthToken))
+	}
+	if len(cfg.AllowedExchanges) > 0 {
+		h.allowed = make(map[string]struct{}, len(cfg.AllowedExchanges))
+		for _, e := range cfg.AllowedExchanges {
+			h.allowed[exchangeFromPath(e)] = struct{}{}
+		}
+	}
+	if h.maxBody <= 0 {
+		h.maxBody = DefaultMaxBodyBytes
+	}
+	h.retryAfter = retryAfterSeconds(cfg.RetryAfter)
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/publish/{exchange}/{routing_key...}", h)
+	mux.Handle("/v1/publish/{exchange}", h)
+	mux.HandleFunc("/", notFound)
+	return &router{mux: mux, h: h}
+}
+
+// retryAfterSeconds formats d as whole seconds, rounded up; d <= 0 means 1s.
+func retryAfterSeconds(d time.Duration) string {
+	if d <= 0 {
+		return "1"
+	}
+	s := (d + time.Second - 1) / time.Second
+	return strconv.FormatInt(int64(s), 10)
+}
+
+// router answers non-canonical paths itself instead of letting ServeMux
+// redirect them, then hands over to the mux.
+type router struct {
+	mux *http.ServeMux
+	h   *handler
+}
+
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.EscapedPath()
+	if r.Method != http.MethodConnect && cleanPath(p) != p {
+		if strings.HasPrefix(p, "/v1/publish/") {
+			rt.h.fail(w, r, http.StatusBadRequest, "malformed path: percent-encode empty, '.' and '..' segments of the routing key", "")
+			return
+		}
+		notFound(w, r)
+		return
+	}
+	rt.mux.ServeHTTP(w, r)
+}
+
+// cleanPath is net/http's canonical form of a request path: what ServeMux
+// would redirect to.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		if len(p) == len(np)+1 && strings.HasPrefix(p, np) {
+			return p
+		}
+		np += "/"
+	}
+	return np
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeJSONError(w, http.StatusNotFound, "not found: use POST /v1/publish/{exchange}/{routing_key}", "")
+}
+
+// exchangeFromPath maps the path's exchange name to the AMQP one.
+func exchangeFromPath(e string) string {
+	if e == DefaultExchangeName {
+		return ""
+	}
+	return e
+}
+
+// validExchangeName reports whether e is a name RabbitMQ accepts: letters,
+// digits, '-', '_', '.', ':', at most 255 bytes ("" is the default exchange).
+func validExchangeName(e string) bool {
+	if len(e) > maxShortStr {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		c := e[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// authorized checks "Authorization: Bearer <token>" in constant time. The
+// scheme is case-insensitive (RFC 9110 §11.1).
+func (h *handler) authorized(r *http.Request) bool {
+	v := r.Header["Authorization"]
+	if len(v) != 1 {
+		return false
+	}
+	a := v[0]
+	const scheme = "Bearer "
+	if len(a) <= len(scheme) || !strings.EqualFold(a[:len(scheme)], scheme) {
+		return false
+	}
+	got := sha256.Sum256([]byte(a[len(scheme):]))
+	return subtle.ConstantTimeCompare(got[:], h.authDigest[:]) == 1
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header()["Allow"] = []string{http.MethodPost}
+		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", "")
+		return
+	}
+	if h.auth && !h.authorized(r) {
+		w.Header()["Www-Authenticate"] = []string{"Bearer"}
+		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", "")
+		return
+	}
+	exchange := exchangeFromPath(r.PathValue("exchange"))
+	if h.allowed != nil {
+		if _, ok := h.allowed[exchange]; !ok {
+			h.fail(w, r, http.StatusForbidden, "exchange not allowed", "")
+			return
+		}
+	}
+	if r.ContentLength > h.maxBody {
+		h.fail(w, r, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes", "")
+		return
+	}
+	msg, errText := h.parse(r, exchange)
+	if errText != "" {
+		h.fail(w, r, http.StatusBadRequest, errText, msg.MessageID)
+		return
+	}
+	if h.accepting != nil {
+		if err := h.accepting(); err != nil {
+			h.unavailable(w, r, err, msg.MessageID)
+			return
+		}
+	}
+	body, code, errText := h.readBody(w, r)
+	if code != 0 {
+		h.fail(w, r, code, errText, msg.MessageID)
+		return
+	}
+	msg.Body = body
+	if msg.MessageID == "" {
+		msg.MessageID = publisher.NewMessageID()
+	}
+	msg.Timestamp = h.now()
+
+	if err := h.pub.Publish(r.Context(), msg); err != nil {
+		h.publishFailed(w, r, err, msg.MessageID)
+		return
+	}
+	writeConfirmed(w, msg.MessageID)
+	if h.onResponse != nil {
+		h.onResponse(http.StatusOK)
+	}
+}
+
+// single returns the only value of the canonical header key, "" when absent,
+// and ok=false when the header was given more than once.
+func single(hdr http.Header, key string) (v string, ok bool) {
+	vs := hdr[key]
+	switch len(vs) {
+	case 0:
+		return "", true
+	case 1:
+		return vs[0], true
+	default:
+		return "", false
+	}
+}
+
+// stringHeaders are the request headers copied to string properties (all AMQP
+// short strings), in the order they are checked.
+var stringHeaders = [...]struct {
+	key   string
+	field func(*publisher.Message) *string
+}{
+	{"X-Message-Id", func(m *publisher.Message) *string { return &m.MessageID }},
+	{"Content-Type", func(m *publisher.Message) *string { return &m.ContentType }},
+	{"Content-Encoding", func(m *publisher.Message) *string { return &m.ContentEncoding }},
+	{"X-Correlation-Id", func(m *publisher.Message) *string { return &m.CorrelationID }},
+	{"X-Reply-To", func(m *publisher.Message) *string { return &m.ReplyTo }},
+	{"X-Type", func(m *publisher.Message) *string { return &m.Type }},
+}
+
+// parse builds the message from the path and headers (not the body). A
+// non-empty errText is the 400 answer; msg.MessageID is the client's id when it
+// was valid.
+func (h *handler) parse(r *http.Request, exchange string) (msg *publisher.Message, errText string) {
+	msg = &publisher.Message{Exchange: exchange, Persistent: true, Mandatory: true}
+	hdr := r.Header
+
+	// The message id first, so that later errors can echo it.
+	for _, sh := range stringHeaders {
+		v, ok := single(hdr, sh.key)
+		if !ok {
+			return msg, sh.key + " given more than once"
+		}
+		if len(v) > maxShortStr {
+			return msg, sh.key + " longer than 255 bytes"
+		}
+		*sh.field(msg) = v
+	}
+
+	if !validExchangeName(exchange) {
+		return msg, "invalid exchange name: use letters, digits, '-', '_', '.', ':' (at most 255 bytes)"
+	}
+	msg.RoutingKey = r.PathValue("routing_key")
+	if len(msg.RoutingKey) > maxShortStr {
+		return msg, "routing key longer than 255 bytes"
+	}
+
+	v, ok := single(hdr, "X-Expiration")
+	if !ok {
+		return msg, "X-Expiration given more than once"
+	}
+	if v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n > maxExpiration {
+			return msg, "X-Expiration must be a whole number of milliseconds from 0 to 2147483647"
+		}
+		if v[0] == '0' && len(v) > 1 { // normalize leading zeros
+			v = strconv.FormatUint(n, 10)
+		}
+		msg.Expiration = v
+	}
+
+	if v, ok = single(hdr, "X-Priority"); !ok {
+		return msg, "X-Priority given more than once"
+	}
+	if v != "" {
+		n, err := strconv.ParseUint(v, 10, 8)
+		if err != nil {
+			return msg, "X-Priority must be a whole number from 0 to 255"
+		}
+		msg.Priority = uint8(n)
+	}
+
+	if msg.Persistent, errText = parseBool(hdr, "X-Persistent"); errText != "" {
+		return msg, errText
+	}
+	if msg.Mandatory, errText = parseBool(hdr, "X-Mandatory"); errText != "" {
+		return msg, errText
+	}
+
+	for k, vs := range hdr {
+		const prefix = "X-Header-"
+		if len(k) < len(prefix) || !strings.EqualFold(k[:len(prefix)], prefix) {
+			continue
+		}
+		name := strings.ToLower(k[len(prefix):])
+		if name == "" {
+			return msg, "X-Header- needs a header name after the prefix"
+		}
+		if len(name) > maxShortStr {
+			return msg, "X-Header- name longer than 255 bytes"
+		}
+		if msg.Headers == nil {
+			msg.Headers = make(map[string]any)
+		}
+		var val string
+		if len(vs) == 1 {
+			val = vs[0]
+		} else {
+			val = strings.Join(vs, ", ")
+		}
+		if prev, ok := msg.Headers[name].(string); ok { // same name in another case
+			val = prev + ", " + val
+		}
+		msg.Headers[name] = val
+	}
+	return msg, ""
+}
+
+// parseBool reads an optional "true"/"false" header (any case); absent means
+// true.
+func parseBool(hdr http.Header, key string) (bool, string) {
+	v, ok := single(hdr, key)
+	switch {
+	case !ok:
+		return true, key + " given more than once"
+	case v == "" || strings.EqualFold(v, "true"):
+		return true, ""
+	case strings.EqualFold(v, "false"):
+		return false, ""
+	default:
+		return true, key + " must be true or false"
+	}
+}
+
+// readBody reads the whole body, at most h.maxBody bytes. code is 0 on
+// success, else the answer to give.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, code int, errText string) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, 0, ""
+	}
+	rd := http.MaxBytesReader(w, r.Body, h.maxBody)
+	size := r.ContentLength
+	if size < 0 || size > h.maxBody {
+		size = min(512, h.maxBody)
+	}
+	// One byte more than announced, so EOF is seen without growing.
+	buf := make([]byte, 0, size+1)
+	for {
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			if err == io.EOF {
+				return buf, 0, ""
+			}
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, http.StatusRequestEntityTooLarge, "body larger than " + strconv.FormatInt(h.maxBody, 10) + " bytes"
+			}
+			return nil, http.StatusBadRequest, "reading the body failed"
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
+}
+
+// unavailable answers 503 with Retry-After for an Accepting error.
+func (h *handler) unavailable(w http.ResponseWriter, r *http.Request, err error, id string) {
+	text := "service unavailable: cannot take messages now"
+	if errors.Is(err, publisher.ErrClosed) {
+		text = "service unavailable: shutting down"
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelDebug, "httpapi: not accepting publishes",
+		slog.String("message_id", id), slog.String("error", err.Error()))
+	w.Header()["Retry-After"] = []string{h.retryAfter}
+	h.fail(w, r, http.StatusServiceUnavailable, text, id)
+}
+
+// publishFailed maps a Publish error to its answer.
+func (h *handler) publishFailed(w http.ResponseWriter, r *http.Request, err error, id string) {
+	code, text, retry := classify(err)
+	if code == 0 {
+		if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+			// The client went away (or the server gave up on the request). Write a
+			// 503 in case someone still listens; never a 2xx.
+			h.log.LogAttrs(r.Context(), slog.LevelDebug, "httpapi: request cancelled before the confirm",
+				slog.String("message_id", id), slog.String("error", err.Error()))
+			w.Header()["Retry-After"] = []string{h.retryAfter}
+			writeJSONError(w, http.StatusServiceUnavailable, "request cancelled", id)
+			if h.onResponse != nil {
+				h.onResponse(StatusClientClosedRequest)
+			}
+			return
+		}
+		h.log.LogAttrs(r.Context(), slog.LevelWarn, "httpapi: publish failed",
+			slog.String("message_id", id), slog.String("error", err.Error()))
+		code, text, retry = http.StatusServiceUnavailable, "service unavailable: cannot take messages now", true
+	} else {
+		h.log.LogAttrs(r.Context(), slog.LevelDebug, "httpapi: publish failed",
+			slog.String("message_id", id), slog.Int("status", code), slog.String("error", err.Error()))
+	}
+	if retry {
+		w.Header()["Retry-After"] = []string{h.retryAfter}
+	}
+	h.fail(w, r, code, text, id)
+}
+
+// classify maps the publisher's errors to an answer; code 0 means an error it
+// does not know. Broker reason texts (from *ChannelError and *ReturnError) are
+// passed on: they concern this request and carry no secrets.
+func classify(err error) (code int, text string, retry bool) {
+	var ce *publisher.ChannelError
+	var re *publisher.ReturnError
+	switch {
+	case errors.Is(err, publisher.ErrTooManyAttempts):
+		return http.StatusBadGateway, "not published: failed through too many connection failures", false
+	case errors.Is(err, publisher.ErrExchangeNotFound):
+		if errors.As(err, &ce) && ce.Reason != "" {
+			return http.StatusNotFound, "exchange not found: " + ce.Reason, false
+		}
+		return http.StatusNotFound, "exchange not found", false
+	case errors.Is(err, publisher.ErrUnroutable):
+		if errors.As(err, &re) && re.Text != "" {
+			return http.StatusUnprocessableEntity, "unroutable: returned by the broker: " + re.Text, false
+		}
+		return http.StatusUnprocessableEntity, "unroutable: returned by the broker", false
+	case errors.Is(err, publisher.ErrNacked):
+		return http.StatusBadGateway, "nacked by the broker", false
+	case errors.As(err, &ce) && ce.Code == http.StatusForbidden:
+		return http.StatusForbidden, "refused by the broker: " + ce.Reason, false
+	case errors.Is(err, publisher.ErrRejected):
+		if ce != nil {
+			return http.StatusBadRequest, "rejected by the broker: " + strconv.Itoa(ce.Code) + " " + ce.Reason, false
+		}
+		return http.StatusBadRequest, "rejected by the broker", false
+	case errors.Is(err, publisher.ErrInvalidMessage):
+		return http.StatusBadRequest, "invalid message: it cannot be encoded as AMQP", false
+	case errors.Is(err, publisher.ErrBufferFull):
+		return http.StatusServiceUnavailable, "service unavailable: buffer full", true
+	case errors.Is(err, publisher.ErrClosed):
+		return http.StatusServiceUnavailable, "service unavailable: shutting down", true
+	case errors.Is(err, publisher.ErrConfirmTimeout), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "not confirmed in time; the message may still reach the broker", false
+	}
+	return 0, "", false
+}
+
+// fail writes an error answer and reports it.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, code int, text, id string) {
+	writeJSONError(w, code, text, id)
+	if h.onResponse != nil {
+		h.onResponse(code)
+	}
+}
+
+var (
+	// Header values are shared read-only slices: net/http never writes into them
+	// and Header.Set/Add replace or reallocate (cap is 1).
+	jsonContentType = []string{"application/json"}
+	noSniff         = []string{"nosniff"}
+)
+
+// writeConfirmed writes 200 {"message_id":"...","status":"confirmed"} without
+// reflection.
+func writeConfirmed(w http.ResponseWriter, id string) {
+	hdr := w.Header()
+	hdr["Content-Type"] = jsonContentType[:1:1]
+	hdr["X-Content-Type-Options"] = noSniff[:1:1]
+	hdr["X-Message-Id"] = []string{id}
+	var arr [128]byte
+	b := append(arr[:0], `{"message_id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"status":"confirmed"}`+"\n"...)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// writeJSONError writes {"error":"...","message_id":"..."}; message_id is left
+// out when id is empty.
+func writeJSONError(w http.ResponseWriter, code int, text, id string) {
+	hdr := w.Header()
+	hdr["Content-Type"] = jsonContentType[:1:1]
+	hdr["X-Content-Type-Options"] = noSniff[:1:1]
+	b := make([]byte, 0, 48+len(text)+len(id))
+	b = append(b, `{"error":`...)
+	b = appendJSONString(b, text)
+	if id != "" {
+		hdr["X-Message-Id"] = []string{id}
+		b = append(b, `,"message_id":`...)
+		b = appendJSONString(b, id)
+	}
+	b = append(b, "}\n"...)
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}

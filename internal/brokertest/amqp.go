@@ -1,0 +1,110 @@
+package brokertest
+
+import (
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// DefaultSharedURL is the machine's shared broker.
+const DefaultSharedURL = "amqp://guest:guest@127.0.0.1:5672/"
+
+// SharedURL returns the machine's broker URL: $PUBLISHER_TEST_AMQP_URL or
+// DefaultSharedURL. It checks that the broker accepts a connection; if not,
+// the test fails under CI and is skipped otherwise.
+func SharedURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("PUBLISHER_TEST_AMQP_URL")
+	if u == "" {
+		u = DefaultSharedURL
+	}
+	c, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		if inCI() {
+			t.Fatalf("brokertest: shared broker %s not reachable: %v", redact(u), err)
+		}
+		t.Skipf("brokertest: shared broker %s not reachable: %v", redact(u), err)
+	}
+	c.Close()
+	return u
+}
+
+func redact(u string) string {
+	if pu, err := url.Parse(u); err == nil {
+		return pu.Redacted()
+	}
+	return "(unparsable URL)"
+}
+
+// dialChannel opens a connection and channel, closed at the end of the test.
+func dialChannel(t testing.TB, amqpURL string) *amqp.Channel {
+	t.Helper()
+	c, err := amqp.DialConfig(amqpURL, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Fatalf("brokertest: dial: %v", err)
+	}
+	ch, err := c.Channel()
+	if err != nil {
+		c.Close()
+		t.Fatalf("brokertest: channel: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ch
+}
+
+// DeclareQueue declares a durable classic queue on the broker at url.
+func DeclareQueue(t testing.TB, amqpURL, queue string) {
+	t.Helper()
+	ch := dialChannel(t, amqpURL)
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatalf("brokertest: declare %q: %v", queue, err)
+	}
+	ch.Close()
+}
+
+// Purge removes all ready messages from queue and returns how many.
+func Purge(t testing.TB, amqpURL, queue string) int {
+	t.Helper()
+	ch := dialChannel(t, amqpURL)
+	n, err := ch.QueuePurge(queue, false)
+	if err != nil {
+		t.Fatalf("brokertest: purge %q: %v", queue, err)
+	}
+	ch.Close()
+	return n
+}
+
+// Drain removes every ready message from queue with basic.get and returns
+// message-id -> count (messages without a message-id count under "").
+func Drain(t testing.TB, amqpURL, queue string) map[string]int {
+	t.Helper()
+	ch := dialChannel(t, amqpURL)
+	got := map[string]int{}
+	for {
+		d, ok, err := ch.Get(queue, true)
+		if err != nil {
+			t.Fatalf("brokertest: drain %q: %v", queue, err)
+		}
+		if !ok {
+			break
+		}
+		got[d.MessageId]++
+	}
+	ch.Close()
+	return got
+}
+
+// DeclareQueue declares a durable classic queue on the node.
+func (n *Node) DeclareQueue(t testing.TB, queue string) { t.Helper(); DeclareQueue(t, n.URL(), queue) }
+
+// Purge empties queue on the node and returns how many messages it removed.
+func (n *Node) Purge(t testing.TB, queue string) int { t.Helper(); return Purge(t, n.URL(), queue) }
+
+// Drain empties queue on the node; see the package-level Drain.
+func (n *Node) Drain(t testing.TB, queue string) map[string]int {
+	t.Helper()
+	return Drain(t, n.URL(), queue)
+}

@@ -1,0 +1,138 @@
+// Package metrics holds the service's Prometheus collectors. They are
+// registered once, on a registry the caller owns (never the global default),
+// outside anything that restarts, and fed from the publisher (an Observer) and
+// from the supervision event stream (an EventHook), so neither of those
+// packages knows about Prometheus.
+package metrics
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/supervision"
+)
+
+// Source is read at scrape time for the gauges.
+type Source interface {
+	State() publisher.State
+}
+
+// Metrics implements publisher.Observer and consumes supervision events.
+type Metrics struct {
+	outcomes    map[publisher.Outcome]prometheus.Counter
+	duration    prometheus.Histogram
+	republished prometheus.Counter
+	restarts    *prometheus.CounterVec
+	failures    *prometheus.CounterVec
+	escalations *prometheus.CounterVec
+	requests    *prometheus.CounterVec
+	ready       func() bool
+}
+
+// New creates and registers every collector on reg. src feeds the connection
+// gauges; ready feeds publisher_ready (the same answer as /readyz).
+func New(reg prometheus.Registerer, src Source, ready func() bool) (*Metrics, error) {
+	messages := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "publisher_messages_total",
+		Help: "Publish requests by how they ended: confirmed, nacked, returned (unroutable), rejected (by the broker or as invalid), failed, timeout.",
+	}, []string{"outcome"})
+	m := &Metrics{
+		outcomes: map[publisher.Outcome]prometheus.Counter{},
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "publisher_publish_duration_seconds",
+			Help:    "Time from a publish request being received to its answer (the broker's confirm, or the failure).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5ms .. ~16s
+		}),
+		republished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_republished_total",
+			Help: "Messages published again because the connection or channel they were in flight on failed.",
+		}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_supervision_restarts_total",
+			Help: "Restarts of a supervised child, by supervisor and child.",
+		}, []string{"supervisor", "child"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_supervision_failures_total",
+			Help: "Failures (errors and panics) of a supervised child, by supervisor and child.",
+		}, []string{"supervisor", "child"}),
+		escalations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_supervision_escalations_total",
+			Help: "Failures a supervisor escalated to its parent because its restart intensity was exhausted.",
+		}, []string{"supervisor"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_http_requests_total",
+			Help: "Publish requests answered over HTTP, by status code.",
+		}, []string{"code"}),
+		ready: ready,
+	}
+	for _, o := range []publisher.Outcome{publisher.OutcomeConfirmed, publisher.OutcomeNacked, publisher.OutcomeReturned,
+		publisher.OutcomeRejected, publisher.OutcomeFailed, publisher.OutcomeTimeout} {
+		m.outcomes[o] = messages.WithLabelValues(string(o))
+	}
+	gauge := func(name, help string, f func(publisher.State) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(src.State()) })
+	}
+	cs := []prometheus.Collector{
+		messages, m.duration, m.republished, m.restarts, m.failures, m.escalations, m.requests,
+		gauge("publisher_inflight_messages", "Messages published and not yet confirmed.", func(s publisher.State) float64 { return float64(s.Inflight) }),
+		gauge("publisher_buffered_messages", "Messages taken and waiting to be published (mailbox and carried over a restart).", func(s publisher.State) float64 { return float64(s.Buffered) }),
+		gauge("publisher_connection_up", "1 when the AMQP connection is open with its confirm channels, else 0.", func(s publisher.State) float64 { return b2f(s.Connected) }),
+		gauge("publisher_connection_blocked", "1 while the broker blocks publishing (connection.blocked: memory or disk alarm), else 0.", func(s publisher.State) float64 { return b2f(s.Blocked) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_ready", Help: "1 when /readyz answers 200, else 0."}, func() float64 { return b2f(m.ready()) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Published implements publisher.Observer.
+func (m *Metrics) Published(o publisher.Outcome, d time.Duration) {
+	if c, ok := m.outcomes[o]; ok {
+		c.Inc()
+	}
+	m.duration.Observe(d.Seconds())
+}
+
+// Republished implements publisher.Observer.
+func (m *Metrics) Republished(n int) { m.republished.Add(float64(n)) }
+
+// HTTPResponse counts one answered publish request.
+func (m *Metrics) HTTPResponse(code int) { m.requests.WithLabelValues(strconv.Itoa(code)).Inc() }
+
+// Event consumes the supervision event stream (use as supervision.Spec.EventHook).
+func (m *Metrics) Event(ev supervision.Event) {
+	switch ev.Kind {
+	case supervision.EventFailure:
+		m.failures.WithLabelValues(ev.Supervisor, ev.Child).Inc()
+	case supervision.EventRestart:
+		m.restarts.WithLabelValues(ev.Supervisor, ev.Child).Inc()
+	case supervision.EventEscalation:
+		m.escalations.WithLabelValues(ev.Supervisor).Inc()
+	}
+}
+
+// Declare makes the supervision series exist at 0 before anything fails, so
+// dashboards and rate() see them from the first scrape.
+func (m *Metrics) Declare(supervisor string, children ...string) {
+	m.escalations.WithLabelValues(supervisor)
+	for _, c := range children {
+		m.restarts.WithLabelValues(supervisor, c)
+		m.failures.WithLabelValues(supervisor, c)
+	}
+}

@@ -1,0 +1,573 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Serve runs one incarnation: dial, register, declare, publish until the
+// connection dies (the error is returned so the supervisor restarts it) or ctx
+// ends (nil is returned after a clean close). Messages in flight when it ends
+// are kept for the next incarnation.
+func (p *Publisher) Serve(ctx context.Context) error {
+	url := p.cfg.URLs[p.urlIndex%len(p.cfg.URLs)]
+	inc := &incarnation{p: p, log: p.log.With("broker", RedactURL(url))}
+	err := inc.run(ctx, url)
+	inc.saveCarry()
+	p.connected.Store(false)
+	p.blocked.Store(false)
+	p.openChans.Store(0)
+	if err != nil && ctx.Err() == nil {
+		// The next incarnation tries the next broker.
+		p.urlIndex++
+		return err
+	}
+	return nil
+}
+
+// incarnation is the state of one Serve call; it dies with it.
+type incarnation struct {
+	p    *Publisher
+	log  *slog.Logger
+	conn *amqp.Connection
+
+	chans   []*pubChannel
+	events  chan chanEvent
+	stop    chan struct{} // closed when the incarnation ends: stops forwarders and the checker
+	next    int           // round-robin position over chans
+	backlog []*request    // to publish before reading the mailbox, oldest first
+
+	known    map[string]bool       // exchanges seen to exist in this incarnation
+	waiting  map[string][]*request // waiting for an exchange check
+	checks   chan string
+	verdicts chan verdict
+	inflight int
+}
+
+// pubChannel is one confirm-mode channel and its unconfirmed messages by
+// delivery tag.
+type pubChannel struct {
+	id       int
+	gen      int // bumped on reopen; events of an older generation are ignored
+	ch       *amqp.Channel
+	open     bool
+	seq      uint64
+	inflight map[uint64]*request
+}
+
+type eventKind int
+
+const (
+	evConfirm eventKind = iota
+	evReturn
+	evClosed
+)
+
+type chanEvent struct {
+	id, gen int
+	kind    eventKind
+	conf    amqp.Confirmation
+	ret     amqp.Return
+	err     *amqp.Error
+}
+
+type verdict struct {
+	exchange string
+	err      error
+}
+
+func (inc *incarnation) run(ctx context.Context, url string) error {
+	p := inc.p
+	cfg := p.cfg
+	redacted := RedactURL(url)
+	conn, err := amqp.DialConfig(url, amqp.Config{
+		Heartbeat:  cfg.Heartbeat,
+		Locale:     "en_US",
+		Dial:       amqp.DefaultDial(cfg.DialTimeout),
+		Properties: amqp.Table{"connection_name": cfg.ConnectionName, "product": "publisher"},
+	})
+	if err != nil {
+		return fmt.Errorf("publisher: dial %s: %w", redacted, err)
+	}
+	inc.conn = conn
+	inc.stop = make(chan struct{})
+	defer func() {
+		close(inc.stop)
+		_ = conn.CloseDeadline(time.Now().Add(5 * time.Second))
+	}()
+	p.currentURL.Store(&redacted)
+
+	// Every registration is made anew: nothing from an earlier incarnation is
+	// assumed to exist.
+	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 8))
+
+	inc.known = map[string]bool{"": true}
+	inc.waiting = map[string][]*request{}
+	if cfg.Topology != nil {
+		if err := declareTopology(conn, cfg.Topology); err != nil {
+			return fmt.Errorf("publisher: declare topology on %s: %w", redacted, err)
+		}
+		for _, e := range cfg.Topology.Exchanges {
+			inc.known[e.Name] = true
+		}
+	}
+
+	inc.events = make(chan chanEvent, cfg.Channels*cfg.MaxInflightPerChannel)
+	inc.chans = make([]*pubChannel, cfg.Channels)
+	for i := range inc.chans {
+		inc.chans[i] = &pubChannel{id: i}
+		if err := inc.openChannel(inc.chans[i]); err != nil {
+			return fmt.Errorf("publisher: open channel on %s: %w", redacted, err)
+		}
+	}
+	inc.checks = make(chan string, 64)
+	inc.verdicts = make(chan verdict, 64)
+	go inc.checker()
+
+	p.connected.Store(true)
+	inc.log.Info("publisher connected", "channels", cfg.Channels)
+
+	// Messages carried over from the previous incarnation go first.
+	inc.backlog = p.carry
+	p.carry = nil
+	if n := len(inc.backlog); n > 0 {
+		p.cfg.Observer.Republished(n)
+		inc.log.Info("publishing again messages in flight at the last failure", "messages", n)
+	}
+
+	for {
+		inc.drainBacklog()
+		var in <-chan *request
+		if len(inc.backlog) == 0 && !p.blocked.Load() && inc.hasCapacity() {
+			in = p.mailbox.Receive()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-connClosed:
+			if e == nil {
+				return errors.New("publisher: connection closed")
+			}
+			return fmt.Errorf("publisher: connection to %s lost: %w", redacted, e)
+		case b := <-blocked:
+			p.blocked.Store(b.Active)
+			if b.Active {
+				inc.log.Warn("broker blocked publishing", "reason", b.Reason)
+			} else {
+				inc.log.Info("broker unblocked publishing")
+			}
+		case r := <-in:
+			inc.dispatch(r)
+		case ev := <-inc.events:
+			if err := inc.handle(ev); err != nil {
+				return err
+			}
+		case v := <-inc.verdicts:
+			inc.judge(v)
+		}
+	}
+}
+
+// openChannel opens (or reopens) pc in confirm mode with fresh listeners.
+func (inc *incarnation) openChannel(pc *pubChannel) error {
+	ch, err := inc.conn.Channel()
+	if err != nil {
+		return err
+	}
+	if err := ch.Confirm(false); err != nil {
+		return err
+	}
+	n := inc.p.cfg.MaxInflightPerChannel
+	// The confirm and return buffers cover every outstanding publishing, so
+	// amqp091-go never has to wait on (or give up on) a full listener.
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, n))
+	returns := ch.NotifyReturn(make(chan amqp.Return, n))
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	pc.gen++
+	pc.ch = ch
+	pc.open = true
+	pc.seq = 0
+	pc.inflight = make(map[uint64]*request, n)
+	inc.p.openChans.Add(1)
+	go inc.forward(pc.id, pc.gen, confirms, returns, closes)
+	return nil
+}
+
+// forward relays one channel generation's notifications to the actor loop. A
+// return is always relayed before the confirm of the same message: amqp091-go
+// delivers basic.return into its buffer before it dispatches the basic.ack, so
+// draining returns first keeps them in order.
+func (inc *incarnation) forward(id, gen int, confirms <-chan amqp.Confirmation, returns <-chan amqp.Return, closes <-chan *amqp.Error) {
+	send := func(ev chanEvent) bool {
+		ev.id, ev.gen = id, gen
+		select {
+		case inc.events <- ev:
+			return true
+		case <-inc.stop:
+			return false
+		}
+	}
+	drainReturns := func() bool {
+		for {
+			select {
+			case r, ok := <-returns:
+				if !ok {
+					returns = nil
+					return true
+				}
+				if !send(chanEvent{kind: evReturn, ret: r}) {
+					return false
+				}
+			default:
+				return true
+			}
+		}
+	}
+	for {
+		select {
+		case <-inc.stop:
+			return
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			if !send(chanEvent{kind: evReturn, ret: r}) {
+				return
+			}
+		case c, ok := <-confirms:
+			if !ok {
+				confirms = nil
+				continue
+			}
+			if !drainReturns() || !send(chanEvent{kind: evConfirm, conf: c}) {
+				return
+			}
+		case e, ok := <-closes:
+			if !ok {
+				e = nil
+			}
+			// Relay what arrived before the close, then the close itself.
+			for confirms != nil {
+				select {
+				case c, ok := <-confirms:
+					if !ok {
+						confirms = nil
+						continue
+					}
+					if !drainReturns() || !send(chanEvent{kind: evConfirm, conf: c}) {
+						return
+					}
+				default:
+					confirms = nil
+				}
+			}
+			if e == nil {
+				e = &amqp.Error{Code: amqp.ChannelError, Reason: "channel closed"}
+			}
+			send(chanEvent{kind: evClosed, err: e})
+			return
+		}
+	}
+}
+
+func (inc *incarnation) hasCapacity() bool {
+	for _, pc := range inc.chans {
+		if pc.open && len(pc.inflight) < inc.p.cfg.MaxInflightPerChannel {
+			return true
+		}
+	}
+	return false
+}
+
+// drainBacklog publishes from the backlog while there is channel capacity.
+func (inc *incarnation) drainBacklog() {
+	// At most one pass: dispatch may put a message back at the end.
+	for n := len(inc.backlog); n > 0 && !inc.p.blocked.Load() && inc.hasCapacity(); n-- {
+		r := inc.backlog[0]
+		inc.backlog[0] = nil
+		inc.backlog = inc.backlog[1:]
+		inc.dispatch(r)
+	}
+	inc.p.carried.Store(int64(len(inc.backlog)))
+}
+
+// dispatch publishes r, or parks it until its exchange is known to exist: a
+// message to a missing exchange must not close a channel other messages share.
+func (inc *incarnation) dispatch(r *request) {
+	if r.ctx.Err() != nil {
+		// The caller has its answer already; publishing now would only make a
+		// message nobody waits for.
+		r.finish(ErrConfirmTimeout)
+		return
+	}
+	ex := r.msg.Exchange
+	if inc.known[ex] || strings.HasPrefix(ex, "amq.") {
+		inc.publish(r)
+		return
+	}
+	if w, ok := inc.waiting[ex]; ok {
+		inc.waiting[ex] = append(w, r)
+		return
+	}
+	inc.waiting[ex] = []*request{r}
+	select {
+	case inc.checks <- ex:
+	default:
+		// The checker is saturated: keep the message for later rather than block.
+		delete(inc.waiting, ex)
+		inc.backlog = append(inc.backlog, r)
+	}
+}
+
+func (inc *incarnation) publish(r *request) {
+	var pc *pubChannel
+	for range inc.chans {
+		c := inc.chans[inc.next]
+		inc.next = (inc.next + 1) % len(inc.chans)
+		if c.open && len(c.inflight) < inc.p.cfg.MaxInflightPerChannel {
+			pc = c
+			break
+		}
+	}
+	if pc == nil {
+		inc.backlog = append([]*request{r}, inc.backlog...)
+		return
+	}
+	m := r.msg
+	if err := pc.ch.PublishWithContext(r.ctx, m.Exchange, m.RoutingKey, m.Mandatory, false, r.pub); err != nil {
+		switch {
+		case r.ctx.Err() != nil:
+			r.finish(ErrConfirmTimeout)
+		case errors.Is(err, amqp.ErrClosed):
+			// The channel's close event is on its way; try again elsewhere.
+			inc.backlog = append([]*request{r}, inc.backlog...)
+			inc.markClosed(pc)
+		default:
+			r.finish(fmt.Errorf("%w: %w", ErrInvalidMessage, err))
+		}
+		return
+	}
+	pc.seq++
+	pc.inflight[pc.seq] = r
+	inc.inflight++
+	inc.p.inflight.Add(1)
+}
+
+func (inc *incarnation) markClosed(pc *pubChannel) {
+	if pc.open {
+		pc.open = false
+		inc.p.openChans.Add(-1)
+	}
+}
+
+// handle applies one channel event. It returns an error only when the
+// connection itself is unusable.
+func (inc *incarnation) handle(ev chanEvent) error {
+	pc := inc.chans[ev.id]
+	if ev.gen != pc.gen {
+		return nil
+	}
+	switch ev.kind {
+	case evReturn:
+		// The oldest unconfirmed message with this id on this channel is the one.
+		var oldest uint64
+		for tag, r := range pc.inflight {
+			if r.returned == nil && r.pub.MessageId == ev.ret.MessageId && (oldest == 0 || tag < oldest) {
+				oldest = tag
+			}
+		}
+		if oldest != 0 {
+			pc.inflight[oldest].returned = &ReturnError{Code: ev.ret.ReplyCode, Text: ev.ret.ReplyText}
+		}
+	case evConfirm:
+		r, ok := pc.inflight[ev.conf.DeliveryTag]
+		if !ok {
+			return nil
+		}
+		delete(pc.inflight, ev.conf.DeliveryTag)
+		inc.inflight--
+		inc.p.inflight.Add(-1)
+		switch {
+		case r.returned != nil:
+			r.finish(r.returned)
+		case ev.conf.Ack:
+			r.finish(nil)
+		default:
+			r.finish(ErrNacked)
+		}
+	case evClosed:
+		inc.channelClosed(pc, ev.err)
+		if inc.conn.IsClosed() {
+			return fmt.Errorf("publisher: connection lost: %w", ev.err)
+		}
+		if err := inc.openChannel(pc); err != nil {
+			return fmt.Errorf("publisher: reopen channel: %w", err)
+		}
+	}
+	return nil
+}
+
+// channelClosed settles the messages that were unconfirmed on a channel the
+// broker closed. When the broker names a missing exchange, the messages to it
+// fail with a not-found error and nobody else is charged an attempt; every other
+// message is published again, charged one attempt.
+func (inc *incarnation) channelClosed(pc *pubChannel, cause *amqp.Error) {
+	inc.markClosed(pc)
+	tags := make([]uint64, 0, len(pc.inflight))
+	for tag := range pc.inflight {
+		tags = append(tags, tag)
+	}
+	slices.Sort(tags)
+	culprit, isNotFound := missingExchange(cause)
+	if isNotFound {
+		delete(inc.known, culprit)
+	}
+	connLost := inc.conn.IsClosed()
+	if !connLost {
+		inc.log.Warn("broker closed a publishing channel", "channel", pc.id, "code", cause.Code, "reason", cause.Reason)
+	}
+	again := make([]*request, 0, len(tags))
+	for _, tag := range tags {
+		r := pc.inflight[tag]
+		switch {
+		case isNotFound && r.msg.Exchange == culprit:
+			r.finish(&ChannelError{Code: cause.Code, Reason: cause.Reason})
+		case isNotFound:
+			again = append(again, r)
+		default:
+			r.attempts++
+			r.lastErr = cause
+			if r.attempts >= inc.p.cfg.MaxPublishAttempts {
+				r.finish(fmt.Errorf("%w (%d): %w", ErrTooManyAttempts, r.attempts, cause))
+				continue
+			}
+			again = append(again, r)
+		}
+	}
+	inc.inflight -= len(tags)
+	inc.p.inflight.Add(-int64(len(tags)))
+	pc.inflight = nil
+	if len(again) > 0 && !connLost {
+		// With the connection lost, the next incarnation counts them instead.
+		inc.p.cfg.Observer.Republished(len(again))
+	}
+	inc.backlog = append(again, inc.backlog...)
+}
+
+// missingExchange extracts the exchange name from a 404 channel close such as
+// "NOT_FOUND - no exchange 'orders' in vhost '/'".
+func missingExchange(e *amqp.Error) (string, bool) {
+	if e == nil || e.Code != amqp.NotFound {
+		return "", false
+	}
+	_, rest, ok := strings.Cut(e.Reason, "no exchange '")
+	if !ok {
+		return "", false
+	}
+	name, _, ok := strings.Cut(rest, "' in vhost")
+	return name, ok
+}
+
+// checker verifies exchanges with passive declares on a channel of its own,
+// so a missing exchange closes only that channel.
+func (inc *incarnation) checker() {
+	var ch *amqp.Channel
+	defer func() {
+		if ch != nil {
+			_ = ch.Close()
+		}
+	}()
+	for {
+		select {
+		case <-inc.stop:
+			return
+		case ex := <-inc.checks:
+			var err error
+			if ch == nil || ch.IsClosed() {
+				ch, err = inc.conn.Channel()
+			}
+			if err == nil {
+				err = ch.ExchangeDeclarePassive(ex, "direct", false, false, false, false, nil)
+			}
+			select {
+			case inc.verdicts <- verdict{exchange: ex, err: err}:
+			case <-inc.stop:
+				return
+			}
+		}
+	}
+}
+
+// judge releases or fails the messages waiting for an exchange check.
+func (inc *incarnation) judge(v verdict) {
+	waiting := inc.waiting[v.exchange]
+	delete(inc.waiting, v.exchange)
+	if v.err == nil {
+		inc.known[v.exchange] = true
+		inc.backlog = append(inc.backlog, waiting...)
+		return
+	}
+	var ae *amqp.Error
+	if errors.As(v.err, &ae) && !inc.conn.IsClosed() && ae.Code != amqp.ChannelError {
+		for _, r := range waiting {
+			r.finish(&ChannelError{Code: ae.Code, Reason: ae.Reason})
+		}
+		return
+	}
+	// The connection is going away: keep them for the next incarnation.
+	inc.backlog = append(inc.backlog, waiting...)
+}
+
+// saveCarry moves everything this incarnation still holds to the Publisher,
+// oldest first, so the next incarnation publishes it again. Messages that were
+// in flight are charged one attempt; those charged MaxPublishAttempts fail.
+func (inc *incarnation) saveCarry() {
+	p := inc.p
+	var carry []*request
+	for _, pc := range inc.chans {
+		if pc == nil || pc.inflight == nil {
+			continue
+		}
+		tags := make([]uint64, 0, len(pc.inflight))
+		for tag := range pc.inflight {
+			tags = append(tags, tag)
+		}
+		slices.Sort(tags)
+		for _, tag := range tags {
+			r := pc.inflight[tag]
+			r.attempts++
+			if r.attempts >= p.cfg.MaxPublishAttempts {
+				r.finish(fmt.Errorf("%w (%d): connection lost while in flight", ErrTooManyAttempts, r.attempts))
+				continue
+			}
+			carry = append(carry, r)
+		}
+		p.inflight.Add(-int64(len(pc.inflight)))
+		pc.inflight = nil
+	}
+	carry = append(carry, inc.backlog...)
+	for _, w := range inc.waiting {
+		carry = append(carry, w...)
+	}
+	inc.backlog, inc.waiting = nil, nil
+	// Requests whose callers have gone need no second publish.
+	live := carry[:0]
+	for _, r := range carry {
+		if r.ctx.Err() != nil {
+			r.finish(ErrConfirmTimeout)
+			continue
+		}
+		live = append(live, r)
+	}
+	p.carry = append(live, p.carry...)
+	p.carried.Store(int64(len(p.carry)))
+}

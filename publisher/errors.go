@@ -1,0 +1,71 @@
+package publisher
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors returned by Publish, to be matched with errors.Is. Each one is a
+// distinct outcome the HTTP layer maps to its own status code.
+var (
+	// ErrNacked: the broker took the message but answered basic.nack (it could not
+	// take responsibility for it, e.g. an internal queue error or a queue length
+	// limit with overflow=reject-publish).
+	ErrNacked = errors.New("publisher: message nacked by the broker")
+	// ErrUnroutable: the message was mandatory and the broker returned it because
+	// no queue was bound to take it. A *ReturnError carries the broker's reason.
+	ErrUnroutable = errors.New("publisher: message returned unroutable")
+	// ErrExchangeNotFound: the exchange does not exist (AMQP 404 NOT_FOUND).
+	ErrExchangeNotFound = errors.New("publisher: exchange not found")
+	// ErrRejected: the broker refused this one message with a channel-level error
+	// (e.g. 406 PRECONDITION_FAILED, 403 ACCESS_REFUSED). A *ChannelError carries
+	// the code and text. Other messages are not affected.
+	ErrRejected = errors.New("publisher: message rejected by the broker")
+	// ErrInvalidMessage: the message cannot be encoded (e.g. a header of a type
+	// AMQP tables cannot carry). Nothing was sent.
+	ErrInvalidMessage = errors.New("publisher: invalid message")
+	// ErrBufferFull: the mailbox holds Config.BufferSize messages already; the
+	// message was not taken. Retry later.
+	ErrBufferFull = errors.New("publisher: buffer full")
+	// ErrClosed: the publisher is shutting down or has stopped; the message was not
+	// taken (or, if it was queued, it was failed back before being published).
+	ErrClosed = errors.New("publisher: shutting down")
+	// ErrConfirmTimeout: no confirm arrived within Config.ConfirmTimeout (or the
+	// caller's deadline). The message may still reach the broker later.
+	ErrConfirmTimeout = errors.New("publisher: not confirmed in time")
+	// ErrTooManyAttempts: the message was in flight through
+	// Config.MaxPublishAttempts connection or channel failures; it is failed back so
+	// a poison message cannot crash-loop the publisher. It wraps the last failure.
+	ErrTooManyAttempts = errors.New("publisher: too many publish attempts")
+)
+
+// ReturnError is the failure of a mandatory message the broker returned.
+type ReturnError struct {
+	Code uint16
+	Text string
+}
+
+func (e *ReturnError) Error() string {
+	return fmt.Sprintf("publisher: message returned unroutable: %d %s", e.Code, e.Text)
+}
+
+// Is makes errors.Is(err, ErrUnroutable) true.
+func (e *ReturnError) Is(target error) bool { return target == ErrUnroutable }
+
+// ChannelError is a channel-level error the broker raised for one message.
+type ChannelError struct {
+	Code   int
+	Reason string
+}
+
+func (e *ChannelError) Error() string {
+	return fmt.Sprintf("publisher: broker refused the message: %d %s", e.Code, e.Reason)
+}
+
+// Is makes errors.Is match ErrExchangeNotFound for 404 and ErrRejected otherwise.
+func (e *ChannelError) Is(target error) bool {
+	if e.Code == 404 {
+		return target == ErrExchangeNotFound
+	}
+	return target == ErrRejected
+}

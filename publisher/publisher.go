@@ -1,0 +1,316 @@
+// Package publisher holds the connection-owning publisher actor: one AMQP
+// connection, a set of confirm-mode channels, and the bookkeeping that turns
+// broker confirms into answers for the callers of Publish.
+//
+// A Publisher is a supervision.Service. Each call of Serve is one incarnation:
+// it dials, redoes every registration (NotifyClose, NotifyBlocked,
+// NotifyPublish, NotifyReturn, confirm mode, topology) and then publishes until
+// the connection dies, when it returns the error so its supervisor restarts it.
+// Nothing from an earlier incarnation is assumed to be registered.
+//
+// The state that must survive a crash lives on the Publisher, outside the
+// incarnation: the mailbox callers send to (so Publish keeps working while the
+// actor restarts, bounded by Config.BufferSize) and the messages that were in
+// flight when the connection died, which the next incarnation publishes again
+// with the same message id (at-least-once). A message that has been in flight
+// through Config.MaxPublishAttempts failures is failed back to its caller.
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/publisher-dev/publisher/supervision"
+)
+
+// Config configures a Publisher. The zero value of every field means the
+// documented default.
+type Config struct {
+	// URLs are the brokers, tried in turn: each incarnation after a connection
+	// failure dials the next one. Default amqp://guest:guest@localhost:5672/.
+	URLs []string
+	// Channels is the number of confirm-mode channels on the connection. Default 4.
+	Channels int
+	// MaxInflightPerChannel bounds the unconfirmed messages per channel; the
+	// confirm listener's buffer is sized to it, as amqp091-go requires. Default 512.
+	MaxInflightPerChannel int
+	// BufferSize bounds the mailbox: messages taken but not yet published,
+	// including those waiting while the actor restarts. Default 10000.
+	BufferSize int
+	// ConfirmTimeout bounds how long Publish waits for the broker. Default 10s.
+	ConfirmTimeout time.Duration
+	// MaxPublishAttempts is how many connection or channel failures a message may
+	// be in flight through before it is failed with ErrTooManyAttempts. Default 3.
+	MaxPublishAttempts int
+	// Heartbeat is the AMQP heartbeat interval. Default 10s.
+	Heartbeat time.Duration
+	// DialTimeout bounds the TCP connect and AMQP handshake. Default 5s.
+	DialTimeout time.Duration
+	// ConnectionName is shown in the management UI. Default "publisher".
+	ConnectionName string
+	// Topology is declared on every connect. Optional.
+	Topology *Topology
+	// Logger receives structured logs; URLs in it are redacted. Default slog.Default().
+	Logger *slog.Logger
+	// Observer receives outcomes for metrics. Optional.
+	Observer Observer
+}
+
+func (c *Config) setDefaults() {
+	if len(c.URLs) == 0 {
+		c.URLs = []string{"amqp://guest:guest@localhost:5672/"}
+	}
+	if c.Channels <= 0 {
+		c.Channels = 4
+	}
+	if c.MaxInflightPerChannel <= 0 {
+		c.MaxInflightPerChannel = 512
+	}
+	if c.BufferSize <= 0 {
+		c.BufferSize = 10000
+	}
+	if c.ConfirmTimeout <= 0 {
+		c.ConfirmTimeout = 10 * time.Second
+	}
+	if c.MaxPublishAttempts <= 0 {
+		c.MaxPublishAttempts = 3
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 10 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.ConnectionName == "" {
+		c.ConnectionName = "publisher"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+}
+
+// Outcome is how a publish ended, as counted in publisher_messages_total.
+type Outcome string
+
+// The outcomes of a publish.
+const (
+	OutcomeConfirmed Outcome = "confirmed"
+	OutcomeNacked    Outcome = "nacked"
+	OutcomeReturned  Outcome = "returned"
+	OutcomeRejected  Outcome = "rejected"
+	OutcomeFailed    Outcome = "failed"
+	OutcomeTimeout   Outcome = "timeout"
+)
+
+// OutcomeOf classifies an error returned by Publish.
+func OutcomeOf(err error) Outcome {
+	switch {
+	case err == nil:
+		return OutcomeConfirmed
+	case errors.Is(err, ErrNacked):
+		return OutcomeNacked
+	case errors.Is(err, ErrUnroutable):
+		return OutcomeReturned
+	case errors.Is(err, ErrExchangeNotFound), errors.Is(err, ErrRejected), errors.Is(err, ErrInvalidMessage):
+		return OutcomeRejected
+	case errors.Is(err, ErrConfirmTimeout), errors.Is(err, context.DeadlineExceeded):
+		return OutcomeTimeout
+	default:
+		return OutcomeFailed
+	}
+}
+
+// Observer is told about every finished publish and every republish. Methods
+// are called from many goroutines and must be cheap.
+type Observer interface {
+	Published(outcome Outcome, d time.Duration)
+	Republished(n int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Published(Outcome, time.Duration) {}
+func (nopObserver) Republished(int)                  {}
+
+// Publisher publishes messages with confirms over one supervised connection.
+// Create it with New, add it to a supervisor (it is a supervision.Service), and
+// call Publish from any goroutine.
+type Publisher struct {
+	cfg     Config
+	log     *slog.Logger
+	mailbox *supervision.Mailbox[*request]
+
+	// carry holds the requests that were in flight (or waiting) when the last
+	// incarnation ended, oldest first. Only the running incarnation touches it;
+	// incarnations never overlap because the supervisor starts the next Serve
+	// only after the previous one returned.
+	carry []*request
+	// urlIndex is the index into cfg.URLs of the next dial. Same ownership as carry.
+	urlIndex int
+
+	connected  atomic.Bool
+	blocked    atomic.Bool
+	openChans  atomic.Int32
+	inflight   atomic.Int64
+	carried    atomic.Int64
+	currentURL atomic.Pointer[string]
+	terminated atomic.Bool
+}
+
+// New returns a Publisher; it does not connect until Serve runs.
+func New(cfg Config) (*Publisher, error) {
+	cfg.setDefaults()
+	for _, u := range cfg.URLs {
+		if _, err := amqp.ParseURI(u); err != nil {
+			return nil, fmt.Errorf("publisher: invalid broker URL %s: %w", RedactURL(u), err)
+		}
+	}
+	return &Publisher{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		mailbox: supervision.NewMailbox[*request](cfg.BufferSize),
+	}, nil
+}
+
+// request is one Publish call travelling through the actor.
+type request struct {
+	ctx  context.Context
+	msg  *Message
+	pub  amqp.Publishing
+	done chan error // capacity 1: the actor never blocks finishing a request
+
+	attempts int          // failures survived while in flight
+	returned *ReturnError // set when the broker returned the message
+	lastErr  error        // the failure that ended its last attempt
+}
+
+func (r *request) finish(err error) { r.done <- err }
+
+// Publish sends msg and waits until the broker confirmed it (nil), nacked it
+// (ErrNacked), returned it (ErrUnroutable), refused it (ErrExchangeNotFound,
+// ErrRejected), or until ctx or Config.ConfirmTimeout ended (ErrConfirmTimeout).
+// ErrBufferFull and ErrClosed come back at once, without waiting. Publish sets
+// msg.MessageID when it is empty.
+func (p *Publisher) Publish(ctx context.Context, msg *Message) error {
+	start := time.Now()
+	err := p.publish(ctx, msg)
+	p.cfg.Observer.Published(OutcomeOf(err), time.Since(start))
+	return err
+}
+
+func (p *Publisher) publish(ctx context.Context, msg *Message) error {
+	if msg.MessageID == "" {
+		msg.MessageID = NewMessageID()
+	}
+	headers := amqp.Table(msg.Headers)
+	if err := headers.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	var mode uint8 = amqp.Transient
+	if msg.Persistent {
+		mode = amqp.Persistent
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConfirmTimeout)
+	defer cancel()
+	r := &request{
+		ctx:  ctx,
+		msg:  msg,
+		done: make(chan error, 1),
+		pub: amqp.Publishing{
+			Headers:         headers,
+			ContentType:     msg.ContentType,
+			ContentEncoding: msg.ContentEncoding,
+			DeliveryMode:    mode,
+			Priority:        msg.Priority,
+			CorrelationId:   msg.CorrelationID,
+			ReplyTo:         msg.ReplyTo,
+			Expiration:      msg.Expiration,
+			MessageId:       msg.MessageID,
+			Timestamp:       msg.Timestamp,
+			Type:            msg.Type,
+			Body:            msg.Body,
+		},
+	}
+	if err := p.mailbox.Send(r); err != nil {
+		if errors.Is(err, supervision.ErrMailboxFull) {
+			return ErrBufferFull
+		}
+		return ErrClosed
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("%w (message %s)", ErrConfirmTimeout, msg.MessageID)
+		}
+		return ctx.Err()
+	}
+}
+
+// State is a snapshot of the publisher for readiness and metrics.
+type State struct {
+	Connected bool   // a connection is open and its channels are set up
+	Blocked   bool   // the broker sent connection.blocked (memory or disk alarm)
+	Channels  int    // confirm channels open now
+	Inflight  int    // published, not yet confirmed
+	Buffered  int    // taken, waiting to be published (mailbox plus carried over)
+	URL       string // the broker URL in use, password redacted
+}
+
+// State returns a snapshot; safe from any goroutine.
+func (p *Publisher) State() State {
+	s := State{
+		Connected: p.connected.Load(),
+		Blocked:   p.blocked.Load(),
+		Channels:  int(p.openChans.Load()),
+		Inflight:  int(p.inflight.Load()),
+		Buffered:  p.mailbox.Len() + int(p.carried.Load()),
+	}
+	if u := p.currentURL.Load(); u != nil {
+		s.URL = *u
+	}
+	return s
+}
+
+// Ready reports whether the publisher is connected, has all its confirm
+// channels open and is not blocked by the broker.
+func (p *Publisher) Ready() bool {
+	s := p.State()
+	return s.Connected && !s.Blocked && s.Channels == p.cfg.Channels
+}
+
+// Terminated is called by the supervisor when the publisher is removed for
+// good (tree shutdown or a Stop decision). The mailbox is closed, so later
+// Publish calls get ErrClosed at once, and every message still waiting is failed
+// back with ErrClosed: none is dropped silently.
+func (p *Publisher) Terminated(reason error) {
+	p.terminated.Store(true)
+	for _, r := range p.mailbox.Close() {
+		r.finish(ErrClosed)
+	}
+	for _, r := range p.carry {
+		r.finish(ErrClosed)
+	}
+	p.carry = nil
+	p.carried.Store(0)
+}
+
+// RedactURL returns u with its password replaced, for logs and errors.
+func RedactURL(u string) string {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	return parsed.Redacted()
+}

@@ -1,0 +1,568 @@
+package supervision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Spec configures a [Supervisor]. Its zero value is usable: every zero field
+// means the documented default, filled in by [New].
+type Spec struct {
+	Name     string
+	Strategy Strategy
+	// MaxRestarts is N in "at most N failures within Window" (default 5; a
+	// negative value means none: every failure exhausts the intensity).
+	MaxRestarts int
+	// Window is W, the sliding window of the restart intensity (default
+	// 10s). A failure at time t counts while now-t < Window.
+	Window          time.Duration
+	Decider         Decider       // default DefaultDecider
+	Backoff         Backoff       // see Backoff for its defaults; ResetAfter defaults to Window
+	ShutdownTimeout time.Duration // per child, default 10s
+	// EventHook is called synchronously from the supervisor goroutine for
+	// every event; it must not block. nil means no events.
+	EventHook func(Event)
+	Clock     Clock // default RealClock()
+}
+
+// withDefaults fills in every default in one place.
+func (s Spec) withDefaults() Spec {
+	if s.MaxRestarts == 0 {
+		s.MaxRestarts = 5
+	} else if s.MaxRestarts < 0 {
+		s.MaxRestarts = 0
+	}
+	if s.Window <= 0 {
+		s.Window = 10 * time.Second
+	}
+	if s.Decider == nil {
+		s.Decider = DefaultDecider
+	}
+	if s.Backoff.ResetAfter == 0 {
+		s.Backoff.ResetAfter = s.Window
+	}
+	s.Backoff = s.Backoff.normalized()
+	if s.ShutdownTimeout <= 0 {
+		s.ShutdownTimeout = 10 * time.Second
+	}
+	if s.Clock == nil {
+		s.Clock = RealClock()
+	}
+	return s
+}
+
+// Supervisor supervises a set of children; it is itself a [Service].
+//
+// Serve runs the supervisor loop, the only goroutine that touches the
+// children's runtime state. The fields below mu hold only what other
+// goroutines may touch: the list of child specs (Add) and whether Serve runs.
+type Supervisor struct {
+	spec Spec // defaults applied; immutable after New
+
+	mu         sync.Mutex
+	specs      []ChildSpec   // guarded by mu: children not removed for good, in Add order
+	kick       chan struct{} // guarded by mu: non-nil while Serve runs; Add signals on it
+	serving    bool          // guarded by mu
+	terminated bool          // guarded by mu: children were terminated since the last Serve started
+}
+
+// New returns a supervisor for spec, with defaults applied.
+func New(spec Spec) *Supervisor {
+	return &Supervisor{spec: spec.withDefaults()}
+}
+
+// Name returns Spec.Name.
+func (s *Supervisor) Name() string { return s.spec.Name }
+
+// Add adds a child. Before Serve it is started when Serve starts; during
+// Serve it is started at once. Start order (and hence the strategies' notion
+// of "later siblings" and the reverse shutdown order) is Add order. The name
+// must be unique among the current children.
+func (s *Supervisor) Add(c ChildSpec) error {
+	if c.Service == nil {
+		return errors.New("supervision: child has no Service")
+	}
+	if c.Name == "" {
+		if n, ok := c.Service.(interface{ Name() string }); ok {
+			c.Name = n.Name()
+		}
+	}
+	if c.Name == "" {
+		return errors.New("supervision: child has no Name")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.specs {
+		if o.Name == c.Name {
+			return fmt.Errorf("supervision: supervisor %q already has a child %q", s.spec.Name, c.Name)
+		}
+	}
+	s.specs = append(s.specs, c)
+	if s.kick != nil {
+		select {
+		case s.kick <- struct{}{}:
+		default: // a kick is already pending; the loop scans all specs
+		}
+	}
+	return nil
+}
+
+// BeforeRestart is called by a parent supervisor before it restarts this
+// supervisor's subtree; it forwards the call to every child (its
+// BeforeRestart method and Hooks.BeforeRestart), so actors in the subtree
+// start with fresh state.
+func (s *Supervisor) BeforeRestart(cause error) {
+	s.mu.Lock()
+	specs := slices.Clone(s.specs)
+	s.mu.Unlock()
+	for _, c := range specs {
+		callBeforeRestart(c, cause)
+	}
+}
+
+// Terminated is called by a parent supervisor when this supervisor is
+// removed for good (e.g. its escalation was answered with Stop); it
+// terminates every child in reverse start order (Terminated, AfterStop,
+// EventStop), so their mailboxes refuse further messages. It is a no-op if
+// the children were already terminated by a shutdown.
+func (s *Supervisor) Terminated(reason error) {
+	s.mu.Lock()
+	if s.terminated {
+		s.mu.Unlock()
+		return
+	}
+	s.terminated = true
+	specs := slices.Clone(s.specs)
+	s.mu.Unlock()
+	for i := len(specs) - 1; i >= 0; i-- {
+		callTerminated(specs[i], reason)
+		s.emit(Event{Kind: EventStop, Child: specs[i].Name, Err: reason})
+	}
+}
+
+func (s *Supervisor) emit(e Event) {
+	if s.spec.EventHook == nil {
+		return
+	}
+	e.Time = s.spec.Clock.Now()
+	e.Supervisor = s.spec.Name
+	s.spec.EventHook(e)
+}
+
+func callBeforeRestart(c ChildSpec, cause error) {
+	if br, ok := c.Service.(interface{ BeforeRestart(error) }); ok {
+		br.BeforeRestart(cause)
+	}
+	if c.Hooks.BeforeRestart != nil {
+		c.Hooks.BeforeRestart(cause)
+	}
+}
+
+func callTerminated(c ChildSpec, reason error) {
+	if t, ok := c.Service.(interface{ Terminated(error) }); ok {
+		t.Terminated(reason)
+	}
+	if c.Hooks.AfterStop != nil {
+		c.Hooks.AfterStop(reason)
+	}
+}
+
+// Serve runs the supervisor until ctx is cancelled (it then stops the
+// children in reverse start order and returns ctx.Err()) or a child's
+// failure is escalated (it stops the children and returns an
+// *EscalationError). Each Serve call starts the children afresh, with new
+// restart statistics; a concurrent second call fails at once.
+func (s *Supervisor) Serve(ctx context.Context) error {
+	kick := make(chan struct{}, 1)
+	s.mu.Lock()
+	if s.serving {
+		s.mu.Unlock()
+		return errAlreadyServing
+	}
+	s.serving, s.kick, s.terminated = true, kick, false
+	specs := slices.Clone(s.specs)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.serving, s.kick = false, nil
+		s.mu.Unlock()
+	}()
+
+	r := &run{
+		s:     s,
+		spec:  &s.spec,
+		ctx:   ctx,
+		exits: make(chan *incarnation),
+		kick:  kick,
+	}
+	for _, c := range specs {
+		r.children = append(r.children, r.newChild(c))
+	}
+	if ctx.Err() == nil {
+		for _, c := range r.children {
+			r.start(c)
+		}
+	}
+	return r.loop()
+}
+
+// run is the state of one Serve call, owned by its goroutine.
+type run struct {
+	s        *Supervisor
+	spec     *Spec
+	ctx      context.Context
+	children []*child // start order
+	exits    chan *incarnation
+	kick     chan struct{}
+	wake     Timer // fires at the earliest due restart; nil when none
+	wakeAt   time.Time
+}
+
+type child struct {
+	spec     ChildSpec
+	shutdown time.Duration
+
+	cur *incarnation // non-nil while running
+
+	waiting bool      // a restart is scheduled at due
+	due     time.Time // when waiting
+	restart bool      // the next start is a restart: call BeforeRestart(cause) first
+	cause   error
+
+	failures      []time.Time // failure times inside the window, oldest first
+	totalRestarts int
+	attempt       int // consecutive restarts, for the backoff
+	lastUptime    time.Duration
+}
+
+// incarnation is one run of a child's Serve in its own goroutine.
+type incarnation struct {
+	child  *child
+	start  time.Time
+	cancel context.CancelCauseFunc
+	quit   chan struct{} // closed by the loop when it stops the child itself and no longer wants the exit report
+	done   chan struct{} // closed by the child goroutine as its last act
+
+	// Written by the child goroutine before it reports or closes done.
+	err   error
+	stack []byte
+}
+
+func (r *run) newChild(c ChildSpec) *child {
+	sd := c.ShutdownTimeout
+	if sd <= 0 {
+		sd = r.spec.ShutdownTimeout
+	}
+	return &child{spec: c, shutdown: sd}
+}
+
+func (c *child) stats() ChildRestartStats {
+	st := ChildRestartStats{
+		Failures:      len(c.failures),
+		TotalRestarts: c.totalRestarts,
+		LastUptime:    c.lastUptime,
+	}
+	if n := len(c.failures); n > 0 {
+		st.FirstFailure = c.failures[0]
+		st.LastFailure = c.failures[n-1]
+	}
+	return st
+}
+
+// recordFailure adds a failure at now and prunes the failures that left the
+// sliding window (now-t >= window).
+func (c *child) recordFailure(now time.Time, window time.Duration) {
+	c.failures = append(c.failures, now)
+	i := 0
+	for i < len(c.failures) && now.Sub(c.failures[i]) >= window {
+		i++
+	}
+	c.failures = c.failures[i:]
+}
+
+func (r *run) emit(e Event) { r.s.emit(e) }
+
+func (r *run) loop() error {
+	for {
+		var wakeC <-chan time.Time
+		if r.wake != nil {
+			wakeC = r.wake.C()
+		}
+		select {
+		case <-r.ctx.Done():
+			r.shutdown()
+			return r.ctx.Err()
+		case inc := <-r.exits:
+			if err := r.handleExit(inc); err != nil {
+				return err
+			}
+		case <-wakeC:
+			r.wake = nil
+			r.startDue()
+		case <-r.kick:
+			r.addNew()
+		}
+	}
+}
+
+// start runs a new incarnation of c.
+func (r *run) start(c *child) {
+	if c.restart {
+		c.restart = false
+		callBeforeRestart(c.spec, c.cause)
+	}
+	c.waiting, c.cause = false, nil
+	if c.spec.Hooks.BeforeStart != nil {
+		c.spec.Hooks.BeforeStart()
+	}
+	ctx, cancel := context.WithCancelCause(r.ctx)
+	inc := &incarnation{
+		child:  c,
+		start:  r.spec.Clock.Now(),
+		cancel: cancel,
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	c.cur = inc
+	r.emit(Event{Kind: EventStart, Child: c.spec.Name, Stats: c.stats()})
+	svc, exits := c.spec.Service, r.exits
+	go func() {
+		defer close(inc.done)
+		inc.err, inc.stack = serveRecover(ctx, svc)
+		select {
+		case exits <- inc:
+		case <-inc.quit:
+		}
+	}()
+}
+
+func serveRecover(ctx context.Context, svc Service) (err error, stack []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			stack = debug.Stack()
+			err = &PanicError{Value: v, Stack: stack}
+		}
+	}()
+	return svc.Serve(ctx), nil
+}
+
+// handleExit processes the exit report of an incarnation that ended on its
+// own. A non-nil result is the escalation Serve must return.
+func (r *run) handleExit(inc *incarnation) error {
+	c := inc.child
+	if c.cur != inc {
+		return nil // stale: the loop stopped this incarnation itself
+	}
+	c.cur = nil
+	inc.cancel(nil)
+	now := r.spec.Clock.Now()
+	c.lastUptime = now.Sub(inc.start)
+	if r.ctx.Err() != nil {
+		return nil // shutting down; the loop's next turn handles it
+	}
+	err := inc.err
+	if err == nil {
+		if c.spec.Restart != Permanent {
+			r.remove(c, nil) // a transient or temporary child finished its job
+			return nil
+		}
+		err = ErrUnexpectedReturn
+	}
+	c.recordFailure(now, r.spec.Window)
+	f := Failure{
+		Supervisor: r.spec.Name,
+		Child:      c.spec.Name,
+		Err:        err,
+		Stats:      c.stats(),
+		Stack:      inc.stack,
+	}
+	f.Exhausted = f.Stats.Failures > r.spec.MaxRestarts
+	var d Directive
+	if c.spec.Restart == Temporary {
+		d = Stop
+	} else {
+		d = r.spec.Decider(f)
+		if d < Resume || d > Escalate {
+			d = DefaultDecider(f)
+		}
+	}
+	r.emit(Event{Kind: EventFailure, Child: f.Child, Err: err, Directive: d, Stats: f.Stats, Stack: f.Stack})
+	switch d {
+	case Resume:
+		r.emit(Event{Kind: EventResume, Child: f.Child, Err: err, Stats: f.Stats})
+		r.start(c)
+	case Restart:
+		r.restart(c, err)
+	case Stop:
+		r.remove(c, err)
+	case Escalate:
+		r.emit(Event{Kind: EventEscalation, Child: f.Child, Err: err, Stats: f.Stats, Stack: f.Stack})
+		r.stopAll(errStopForRestart)
+		return &EscalationError{Supervisor: r.spec.Name, Child: f.Child, Err: err}
+	}
+	return nil
+}
+
+// restart carries out a Restart of the failed child c: the strategy names
+// the group, the running siblings in it are stopped in reverse start order,
+// and all of the group is scheduled to start, in start order, after the
+// backoff delay of c's attempt.
+func (r *run) restart(c *child, cause error) {
+	if ra := r.spec.Backoff.ResetAfter; ra >= 0 && c.lastUptime >= ra {
+		c.attempt = 0
+	}
+	delay := r.spec.Backoff.Delay(c.attempt)
+	c.attempt++
+
+	idx := slices.Index(r.children, c)
+	var group []*child
+	switch r.spec.Strategy {
+	case OneForAll:
+		group = r.children
+	case RestForOne:
+		group = r.children[idx:]
+	default:
+		group = r.children[idx : idx+1]
+	}
+	group = slices.Clone(group)
+	for i := len(group) - 1; i >= 0; i-- {
+		if g := group[i]; g != c && g.cur != nil {
+			r.stop(g, errStopForRestart)
+		}
+	}
+	due := r.spec.Clock.Now().Add(delay)
+	for _, g := range group {
+		g.waiting, g.due = true, due
+		g.restart, g.cause = true, cause
+		g.totalRestarts++
+		r.emit(Event{Kind: EventRestart, Child: g.spec.Name, Err: cause, Stats: g.stats(), Delay: delay})
+	}
+	r.reschedule()
+}
+
+// reschedule points the wake timer at the earliest due restart.
+func (r *run) reschedule() {
+	var next time.Time
+	found := false
+	for _, c := range r.children {
+		if c.waiting && (!found || c.due.Before(next)) {
+			next, found = c.due, true
+		}
+	}
+	if r.wake != nil {
+		if found && next.Equal(r.wakeAt) {
+			return
+		}
+		r.wake.Stop()
+		r.wake = nil
+	}
+	if found {
+		r.wakeAt = next
+		r.wake = r.spec.Clock.NewTimer(next.Sub(r.spec.Clock.Now()))
+	}
+}
+
+// startDue starts, in start order, every child whose restart is due.
+func (r *run) startDue() {
+	now := r.spec.Clock.Now()
+	for _, c := range slices.Clone(r.children) {
+		if c.waiting && !c.due.After(now) && r.ctx.Err() == nil {
+			r.start(c)
+		}
+	}
+	r.reschedule()
+}
+
+// addNew starts the children added during Serve.
+func (r *run) addNew() {
+	r.s.mu.Lock()
+	specs := slices.Clone(r.s.specs)
+	r.s.mu.Unlock()
+	for _, sp := range specs {
+		if slices.ContainsFunc(r.children, func(c *child) bool { return c.spec.Name == sp.Name }) {
+			continue
+		}
+		c := r.newChild(sp)
+		r.children = append(r.children, c)
+		if r.ctx.Err() == nil {
+			r.start(c)
+		}
+	}
+}
+
+// remove removes a child that is not running for good: it will never be
+// started again by this supervisor, nor by a later Serve call.
+func (r *run) remove(c *child, reason error) {
+	r.children = slices.DeleteFunc(r.children, func(o *child) bool { return o == c })
+	r.s.mu.Lock()
+	r.s.specs = slices.DeleteFunc(r.s.specs, func(o ChildSpec) bool { return o.Name == c.spec.Name })
+	r.s.mu.Unlock()
+	if c.waiting {
+		c.waiting = false
+		r.reschedule()
+	}
+	callTerminated(c.spec, reason)
+	r.emit(Event{Kind: EventStop, Child: c.spec.Name, Err: reason, Stats: c.stats()})
+}
+
+// stop cancels a running child and waits for it for at most its shutdown
+// timeout. A child that ignores its context is reported and abandoned; its
+// goroutine ends when its Serve returns (it then no longer reports).
+func (r *run) stop(c *child, cause error) {
+	inc := c.cur
+	c.cur = nil
+	inc.cancel(cause)
+	close(inc.quit)
+	t := r.spec.Clock.NewTimer(c.shutdown)
+	select {
+	case <-inc.done:
+		t.Stop()
+	case <-t.C():
+		r.emit(Event{Kind: EventStopTimeout, Child: c.spec.Name, Err: cause, Stats: c.stats()})
+	}
+	c.lastUptime = r.spec.Clock.Now().Sub(inc.start)
+}
+
+// stopAll stops every running child in reverse start order and cancels the
+// pending restarts.
+func (r *run) stopAll(cause error) {
+	for i := len(r.children) - 1; i >= 0; i-- {
+		if c := r.children[i]; c.cur != nil {
+			r.stop(c, cause)
+		}
+	}
+	if r.wake != nil {
+		r.wake.Stop()
+		r.wake = nil
+	}
+}
+
+// shutdown handles the cancellation of the supervisor's context. Unless the
+// parent stopped this supervisor only to restart it (errStopForRestart), the
+// children are stopped for good: Terminated, AfterStop and EventStop, in
+// reverse start order.
+func (r *run) shutdown() {
+	cause := context.Cause(r.ctx)
+	r.stopAll(cause)
+	if errors.Is(cause, errStopForRestart) {
+		return
+	}
+	r.s.mu.Lock()
+	already := r.s.terminated
+	r.s.terminated = true
+	r.s.mu.Unlock()
+	if already {
+		return
+	}
+	for i := len(r.children) - 1; i >= 0; i-- {
+		c := r.children[i]
+		c.waiting = false
+		callTerminated(c.spec, cause)
+		r.emit(Event{Kind: EventStop, Child: c.spec.Name, Err: cause, Stats: c.stats()})
+	}
+}
