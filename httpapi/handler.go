@@ -460,6 +460,9 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 		buf = buf[:len(buf)+n]
 		if err != nil {
 			if err == io.EOF {
+				if len(buf) == 0 {
+					return nil, 0, ""
+				}
 				return buf, 0, ""
 			}
 			var mbe *http.MaxBytesError

@@ -347,12 +347,12 @@ func (inc *incarnation) publish(r *request) {
 		switch {
 		case r.ctx.Err() != nil:
 			r.finish(ErrConfirmTimeout)
-		case errors.Is(err, amqp.ErrClosed):
-			// The channel's close event is on its way; try again elsewhere.
+		default:
+			// Headers were validated by Publish, so this is the channel or the
+			// connection failing (closed, or a write error): its close event is
+			// on its way. Keep the message for another channel or incarnation.
 			inc.backlog = append([]*request{r}, inc.backlog...)
 			inc.markClosed(pc)
-		default:
-			r.finish(fmt.Errorf("%w: %w", ErrInvalidMessage, err))
 		}
 		return
 	}

@@ -320,7 +320,9 @@ func (r *run) start(c *child) {
 	if c.spec.Hooks.BeforeStart != nil {
 		c.spec.Hooks.BeforeStart()
 	}
-	ctx, cancel := context.WithCancelCause(r.ctx)
+	// Not derived from r.ctx: on shutdown the loop cancels children one by
+	// one in reverse start order, each awaited, instead of all at once.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.ctx))
 	inc := &incarnation{
 		child:  c,
 		start:  r.spec.Clock.Now(),

@@ -55,6 +55,7 @@ func publishConfirmed(t *testing.T, ch *amqp.Channel, queue, id string) {
 }
 
 func TestNode(t *testing.T) {
+	t.Parallel() // with TestCluster: node boots are mostly waiting
 	n := brokertest.Start(t, brokertest.Options{Management: true})
 	t.Logf("node %s amqp=%s mgmt=%s dir=%s", n.Name, n.Addr(), n.MgmtURL(), n.Dir)
 
@@ -214,6 +215,7 @@ func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test skipped in -short mode")
 	}
+	t.Parallel()
 	nodes := brokertest.StartCluster(t, 3, brokertest.Options{})
 	var names []string
 	for _, n := range nodes {
@@ -239,4 +241,3 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("drained via node 2: %v", got)
 	}
 }
-

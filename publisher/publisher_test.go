@@ -1,0 +1,514 @@
+package publisher_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/publisher-dev/publisher/internal/brokertest"
+	"github.com/publisher-dev/publisher/internal/faultproxy"
+	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/supervision"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tree runs a Publisher under an escalating one-for-one "broker" supervisor
+// below a "root" supervisor, as the service does, and records every event.
+type tree struct {
+	pub    *publisher.Publisher
+	mu     sync.Mutex
+	events []supervision.Event
+	done   chan error
+}
+
+func (tr *tree) count(kind supervision.EventKind, child string) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for _, ev := range tr.events {
+		if ev.Kind == kind && (child == "" || ev.Child == child) {
+			n++
+		}
+	}
+	return n
+}
+
+type treeOpts struct {
+	maxRestarts int
+	window      time.Duration
+	rootDecider supervision.Decider
+}
+
+func startTree(t *testing.T, cfg publisher.Config, o treeOpts) *tree {
+	t.Helper()
+	if o.maxRestarts == 0 {
+		o.maxRestarts = 1000
+	}
+	if o.window == 0 {
+		o.window = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	pub, err := publisher.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &tree{pub: pub, done: make(chan error, 1)}
+	hook := func(ev supervision.Event) {
+		tr.mu.Lock()
+		tr.events = append(tr.events, ev)
+		tr.mu.Unlock()
+	}
+	backoff := supervision.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}
+	broker := supervision.New(supervision.Spec{Name: "broker", MaxRestarts: o.maxRestarts, Window: o.window, Backoff: backoff, EventHook: hook})
+	if err := broker.Add(supervision.ChildSpec{Name: "publisher", Service: pub}); err != nil {
+		t.Fatal(err)
+	}
+	root := supervision.New(supervision.Spec{Name: "root", MaxRestarts: 0, Window: time.Minute, Backoff: backoff, EventHook: hook, Decider: o.rootDecider})
+	if err := root.Add(supervision.ChildSpec{Name: "broker", Service: broker}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { tr.done <- root.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-tr.done:
+		case <-time.After(30 * time.Second):
+			t.Error("supervision tree did not stop")
+		}
+	})
+	return tr
+}
+
+// waitFor polls cond (no fixed sleeps as assertions; the deadline only keeps a
+// broken test from hanging).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func msg(queue string) *publisher.Message {
+	return &publisher.Message{RoutingKey: queue, Body: []byte("hello"), Persistent: true, Mandatory: true}
+}
+
+func TestPublishConfirmedAndDelivered(t *testing.T) {
+	url := brokertest.SharedURL(t)
+	q := fmt.Sprintf("pubtest-basic-%d", time.Now().UnixNano())
+	brokertest.DeclareQueue(t, url, q)
+	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
+	m := msg(q)
+	m.Headers = map[string]any{"k": "v"}
+	if err := tr.pub.Publish(context.Background(), m); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if m.MessageID == "" {
+		t.Fatal("no message id generated")
+	}
+	got := brokertest.Drain(t, url, q)
+	if got[m.MessageID] != 1 || len(got) != 1 {
+		t.Fatalf("queue holds %v, want exactly %s once", got, m.MessageID)
+	}
+}
+
+func TestUnroutableMandatoryIsReturned(t *testing.T) {
+	url := brokertest.SharedURL(t)
+	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
+	err := tr.pub.Publish(context.Background(), msg("no-such-queue-anywhere"))
+	var re *publisher.ReturnError
+	if !errors.Is(err, publisher.ErrUnroutable) || !errors.As(err, &re) || re.Code != 312 {
+		t.Fatalf("Publish = %v, want ErrUnroutable with 312 NO_ROUTE", err)
+	}
+	// Not mandatory: confirmed (and dropped by the broker).
+	m := msg("no-such-queue-anywhere")
+	m.Mandatory = false
+	if err := tr.pub.Publish(context.Background(), m); err != nil {
+		t.Fatalf("non-mandatory Publish = %v", err)
+	}
+}
+
+func TestInvalidHeaderFailsOnlyThatMessage(t *testing.T) {
+	url := brokertest.SharedURL(t)
+	q := fmt.Sprintf("pubtest-invalid-%d", time.Now().UnixNano())
+	brokertest.DeclareQueue(t, url, q)
+	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
+	bad := msg(q)
+	bad.Headers = map[string]any{"ch": make(chan int)}
+	if err := tr.pub.Publish(context.Background(), bad); !errors.Is(err, publisher.ErrInvalidMessage) {
+		t.Fatalf("Publish = %v, want ErrInvalidMessage", err)
+	}
+	if err := tr.pub.Publish(context.Background(), msg(q)); err != nil {
+		t.Fatalf("good Publish after bad: %v", err)
+	}
+	if n := tr.count(supervision.EventFailure, ""); n != 0 {
+		t.Fatalf("%d failures, want 0", n)
+	}
+}
+
+// A message to a missing exchange fails with a not-found error; a concurrent
+// stream of good publishes sees no failure and the connection no restart.
+func TestMissingExchangeCostsOnlyThatRequest(t *testing.T) {
+	url := brokertest.SharedURL(t)
+	q := fmt.Sprintf("pubtest-404-%d", time.Now().UnixNano())
+	brokertest.DeclareQueue(t, url, q)
+	tr := startTree(t, publisher.Config{URLs: []string{url}, Channels: 2}, treeOpts{})
+
+	var good, goodFailed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := tr.pub.Publish(context.Background(), msg(q)); err != nil {
+					goodFailed.Add(1)
+					t.Errorf("good publish failed: %v", err)
+					return
+				}
+				good.Add(1)
+			}
+		}()
+	}
+	for i := range 50 {
+		m := msg(q)
+		m.Exchange = fmt.Sprintf("missing-exchange-%d", i%5)
+		err := tr.pub.Publish(context.Background(), m)
+		var ce *publisher.ChannelError
+		if !errors.Is(err, publisher.ErrExchangeNotFound) || !errors.As(err, &ce) || ce.Code != 404 {
+			t.Fatalf("Publish to missing exchange = %v, want ErrExchangeNotFound (404)", err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if good.Load() == 0 {
+		t.Fatal("no good publishes ran concurrently")
+	}
+	if goodFailed.Load() != 0 {
+		t.Fatalf("%d good publishes failed", goodFailed.Load())
+	}
+	if n := tr.count(supervision.EventFailure, "publisher"); n != 0 {
+		t.Fatalf("publisher failed %d times, want 0 (no connection restart)", n)
+	}
+	got := brokertest.Drain(t, url, q)
+	if int64(len(got)) != good.Load() {
+		t.Fatalf("queue holds %d distinct messages, %d were confirmed", len(got), good.Load())
+	}
+}
+
+// A message the broker refuses by closing the channel every time (an invalid
+// expiration) is a poison message: it is failed back after
+// MaxPublishAttempts, never crash-looping anything.
+func TestPoisonMessageFailsAfterMaxAttempts(t *testing.T) {
+	url := brokertest.SharedURL(t)
+	q := fmt.Sprintf("pubtest-poison-%d", time.Now().UnixNano())
+	brokertest.DeclareQueue(t, url, q)
+	tr := startTree(t, publisher.Config{URLs: []string{url}, MaxPublishAttempts: 3}, treeOpts{})
+	bad := msg(q)
+	bad.Expiration = "not-a-number"
+	err := tr.pub.Publish(context.Background(), bad)
+	if !errors.Is(err, publisher.ErrTooManyAttempts) {
+		t.Fatalf("Publish = %v, want ErrTooManyAttempts", err)
+	}
+	if err := tr.pub.Publish(context.Background(), msg(q)); err != nil {
+		t.Fatalf("good Publish after poison: %v", err)
+	}
+	if n := tr.count(supervision.EventFailure, "publisher"); n != 0 {
+		t.Fatalf("publisher failed %d times, want 0", n)
+	}
+}
+
+// load runs n publishers until stop closes and returns the ids of the
+// messages whose Publish returned nil, and the count of failures.
+func load(t *testing.T, pub *publisher.Publisher, queue string, n int, stop <-chan struct{}) (confirmed []string, failed int) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := map[string]int{}
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m := msg(queue)
+				err := pub.Publish(context.Background(), m)
+				mu.Lock()
+				if err == nil {
+					confirmed = append(confirmed, m.MessageID)
+				} else {
+					failed++
+					errs[err.Error()]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Logf("publish errors: %v", errs)
+	}
+	return confirmed, failed
+}
+
+func checkDelivered(t *testing.T, url, queue string, confirmed []string, failed int) {
+	t.Helper()
+	got := brokertest.Drain(t, url, queue)
+	missing, dups := 0, 0
+	for _, id := range confirmed {
+		if got[id] == 0 {
+			missing++
+		}
+	}
+	for _, c := range got {
+		if c > 1 {
+			dups += c - 1
+		}
+	}
+	total := len(confirmed) + failed
+	t.Logf("%d publishes: %d confirmed, %d failed; queue holds %d distinct, %d duplicates (at-least-once)",
+		total, len(confirmed), failed, len(got), dups)
+	if missing > 0 {
+		t.Fatalf("%d confirmed messages are missing from the queue", missing)
+	}
+	if total == 0 || float64(len(confirmed)) < 0.99*float64(total) {
+		t.Fatalf("only %d of %d publishes succeeded, want >= 99%%", len(confirmed), total)
+	}
+}
+
+// Every connection cut every 500 ms for 10 s under 16 concurrent publishers:
+// nothing confirmed is lost and >= 99% succeed.
+func TestConnectionCutsUnderLoad(t *testing.T) {
+	url := brokertest.SharedURL(t)
+	q := fmt.Sprintf("pubtest-cuts-%d", time.Now().UnixNano())
+	brokertest.DeclareQueue(t, url, q)
+	proxy, err := faultproxy.New(hostPort(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	tr := startTree(t, publisher.Config{URLs: []string{proxy.AMQPURL()}, ConfirmTimeout: 20 * time.Second, MaxPublishAttempts: 10}, treeOpts{})
+	waitFor(t, "first connect", tr.pub.Ready)
+
+	stop := make(chan struct{})
+	go func() {
+		defer close(stop)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for range 20 {
+			<-tick.C
+			proxy.CutAll()
+		}
+	}()
+	confirmed, failed := load(t, tr.pub, q, 16, stop)
+	checkDelivered(t, url, q, confirmed, failed)
+	if n := tr.count(supervision.EventRestart, "publisher"); n < 5 {
+		t.Fatalf("only %d restarts of the publisher seen for 20 cuts", n)
+	}
+}
+
+// The broker node stopped for 5 s and started again under load.
+func TestBrokerRestartUnderLoad(t *testing.T) {
+	node := brokertest.Start(t, brokertest.Options{})
+	q := "pubtest-restart"
+	node.DeclareQueue(t, q)
+	tr := startTree(t, publisher.Config{URLs: []string{node.URL()}, ConfirmTimeout: 60 * time.Second, MaxPublishAttempts: 10}, treeOpts{})
+	waitFor(t, "first connect", tr.pub.Ready)
+
+	stop := make(chan struct{})
+	go func() {
+		defer close(stop)
+		time.Sleep(2 * time.Second)
+		if err := node.Stop(); err != nil {
+			t.Errorf("stop node: %v", err)
+			return
+		}
+		time.Sleep(5 * time.Second)
+		if err := node.Restart(); err != nil {
+			t.Errorf("restart node: %v", err)
+			return
+		}
+		waitFor(t, "reconnect", tr.pub.Ready)
+		time.Sleep(2 * time.Second)
+	}()
+	confirmed, failed := load(t, tr.pub, q, 16, stop)
+	checkDelivered(t, node.URL(), q, confirmed, failed)
+	if n := tr.count(supervision.EventFailure, "publisher"); n == 0 {
+		t.Fatal("no publisher failure seen across a broker restart")
+	}
+}
+
+// With the broker unreachable longer than the intensity allows, the broker
+// supervisor escalates and root's decider sees the original dial error.
+func TestUnreachableBrokerEscalatesWithDialError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+
+	var mu sync.Mutex
+	var seen []supervision.Failure
+	decider := func(f supervision.Failure) supervision.Directive {
+		mu.Lock()
+		seen = append(seen, f)
+		mu.Unlock()
+		return supervision.Stop
+	}
+	tr := startTree(t, publisher.Config{URLs: []string{"amqp://guest:guest@" + addr + "/"}}, treeOpts{maxRestarts: 3, window: time.Minute, rootDecider: decider})
+	waitFor(t, "escalation", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) > 0 })
+	mu.Lock()
+	f := seen[0]
+	mu.Unlock()
+	var esc *supervision.EscalationError
+	if !errors.As(f.Err, &esc) || esc.Supervisor != "broker" || esc.Child != "publisher" {
+		t.Fatalf("root saw %v, want an escalation from broker/publisher", f.Err)
+	}
+	if !errors.Is(f.Err, syscall.ECONNREFUSED) {
+		t.Fatalf("root saw %v, want the original connection-refused error", f.Err)
+	}
+	if n := tr.count(supervision.EventRestart, "publisher"); n != 3 {
+		t.Fatalf("%d restarts before escalating, want 3", n)
+	}
+	if n := tr.count(supervision.EventEscalation, ""); n != 1 {
+		t.Fatalf("%d escalation events, want 1", n)
+	}
+	// Publishing while nothing runs the actor waits (bounded) rather than panicking.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := tr.pub.Publish(ctx, msg("q")); err == nil {
+		t.Fatal("Publish succeeded with no broker")
+	}
+}
+
+// A memory alarm blocks publishers: publishes wait, readiness reports
+// blocked, and everything is confirmed once the alarm clears.
+func TestMemoryAlarmBlocksThenSucceeds(t *testing.T) {
+	node := brokertest.Start(t, brokertest.Options{})
+	q := "pubtest-alarm"
+	node.DeclareQueue(t, q)
+	tr := startTree(t, publisher.Config{URLs: []string{node.URL()}, ConfirmTimeout: 2 * time.Minute}, treeOpts{})
+	waitFor(t, "connect", tr.pub.Ready)
+	if err := node.SetMemoryAlarm(true); err != nil {
+		t.Fatal(err)
+	}
+	// RabbitMQ sends connection.blocked when a connection publishes during an alarm.
+	const n = 20
+	results := make(chan error, n)
+	ids := make([]string, n)
+	for i := range n {
+		m := msg(q)
+		m.MessageID = fmt.Sprintf("alarm-%d", i)
+		ids[i] = m.MessageID
+		go func() { results <- tr.pub.Publish(context.Background(), m) }()
+	}
+	waitFor(t, "blocked", func() bool { return tr.pub.State().Blocked })
+	if tr.pub.Ready() {
+		t.Fatal("Ready while blocked")
+	}
+	waitFor(t, "publishes held", func() bool { s := tr.pub.State(); return s.Buffered+s.Inflight == n })
+	select {
+	case err := <-results:
+		t.Fatalf("a publish returned while the broker blocks: %v", err)
+	default:
+	}
+	if err := node.SetMemoryAlarm(false); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-results; err != nil {
+			t.Fatalf("publish after the alarm cleared: %v", err)
+		}
+	}
+	got := node.Drain(t, q)
+	for _, id := range ids {
+		if got[id] != 1 {
+			t.Fatalf("message %s delivered %d times", id, got[id])
+		}
+	}
+	if n := tr.count(supervision.EventFailure, "publisher"); n != 0 {
+		t.Fatalf("publisher failed %d times during the alarm", n)
+	}
+}
+
+func TestBufferFullAndClosed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	pub, err := publisher.New(publisher.Config{URLs: []string{"amqp://guest:guest@" + addr + "/"}, BufferSize: 2, ConfirmTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing serves the mailbox: two wait, the third is refused at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- pub.Publish(ctx, msg("q")) }()
+	}
+	waitFor(t, "two buffered", func() bool { return pub.State().Buffered == 2 })
+	if err := pub.Publish(context.Background(), msg("q")); !errors.Is(err, publisher.ErrBufferFull) {
+		t.Fatalf("third Publish = %v, want ErrBufferFull", err)
+	}
+	pub.Terminated(nil)
+	for range 2 {
+		if err := <-errs; !errors.Is(err, publisher.ErrClosed) {
+			t.Fatalf("buffered Publish after Terminated = %v, want ErrClosed", err)
+		}
+	}
+	cancel()
+	if err := pub.Publish(context.Background(), msg("q")); !errors.Is(err, publisher.ErrClosed) {
+		t.Fatalf("Publish after Terminated = %v, want ErrClosed", err)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	if got := publisher.RedactURL("amqp://user:s3cret@host:5672/vh"); got != "amqp://user:xxxxx@host:5672/vh" {
+		t.Fatalf("RedactURL = %q", got)
+	}
+	if _, err := publisher.New(publisher.Config{URLs: []string{"http://user:s3cret@host/"}}); err == nil {
+		t.Fatal("New accepted a non-AMQP URL")
+	} else if strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error leaks the password: %v", err)
+	}
+}
+
+func hostPort(t *testing.T, rawURL string) string {
+	t.Helper()
+	u, err := amqp.ParseURI(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort(u.Host, fmt.Sprint(u.Port))
+}
