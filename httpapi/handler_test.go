@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -660,3 +661,33 @@ func BenchmarkHandler(b *testing.B) {
 type nopPublisher struct{}
 
 func (*nopPublisher) Publish(context.Context, *publisher.Message) error { return nil }
+
+// TestLogsNoSecrets logs every kind of failure at debug level and checks that
+// neither the token nor a body reaches the log.
+func TestLogsNoSecrets(t *testing.T) {
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	const body = "body-secret-payload"
+	for _, err := range []error{errors.New("boom"), publisher.ErrNacked, context.Canceled, nil} {
+		accepting := error(nil)
+		if err == nil {
+			accepting = errors.New("gave up")
+		}
+		h := testHandler(&fakePublisher{err: err}, nil, func(c *Config) {
+			c.Logger = logger
+			c.MaxBodyBytes = 0
+			c.Accepting = func() error { return accepting }
+		})
+		for _, auth := range []string{"Bearer " + testToken, "Bearer wrong-" + testToken} {
+			req := httptest.NewRequest(http.MethodPost, "/v1/publish/ex/rk", strings.NewReader(body))
+			req.Header.Set("Authorization", auth)
+			h.ServeHTTP(httptest.NewRecorder(), req)
+		}
+	}
+	if logs.Len() == 0 {
+		t.Fatal("nothing logged")
+	}
+	if s := logs.String(); strings.Contains(s, testToken) || strings.Contains(s, body) {
+		t.Fatalf("secret in the logs:\n%s", s)
+	}
+}

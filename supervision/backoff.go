@@ -63,8 +63,10 @@ func (b Backoff) normalized() Backoff {
 // [1-RandomFactor, 1+RandomFactor). Jitter spreads the restarts of many
 // children that failed together (e.g. all publishers of a dead broker); the
 // final cap keeps Max a hard upper bound.
-func (b Backoff) Delay(n int) time.Duration {
-	b = b.normalized()
+func (b Backoff) Delay(n int) time.Duration { return b.normalized().delay(n) }
+
+// delay is Delay for a normalized Backoff.
+func (b Backoff) delay(n int) time.Duration {
 	if n < 0 {
 		n = 0
 	}

@@ -84,9 +84,6 @@ func (c *ctl) Serve(ctx context.Context) error {
 	c.n++
 	n := c.n
 	c.mu.Unlock()
-	if c.log != nil {
-		c.log.add("start " + c.name)
-	}
 	c.starts <- n
 	select {
 	case <-ctx.Done():
@@ -105,6 +102,12 @@ func (c *ctl) BeforeRestart(cause error) {
 	c.restarts = append(c.restarts, cause)
 }
 
+func (c *ctl) restartCauses() []error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]error(nil), c.restarts...)
+}
+
 func (c *ctl) Terminated(error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -115,6 +118,19 @@ func (c *ctl) count() (starts, terminated int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n, c.term
+}
+
+// add adds c to sup; its starts are logged by the BeforeStart hook, which
+// runs on the supervisor goroutine, so the log shows the real start order.
+func (c *ctl) add(t *testing.T, sup *Supervisor, spec ChildSpec) {
+	t.Helper()
+	spec.Name, spec.Service = c.name, c
+	if c.log != nil {
+		spec.Hooks.BeforeStart = func() { c.log.add("start " + c.name) }
+	}
+	if err := sup.Add(spec); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // waitStart waits for incarnation n to start.

@@ -418,7 +418,7 @@ func (r *run) restart(c *child, cause error) {
 	if ra := r.spec.Backoff.ResetAfter; ra >= 0 && c.lastUptime >= ra {
 		c.attempt = 0
 	}
-	delay := r.spec.Backoff.Delay(c.attempt)
+	delay := r.spec.Backoff.delay(c.attempt) // Backoff was normalized by New
 	c.attempt++
 
 	idx := slices.Index(r.children, c)

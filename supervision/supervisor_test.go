@@ -46,8 +46,8 @@ func TestRestartOnFailure(t *testing.T) {
 	if beforeStart != 2 || !errors.Is(hookCause, errBoom) {
 		t.Fatalf("hooks: beforeStart=%d cause=%v", beforeStart, hookCause)
 	}
-	if len(c.restarts) != 1 || !errors.Is(c.restarts[0], errBoom) {
-		t.Fatalf("BeforeRestart method calls: %v", c.restarts)
+	if rs := c.restartCauses(); len(rs) != 1 || !errors.Is(rs[0], errBoom) {
+		t.Fatalf("BeforeRestart method calls: %v", rs)
 	}
 	if _, term := c.count(); term != 1 {
 		t.Fatalf("Terminated called %d times on shutdown, want 1", term)
@@ -177,9 +177,6 @@ func TestEscalationThroughTwoLevelsToRoot(t *testing.T) {
 		}
 		if round == 1 {
 			rec.waitFor(t, EventRestart, "mid")
-			if len(worker.restarts) != 0 {
-				// BeforeRestart reaches the worker through the subtree once mid starts.
-			}
 		}
 	}
 	stop := rec.waitFor(t, EventStop, "mid")
@@ -199,17 +196,15 @@ func TestEscalationThroughTwoLevelsToRoot(t *testing.T) {
 		t.Fatalf("worker Terminated %d times, want 1", term)
 	}
 	// The subtree restart reached the worker as BeforeRestart with the escalation.
-	worker.mu.Lock()
-	defer worker.mu.Unlock()
 	var sawSubtree bool
-	for _, c := range worker.restarts {
+	for _, c := range worker.restartCauses() {
 		var esc *EscalationError
 		if errors.As(c, &esc) && esc.Supervisor == "mid" {
 			sawSubtree = true
 		}
 	}
 	if !sawSubtree {
-		t.Fatalf("worker BeforeRestart causes %v lack the subtree restart", worker.restarts)
+		t.Fatalf("worker BeforeRestart causes %v lack the subtree restart", worker.restartCauses())
 	}
 }
 
@@ -219,7 +214,7 @@ func TestOneForAllRestartsAllSiblings(t *testing.T) {
 	sup := New(Spec{Name: "s", Strategy: OneForAll, Clock: NewFakeClock(t0), Backoff: noDelay, EventHook: rec.hook})
 	cs := []*ctl{newCtl("a", l), newCtl("b", l), newCtl("c", l)}
 	for _, c := range cs {
-		sup.Add(ChildSpec{Name: c.name, Service: c})
+		c.add(t, sup, ChildSpec{})
 	}
 	s := serve(sup)
 	for _, c := range cs {
@@ -235,8 +230,8 @@ func TestOneForAllRestartsAllSiblings(t *testing.T) {
 		t.Fatalf("order %v, want %v", got, want)
 	}
 	for _, c := range cs {
-		if len(c.restarts) != 1 || !errors.Is(c.restarts[0], errBoom) {
-			t.Fatalf("%s BeforeRestart: %v", c.name, c.restarts)
+		if rs := c.restartCauses(); len(rs) != 1 || !errors.Is(rs[0], errBoom) {
+			t.Fatalf("%s BeforeRestart: %v", c.name, rs)
 		}
 		if _, term := c.count(); term != 0 {
 			t.Fatalf("%s terminated during a restart", c.name)
@@ -250,7 +245,7 @@ func TestRestForOneRestartsLaterSiblings(t *testing.T) {
 	sup := New(Spec{Name: "s", Strategy: RestForOne, Clock: NewFakeClock(t0), Backoff: noDelay})
 	cs := []*ctl{newCtl("a", l), newCtl("b", l), newCtl("c", l), newCtl("d", l)}
 	for _, c := range cs {
-		sup.Add(ChildSpec{Name: c.name, Service: c})
+		c.add(t, sup, ChildSpec{})
 	}
 	s := serve(sup)
 	for _, c := range cs {
@@ -304,7 +299,7 @@ func TestShutdownReverseOrder(t *testing.T) {
 	for _, n := range []string{"a", "b", "c"} {
 		c := newCtl(n, l)
 		cs = append(cs, c)
-		sup.Add(ChildSpec{Name: n, Service: c, Hooks: Hooks{AfterStop: func(error) { l.add("afterstop " + n) }}})
+		c.add(t, sup, ChildSpec{Hooks: Hooks{AfterStop: func(error) { l.add("afterstop " + n) }}})
 	}
 	s := serve(sup)
 	for _, c := range cs {

@@ -264,18 +264,29 @@ func (s *service) accepting() error {
 	if s.draining.Load() {
 		return publisher.ErrClosed
 	}
-	if s.givenUp.Load() {
-		if !s.pub.State().Connected {
-			return errGivenUp
-		}
-		s.givenUp.Store(false)
-		s.log.Info("broker reachable again: leaving degraded mode")
+	if s.degraded() {
+		return errGivenUp
 	}
 	return nil
 }
 
+// degraded reports whether the tree gave up (degrade mode) and the broker is
+// still away; the first look after the publisher connected again ends it.
+func (s *service) degraded() bool {
+	if !s.givenUp.Load() {
+		return false
+	}
+	if !s.pub.State().Connected {
+		return true
+	}
+	if s.givenUp.CompareAndSwap(true, false) {
+		s.log.Info("broker reachable again: leaving degraded mode")
+	}
+	return false
+}
+
 func (s *service) ready() bool {
-	return !s.draining.Load() && !s.givenUp.Load() && s.pub.Ready()
+	return !s.draining.Load() && !s.degraded() && s.pub.Ready()
 }
 
 func (s *service) readyDetail() (bool, map[string]any) {
@@ -288,7 +299,7 @@ func (s *service) readyDetail() (bool, map[string]any) {
 		"buffered":  st.Buffered,
 		"broker":    st.URL,
 		"draining":  s.draining.Load(),
-		"given_up":  s.givenUp.Load(),
+		"given_up":  s.degraded(),
 	}
 }
 

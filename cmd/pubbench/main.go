@@ -1,0 +1,518 @@
+// Command pubbench measures, against one RabbitMQ broker in one run, the
+// confirmed messages per second and the p50/p99 latency of four ways to
+// publish with confirms:
+//
+//	(a) service    the publisher service over HTTP at concurrency -c (pubbench
+//	               builds it and runs it as a child process on free loopback
+//	               ports)
+//	(b) raw        amqp091-go, -c goroutines each with its own confirm channel
+//	               publishing and waiting for its own confirm
+//	(c) pipelined  amqp091-go, -pipe-channels channels with -pipe-window
+//	               confirms in flight each (the ceiling)
+//	(d) mgmt       RabbitMQ's management API publish endpoint, -c clients
+//
+// It prints a table, the ratios (a)/(b), (a)/(c) and (a)/(d), the CPU each
+// process spent per confirmed message, and the service's RSS while it holds
+// -memory-messages messages behind a broker memory alarm. scripts/bench.sh
+// starts a private broker and runs it:
+//
+//	bash scripts/bench.sh -duration 5s
+//
+// Every mode is bounded by -warmup plus -duration (plus the 30 s timeout of
+// the operations in flight at its end); only loopback addresses are used for
+// the service.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+type config struct {
+	c                     int
+	size                  int
+	duration, warmup      time.Duration
+	pause                 time.Duration
+	modes                 []string
+	amqpURL, mgmtURL      string
+	persistent            bool
+	queue                 string
+	pipeChannels          int
+	pipeWindow            int
+	servicePkg            string
+	serviceBin            string
+	serviceChannels       int
+	serviceBuffer         int
+	serviceConfirmTimeout time.Duration
+	serviceEnv            []string
+	rabbitmqctl           string
+	node                  string
+	brokerPidFile         string
+	memoryMessages        int
+	memoryConc            int
+	jsonOut               bool
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func parseFlags(args []string) (*config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("pubbench", flag.ContinueOnError)
+	fs.IntVar(&cfg.c, "c", 64, "concurrency of modes service, raw and mgmt")
+	fs.IntVar(&cfg.size, "size", 256, "message body size in bytes")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured duration of each mode")
+	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each mode's measurement")
+	fs.DurationVar(&cfg.pause, "pause", time.Second, "pause after purging the queue between modes")
+	modes := fs.String("modes", strings.Join(allModes, ","), "comma-separated modes to run, in this order: "+strings.Join(allModes, ","))
+	fs.StringVar(&cfg.amqpURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "broker AMQP URL")
+	fs.StringVar(&cfg.mgmtURL, "mgmt-url", "http://guest:guest@127.0.0.1:15672", "broker management API base URL (mode mgmt)")
+	fs.BoolVar(&cfg.persistent, "persistent", true, "publish persistent messages (delivery mode 2)")
+	fs.StringVar(&cfg.queue, "queue", "pubbench", "durable queue the messages are routed to (declared, and purged between modes)")
+	fs.IntVar(&cfg.pipeChannels, "pipe-channels", 16, "channels of mode pipelined")
+	fs.IntVar(&cfg.pipeWindow, "pipe-window", 256, "unconfirmed messages in flight per channel in mode pipelined")
+	fs.StringVar(&cfg.servicePkg, "service-pkg", "./cmd/publisher", "package of the service, built with go build")
+	fs.StringVar(&cfg.serviceBin, "service-bin", "", "a prebuilt service binary (skips the build)")
+	fs.IntVar(&cfg.serviceChannels, "service-channels", 0, "PUBLISHER_CHANNELS of the service (0: its default)")
+	fs.IntVar(&cfg.serviceBuffer, "service-buffer", 10000, "PUBLISHER_BUFFER_SIZE of the service")
+	fs.DurationVar(&cfg.serviceConfirmTimeout, "service-confirm-timeout", 90*time.Second, "PUBLISHER_CONFIRM_TIMEOUT of the service (long: the memory measurement holds messages)")
+	fs.Var((*stringList)(&cfg.serviceEnv), "service-env", "extra NAME=value for the service (repeatable)")
+	fs.StringVar(&cfg.rabbitmqctl, "rabbitmqctl", "rabbitmqctl", "rabbitmqctl command")
+	fs.StringVar(&cfg.node, "rabbitmqctl-node", "", "broker node name for rabbitmqctl -n; empty skips the memory measurement")
+	fs.StringVar(&cfg.brokerPidFile, "broker-pid-file", "", "the broker's pid file, to report its CPU per message (optional)")
+	fs.IntVar(&cfg.memoryMessages, "memory-messages", 10000, "messages held in the service for the RSS measurement (0 skips it)")
+	fs.IntVar(&cfg.memoryConc, "memory-dials", 256, "concurrent connection dials while firing the memory measurement's requests")
+	fs.BoolVar(&cfg.jsonOut, "json", false, "print the results as JSON instead of a table")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	for _, m := range strings.Split(*modes, ",") {
+		m = strings.TrimSpace(m)
+		if m == "" {
+			continue
+		}
+		if _, ok := modeLabels[m]; !ok {
+			return nil, fmt.Errorf("-modes: unknown mode %q (want %s)", m, strings.Join(allModes, ","))
+		}
+		cfg.modes = append(cfg.modes, m)
+	}
+	switch {
+	case len(cfg.modes) == 0:
+		return nil, errors.New("-modes: no mode")
+	case cfg.c < 1 || cfg.c > 10000:
+		return nil, errors.New("-c: must be 1..10000")
+	case cfg.size < 0 || cfg.size > 16<<20:
+		return nil, errors.New("-size: must be 0..16 MiB")
+	case cfg.duration <= 0 || cfg.duration > time.Hour:
+		return nil, errors.New("-duration: must be in (0, 1h]")
+	case cfg.warmup < 0 || cfg.warmup > time.Hour:
+		return nil, errors.New("-warmup: must be in [0, 1h]")
+	case cfg.pipeChannels < 1 || cfg.pipeChannels > 1000 || cfg.pipeWindow < 1 || cfg.pipeWindow > 100000:
+		return nil, errors.New("-pipe-channels/-pipe-window: out of range")
+	case cfg.memoryMessages < 0 || cfg.memoryMessages > 15000:
+		return nil, errors.New("-memory-messages: must be 0..15000 (each is a connection)")
+	case cfg.memoryConc < 1:
+		return nil, errors.New("-memory-dials: must be positive")
+	case cfg.queue == "":
+		return nil, errors.New("-queue: must not be empty")
+	}
+	for _, kv := range cfg.serviceEnv {
+		if !strings.HasPrefix(kv, "PUBLISHER_") || !strings.Contains(kv, "=") {
+			return nil, fmt.Errorf("-service-env %q: want PUBLISHER_NAME=value", kv)
+		}
+	}
+	if slicesContains(cfg.modes, modeMgmt) {
+		u, err := url.Parse(cfg.mgmtURL)
+		if err != nil || u.Scheme != "http" || !isLoopbackHost(u.Hostname()) {
+			return nil, fmt.Errorf("-mgmt-url %q: want http://user:pass@127.0.0.1:PORT", cfg.mgmtURL)
+		}
+	}
+	return &cfg, nil
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func isLoopbackHost(h string) bool {
+	return h == "localhost" || h == "127.0.0.1" || h == "::1"
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "pubbench: "+format+"\n", args...)
+}
+
+// modeResult is the outcome of one mode.
+type modeResult struct {
+	Mode           string        `json:"mode"`
+	Label          string        `json:"label"`
+	Conc           string        `json:"concurrency"`
+	Rate           float64       `json:"msgs_per_sec"`
+	P50            time.Duration `json:"-"`
+	P99            time.Duration `json:"-"`
+	P50Ms          float64       `json:"p50_ms"`
+	P99Ms          float64       `json:"p99_ms"`
+	Measured       int           `json:"confirmed_measured"`
+	ConfirmedTotal int64         `json:"confirmed_total"`
+	Errors         int64         `json:"errors"`
+	LastError      string        `json:"last_error,omitempty"`
+	WallSeconds    float64       `json:"wall_seconds"`
+	// CPU seconds per confirmed message over the whole mode (warm-up included)
+	ServiceCPUPerMsg *float64 `json:"service_cpu_sec_per_msg,omitempty"`
+	BenchCPUPerMsg   *float64 `json:"pubbench_cpu_sec_per_msg,omitempty"`
+	BrokerCPUPerMsg  *float64 `json:"broker_cpu_sec_per_msg,omitempty"`
+	ServiceCPUCores  *float64 `json:"service_cpu_cores,omitempty"`
+	BrokerCPUCores   *float64 `json:"broker_cpu_cores,omitempty"`
+}
+
+// memResult is the RSS measurement.
+type memResult struct {
+	Skipped        string  `json:"skipped,omitempty"`
+	Messages       int     `json:"messages"`
+	RSSIdleBytes   int64   `json:"rss_idle_bytes"`
+	RSSHeldBytes   int64   `json:"rss_held_bytes"`
+	RSSPeakBytes   int64   `json:"rss_peak_bytes"`
+	Held           float64 `json:"held_messages"` // buffered + inflight when RSS was read
+	HeapInuseBytes float64 `json:"heap_inuse_bytes"`
+	Goroutines     float64 `json:"goroutines"`
+	Confirmed      int     `json:"confirmed_after_alarm_cleared"`
+	Failed         int     `json:"failed"`
+	FailedSample   string  `json:"failed_sample,omitempty"`
+	DrainSeconds   float64 `json:"drain_seconds"`
+}
+
+type report struct {
+	Machine    map[string]string `json:"machine"`
+	Params     map[string]any    `json:"params"`
+	Results    []*modeResult     `json:"results"`
+	Ratios     []ratio           `json:"ratios"`
+	Memory     *memResult        `json:"memory"`
+	Notes      []string          `json:"notes,omitempty"`
+	StartedAt  time.Time         `json:"started_at"`
+	FinishedAt time.Time         `json:"finished_at"`
+}
+
+type bench struct {
+	cfg       *config
+	body      []byte
+	svc       *service
+	brokerPid string
+	notes     []string
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "pubbench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "pubbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg *config) error {
+	b := &bench{cfg: cfg, body: makeBody(cfg.size)}
+	rep := &report{StartedAt: time.Now(), Machine: machineInfo(cfg), Params: map[string]any{
+		"c": cfg.c, "size": cfg.size, "duration": cfg.duration.String(), "warmup": cfg.warmup.String(),
+		"persistent": cfg.persistent, "queue": cfg.queue, "pipe_channels": cfg.pipeChannels,
+		"pipe_window": cfg.pipeWindow, "service_channels": cfg.serviceChannels,
+	}}
+	if cfg.brokerPidFile != "" {
+		if p, err := os.ReadFile(cfg.brokerPidFile); err == nil {
+			b.brokerPid = strings.TrimSpace(string(p))
+		} else {
+			b.note("broker CPU not reported: %v", err)
+		}
+	}
+	if err := b.purge(); err != nil {
+		return err
+	}
+	if slicesContains(cfg.modes, modeService) {
+		svc, err := startService(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		b.svc = svc
+		defer svc.stop()
+	}
+	for _, m := range cfg.modes {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r, err := b.runMode(ctx, m)
+		if err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, r)
+		logf("%s: %s msgs/s, p50 %s ms, p99 %s ms, %d errors", r.Label, fmtRate(r.Rate), fmtMs(r.P50), fmtMs(r.P99), r.Errors)
+		if r.LastError != "" {
+			logf("%s: last error: %s", r.Label, r.LastError)
+		}
+		if err := b.purge(); err != nil {
+			return err
+		}
+	}
+	rate := map[string]float64{}
+	for _, r := range rep.Results {
+		rate[r.Mode] = r.Rate
+	}
+	rep.Ratios = ratios(rate)
+	rep.Memory = b.measureMemory(ctx)
+	if err := b.purge(); err != nil {
+		b.note("final purge: %v", err)
+	}
+	rep.Notes = b.notes
+	rep.FinishedAt = time.Now()
+	if cfg.jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	return printReport(rep)
+}
+
+func (b *bench) note(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	logf("%s", s)
+	b.notes = append(b.notes, s)
+}
+
+func makeBody(n int) []byte {
+	body := make([]byte, n)
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	for i := range body {
+		body[i] = alphabet[i%len(alphabet)]
+	}
+	return body
+}
+
+// purge declares the durable queue and empties it.
+func (b *bench) purge() error {
+	conn, err := amqp.Dial(b.cfg.amqpURL)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", redact(b.cfg.amqpURL), err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	if _, err := ch.QueueDeclare(b.cfg.queue, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare queue %s: %w", b.cfg.queue, err)
+	}
+	if _, err := ch.QueuePurge(b.cfg.queue, false); err != nil {
+		return fmt.Errorf("purge queue %s: %w", b.cfg.queue, err)
+	}
+	return nil
+}
+
+func redact(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return p.Redacted()
+}
+
+// cpuProbe samples the CPU of the service, this process and the broker.
+type cpuProbe struct{ svc, self, broker float64 }
+
+func (b *bench) sampleCPU() (p cpuProbe, svcOK, brokerOK bool) {
+	if b.svc != nil {
+		if v, err := procCPU(strconv.Itoa(b.svc.pid())); err == nil {
+			p.svc, svcOK = v, true
+		}
+	}
+	p.self, _ = procCPU("self")
+	if b.brokerPid != "" {
+		if v, err := procCPU(b.brokerPid); err == nil {
+			p.broker, brokerOK = v, true
+		}
+	}
+	return
+}
+
+func (b *bench) runMode(ctx context.Context, mode string) (*modeResult, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(b.cfg.pause):
+	}
+	conc := strconv.Itoa(b.cfg.c)
+	if mode == modePipelined {
+		conc = fmt.Sprintf("%dx%d", b.cfg.pipeChannels, b.cfg.pipeWindow)
+	}
+	logf("running %s at %s for %s (+%s warm-up)", modeLabels[mode], conc, b.cfg.duration, b.cfg.warmup)
+	before, svcOK, brokerOK := b.sampleCPU()
+	w := newWindow(b.cfg.warmup, b.cfg.duration)
+	var m merged
+	var err error
+	switch mode {
+	case modeService:
+		m, err = b.runService(ctx, w)
+	case modeRaw:
+		m, err = b.runRaw(ctx, w)
+	case modePipelined:
+		m, err = b.runPipelined(ctx, w)
+	case modeMgmt:
+		m, err = b.runMgmt(ctx, w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	wall := time.Since(w.start).Seconds()
+	after, svcOK2, brokerOK2 := b.sampleCPU()
+	r := &modeResult{
+		Mode: mode, Label: modeLabels[mode], Conc: conc,
+		Measured: len(m.lat), ConfirmedTotal: m.okTotal, Errors: m.errs, LastError: m.lastError,
+		Rate: float64(len(m.lat)) / b.cfg.duration.Seconds(), WallSeconds: wall,
+	}
+	r.P50, r.P99 = latencySummary(m.lat)
+	r.P50Ms, r.P99Ms = float64(r.P50)/1e6, float64(r.P99)/1e6
+	if m.okTotal > 0 {
+		per := func(d float64) *float64 { v := d / float64(m.okTotal); return &v }
+		cores := func(d float64) *float64 { v := d / wall; return &v }
+		if mode == modeService && svcOK && svcOK2 {
+			r.ServiceCPUPerMsg = per(after.svc - before.svc)
+			r.ServiceCPUCores = cores(after.svc - before.svc)
+		}
+		r.BenchCPUPerMsg = per(after.self - before.self)
+		if brokerOK && brokerOK2 {
+			r.BrokerCPUPerMsg = per(after.broker - before.broker)
+			r.BrokerCPUCores = cores(after.broker - before.broker)
+		}
+	}
+	if mode == modeService && !b.svc.alive() {
+		return nil, fmt.Errorf("the service exited during its mode; log:\n%s", b.svc.logTail())
+	}
+	return r, nil
+}
+
+func machineInfo(cfg *config) map[string]string {
+	m := map[string]string{
+		"cpus":       strconv.Itoa(runtime.NumCPU()),
+		"go":         runtime.Version(),
+		"goos/arch":  runtime.GOOS + "/" + runtime.GOARCH,
+		"gomaxprocs": strconv.Itoa(runtime.GOMAXPROCS(0)),
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				m["memory"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if u, err := url.Parse(cfg.mgmtURL); err == nil && isLoopbackHost(u.Hostname()) {
+		client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil}}
+		req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(cfg.mgmtURL, "/")+"/api/overview", nil)
+		if resp, err := client.Do(req); err == nil {
+			var ov struct {
+				RabbitMQ string `json:"rabbitmq_version"`
+				Erlang   string `json:"erlang_version"`
+			}
+			if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&ov) == nil {
+				m["rabbitmq"], m["erlang"] = ov.RabbitMQ, ov.Erlang
+			}
+			resp.Body.Close()
+		}
+		client.CloseIdleConnections()
+	}
+	return m
+}
+
+func printReport(rep *report) error {
+	w := os.Stdout
+	fmt.Fprintf(w, "machine: %s cpus (%s), %s RAM; broker RabbitMQ %s on Erlang %s, same machine\n",
+		rep.Machine["cpus"], rep.Machine["cpu"], rep.Machine["memory"], orDash(rep.Machine["rabbitmq"]), orDash(rep.Machine["erlang"]))
+	fmt.Fprintf(w, "params: c=%v size=%vB persistent=%v duration=%v warmup=%v queue=%v (durable)\n\n",
+		rep.Params["c"], rep.Params["size"], rep.Params["persistent"], rep.Params["duration"], rep.Params["warmup"], rep.Params["queue"])
+	if err := writeTable(w, rep.Results); err != nil {
+		return err
+	}
+	for _, r := range rep.Results {
+		if r.ServiceCPUCores != nil {
+			fmt.Fprintf(w, "\nservice CPU: %.1f µs per confirmed message (%.2f cores busy during its mode)\n",
+				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
+		}
+	}
+	if m := rep.Memory; m != nil {
+		if m.Skipped != "" {
+			fmt.Fprintf(w, "\nservice memory: not measured: %s\n", m.Skipped)
+		} else {
+			fmt.Fprintf(w, "\nservice memory: RSS %s idle, %s holding %.0f messages (buffered+inflight; target %d), peak %s; Go heap in use %s, %.0f goroutines\n",
+				fmtBytes(m.RSSIdleBytes), fmtBytes(m.RSSHeldBytes), m.Held, m.Messages, fmtBytes(m.RSSPeakBytes),
+				fmtBytes(int64(m.HeapInuseBytes)), m.Goroutines)
+			fmt.Fprintf(w, "  after the alarm was cleared: %d confirmed, %d failed, drained in %.1fs\n", m.Confirmed, m.Failed, m.DrainSeconds)
+			if m.FailedSample != "" {
+				fmt.Fprintf(w, "  a failure: %s\n", m.FailedSample)
+			}
+		}
+	}
+	if len(rep.Notes) > 0 {
+		fmt.Fprintln(w, "\nnotes:")
+		for _, n := range rep.Notes {
+			fmt.Fprintln(w, "  -", n)
+		}
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// rabbitmqctl runs rabbitmqctl -n NODE args... with a bound.
+func (b *bench) rabbitmqctl(args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, b.cfg.rabbitmqctl, append([]string{"-n", b.cfg.node}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s -n %s %s: %w: %s", b.cfg.rabbitmqctl, b.cfg.node, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

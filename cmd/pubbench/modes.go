@@ -1,0 +1,257 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+const (
+	modeService   = "service"
+	modeRaw       = "raw"
+	modePipelined = "pipelined"
+	modeMgmt      = "mgmt"
+)
+
+var allModes = []string{modeService, modeRaw, modePipelined, modeMgmt}
+
+var modeLabels = map[string]string{
+	modeService:   "(a) service HTTP",
+	modeRaw:       "(b) raw amqp091",
+	modePipelined: "(c) raw pipelined",
+	modeMgmt:      "(d) mgmt API",
+}
+
+// opTimeout bounds one publish (request, or publish plus confirm).
+const opTimeout = 30 * time.Second
+
+// publishing is the AMQP message every raw mode sends.
+func (b *bench) publishing() amqp.Publishing {
+	p := amqp.Publishing{ContentType: "application/octet-stream", Body: b.body}
+	if b.cfg.persistent {
+		p.DeliveryMode = amqp.Persistent
+	}
+	return p
+}
+
+// publishConfirmed publishes on a confirm channel and waits for the confirm.
+func publishConfirmed(ctx context.Context, ch *amqp.Channel, queue string, msg amqp.Publishing) error {
+	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, true, false, msg)
+	if err != nil {
+		return err
+	}
+	ack, err := dc.WaitContext(ctx)
+	if err != nil {
+		return err
+	}
+	if !ack {
+		return errors.New("nacked")
+	}
+	return nil
+}
+
+// runRaw is mode (b): c goroutines on one connection, each with its own
+// confirm channel, publishing and waiting for its own confirm.
+func (b *bench) runRaw(ctx context.Context, w window) (merged, error) {
+	conn, err := amqp.Dial(b.cfg.amqpURL)
+	if err != nil {
+		return merged{}, fmt.Errorf("raw: dial: %w", err)
+	}
+	defer conn.Close()
+	chans := make([]*amqp.Channel, b.cfg.c)
+	for i := range chans {
+		if chans[i], err = conn.Channel(); err != nil {
+			return merged{}, fmt.Errorf("raw: channel: %w", err)
+		}
+		if err = chans[i].Confirm(false); err != nil {
+			return merged{}, fmt.Errorf("raw: confirm mode: %w", err)
+		}
+	}
+	msg := b.publishing()
+	return runClosedLoop(ctx, w, b.cfg.c, opTimeout, func(ctx context.Context, i int) error {
+		return publishConfirmed(ctx, chans[i], b.cfg.queue, msg)
+	}), nil
+}
+
+// runPipelined is mode (c): pipeChannels channels, each keeping up to
+// pipeWindow unconfirmed messages in flight; a collector per channel waits for
+// the confirms in publish order.
+func (b *bench) runPipelined(ctx context.Context, w window) (merged, error) {
+	conn, err := amqp.Dial(b.cfg.amqpURL)
+	if err != nil {
+		return merged{}, fmt.Errorf("pipelined: dial: %w", err)
+	}
+	defer conn.Close()
+	type pending struct {
+		dc    *amqp.DeferredConfirmation
+		begin time.Time
+	}
+	n := b.cfg.pipeChannels
+	rs := make([]*recorder, n)
+	var wg sync.WaitGroup
+	msg := b.publishing()
+	for i := range n {
+		ch, err := conn.Channel()
+		if err != nil {
+			return merged{}, fmt.Errorf("pipelined: channel: %w", err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			return merged{}, fmt.Errorf("pipelined: confirm mode: %w", err)
+		}
+		rec := newRecorder(w)
+		rs[i] = rec
+		queue := make(chan pending, b.cfg.pipeWindow) // its capacity is the window
+		wg.Add(2)
+		go func() { // publisher
+			defer wg.Done()
+			defer close(queue)
+			for ctx.Err() == nil && time.Now().Before(w.measureEnd) {
+				begin := time.Now()
+				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", b.cfg.queue, true, false, msg)
+				if err != nil {
+					// the collector owns rec; hand the failure over in order
+					select {
+					case queue <- pending{begin: begin}:
+					case <-ctx.Done():
+					}
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				select {
+				case queue <- pending{dc: dc, begin: begin}:
+				case <-ctx.Done():
+				}
+			}
+		}()
+		go func() { // collector
+			defer wg.Done()
+			for p := range queue {
+				if p.dc == nil {
+					rec.record(p.begin, time.Now(), errors.New("publish failed"))
+					continue
+				}
+				wctx, cancel := context.WithTimeout(ctx, opTimeout)
+				ack, err := p.dc.WaitContext(wctx)
+				cancel()
+				if err == nil && !ack {
+					err = errors.New("nacked")
+				}
+				rec.record(p.begin, time.Now(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	return merge(rs), nil
+}
+
+// newHTTPClient returns a keep-alive client for conc concurrent requests to
+// one loopback host.
+func newHTTPClient(conc int, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			Proxy:               nil, // loopback only, never through a proxy
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        conc + 16,
+			MaxIdleConnsPerHost: conc + 16,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+			ForceAttemptHTTP2:   false,
+		},
+	}
+}
+
+// doPost posts body and returns an error unless the answer is 200 and its
+// body contains want.
+func doPost(ctx context.Context, client *http.Client, u string, header http.Header, body []byte, want []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header = header.Clone()
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(got)))
+	}
+	if !bytes.Contains(got, want) {
+		return fmt.Errorf("HTTP 200 without %s: %s", want, strings.TrimSpace(string(got)))
+	}
+	return nil
+}
+
+// serviceRequest returns the URL and headers of a publish to the service.
+func (b *bench) serviceRequest() (string, http.Header) {
+	u := "http://" + b.svc.apiAddr + "/v1/publish/amq.default/" + url.PathEscape(b.cfg.queue)
+	h := http.Header{"Content-Type": {"application/octet-stream"}}
+	if !b.cfg.persistent {
+		h.Set("X-Persistent", "false")
+	}
+	return u, h
+}
+
+// runService is mode (a): c concurrent HTTP clients posting to the service.
+func (b *bench) runService(ctx context.Context, w window) (merged, error) {
+	client := newHTTPClient(b.cfg.c, opTimeout)
+	defer client.CloseIdleConnections()
+	u, h := b.serviceRequest()
+	want := []byte(`"confirmed"`)
+	return runClosedLoop(ctx, w, b.cfg.c, opTimeout, func(ctx context.Context, _ int) error {
+		return doPost(ctx, client, u, h, b.body, want)
+	}), nil
+}
+
+// runMgmt is mode (d): c concurrent clients of the management API's publish
+// endpoint; a message counts when the answer says routed:true.
+func (b *bench) runMgmt(ctx context.Context, w window) (merged, error) {
+	base, err := url.Parse(b.cfg.mgmtURL)
+	if err != nil {
+		return merged{}, fmt.Errorf("mgmt: %w", err)
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	if base.User != nil {
+		pw, _ := base.User.Password()
+		req := &http.Request{Header: http.Header{}}
+		req.SetBasicAuth(base.User.Username(), pw)
+		h.Set("Authorization", req.Header.Get("Authorization"))
+	}
+	base.User = nil
+	u := strings.TrimSuffix(base.String(), "/") + "/api/exchanges/%2F/amq.default/publish"
+	props := map[string]any{"content_type": "application/octet-stream"}
+	if b.cfg.persistent {
+		props["delivery_mode"] = 2
+	}
+	payload, err := json.Marshal(map[string]any{
+		"properties":       props,
+		"routing_key":      b.cfg.queue,
+		"payload":          string(b.body),
+		"payload_encoding": "string",
+	})
+	if err != nil {
+		return merged{}, err
+	}
+	client := newHTTPClient(b.cfg.c, opTimeout)
+	defer client.CloseIdleConnections()
+	want := []byte(`"routed":true`)
+	return runClosedLoop(ctx, w, b.cfg.c, opTimeout, func(ctx context.Context, _ int) error {
+		return doPost(ctx, client, u, h, payload, want)
+	}), nil
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat. It
+// is 100 on every Linux architecture Go supports (sysconf(_SC_CLK_TCK) would
+// need cgo).
+const clockTicks = 100
+
+// percentile returns the p-th percentile (0 < p <= 100) of sorted by the
+// nearest-rank method; 0 for an empty slice.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	n := len(sorted)
+	if n == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(p / 100 * float64(n)))
+	if rank < 1 {
+		rank = 1
+	}
+	if rank > n {
+		rank = n
+	}
+	return sorted[rank-1]
+}
+
+// latencySummary sorts lat in place and returns its p50 and p99.
+func latencySummary(lat []time.Duration) (p50, p99 time.Duration) {
+	slices.Sort(lat)
+	return percentile(lat, 50), percentile(lat, 99)
+}
+
+// parseProcStatCPU returns utime+stime, in clock ticks, from the content of
+// /proc/<pid>/stat. The command name (field 2) is in parentheses and may hold
+// spaces and parentheses itself, so the fields are counted from the last ')'.
+func parseProcStatCPU(stat string) (uint64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("proc stat: no ')' after the command name")
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("proc stat: %d fields after the command name, want at least 13", len(f))
+	}
+	ut, err := strconv.ParseUint(f[11], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("proc stat: utime: %w", err)
+	}
+	st, err := strconv.ParseUint(f[12], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("proc stat: stime: %w", err)
+	}
+	return ut + st, nil
+}
+
+// ticksToSeconds converts clock ticks to seconds.
+func ticksToSeconds(t uint64) float64 { return float64(t) / clockTicks }
+
+// parseVmRSS returns VmRSS in bytes from the content of /proc/<pid>/status.
+func parseVmRSS(status string) (int64, error) {
+	for line := range strings.Lines(status) {
+		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("proc status: unexpected VmRSS line %q", strings.TrimSpace(line))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("proc status: VmRSS: %w", err)
+		}
+		return kb * 1024, nil
+	}
+	return 0, errors.New("proc status: no VmRSS line (process gone or a kernel thread)")
+}
+
+// sumMetric returns the sum of every sample of the metric called name in a
+// Prometheus text exposition, and whether any sample was found. Samples of
+// other metrics sharing the prefix (name_bucket, name_total) do not count.
+func sumMetric(exposition io.Reader, name string) (float64, bool, error) {
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(exposition)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		if rest[0] == '{' {
+			j := strings.LastIndexByte(rest, '}')
+			if j < 0 {
+				continue
+			}
+			rest = rest[j+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("metric %s: %w", name, err)
+		}
+		sum += v
+		found = true
+	}
+	return sum, found, sc.Err()
+}
+
+// fmtMs formats a duration as milliseconds with two decimals.
+func fmtMs(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64)
+}
+
+// fmtRate formats messages per second without decimals.
+func fmtRate(r float64) string { return strconv.FormatFloat(r, 'f', 0, 64) }
+
+// ratio is one "(a)/(b)" line.
+type ratio struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Valid bool    `json:"valid"`
+}
+
+// ratios returns (a)/(b), (a)/(c) and (a)/(d) of the modes' rates; a ratio is
+// invalid when either side is missing or its denominator is zero.
+func ratios(rate map[string]float64) []ratio {
+	out := make([]ratio, 0, 3)
+	for _, d := range []struct{ label, mode string }{
+		{"(a)/(b) service/raw", modeRaw},
+		{"(a)/(c) service/pipelined", modePipelined},
+		{"(a)/(d) service/mgmt", modeMgmt},
+	} {
+		a, okA := rate[modeService]
+		b, okB := rate[d.mode]
+		r := ratio{Name: d.label}
+		if okA && okB && b > 0 {
+			r.Value, r.Valid = a/b, true
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// writeTable prints the results table, the ratios and the CPU table.
+func writeTable(w io.Writer, results []*modeResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "mode\tconc\tmsgs/s\tp50 ms\tp99 ms\terrors\t\n")
+	rate := map[string]float64{}
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t\n", r.Label, r.Conc, fmtRate(r.Rate), fmtMs(r.P50), fmtMs(r.P99), r.Errors)
+		rate[r.Mode] = r.Rate
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	for _, r := range ratios(rate) {
+		if r.Valid {
+			fmt.Fprintf(w, "%-27s %6.2f\n", r.Name, r.Value)
+		} else {
+			fmt.Fprintf(w, "%-27s %6s\n", r.Name, "n/a")
+		}
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "CPU µs per confirmed msg\tservice\tpubbench\tbroker\t\n")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", r.Label, fmtCPU(r.ServiceCPUPerMsg), fmtCPU(r.BenchCPUPerMsg), fmtCPU(r.BrokerCPUPerMsg))
+	}
+	return tw.Flush()
+}
+
+// fmtCPU formats CPU seconds per message as microseconds; "-" when unknown.
+func fmtCPU(s *float64) string {
+	if s == nil {
+		return "-"
+	}
+	return strconv.FormatFloat(*s*1e6, 'f', 1, 64)
+}
+
+// fmtBytes formats a byte count as MiB with one decimal.
+func fmtBytes(b int64) string {
+	return strconv.FormatFloat(float64(b)/(1<<20), 'f', 1, 64) + " MiB"
+}

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = i + 1
+	}
+	cases := []struct {
+		in   []time.Duration
+		p    float64
+		want time.Duration
+	}{
+		{nil, 50, 0},
+		{ms(7), 50, 7 * time.Millisecond},
+		{ms(7), 99, 7 * time.Millisecond},
+		{ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{ms(1, 2, 3, 4), 99, 4 * time.Millisecond},
+		{ms(hundred...), 50, 50 * time.Millisecond},
+		{ms(hundred...), 99, 99 * time.Millisecond},
+		{ms(hundred...), 100, 100 * time.Millisecond},
+		{ms(hundred...), 0.001, 1 * time.Millisecond},
+	}
+	for _, c := range cases {
+		if got := percentile(c.in, c.p); got != c.want {
+			t.Errorf("percentile(%d values, %v) = %v, want %v", len(c.in), c.p, got, c.want)
+		}
+	}
+	p50, p99 := latencySummary(ms(5, 3, 9, 1, 7))
+	if p50 != 5*time.Millisecond || p99 != 9*time.Millisecond {
+		t.Errorf("latencySummary = %v, %v; want 5ms, 9ms", p50, p99)
+	}
+}
+
+func TestParseProcStatCPU(t *testing.T) {
+	// a command name with spaces and a ')' must not shift the fields
+	stat := "4242 (pub lisher) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 350 125 0 0 20 0 9 0 100 0 0"
+	got, err := parseProcStatCPU(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 475 {
+		t.Errorf("ticks = %d, want 475", got)
+	}
+	if s := ticksToSeconds(got); s != 4.75 {
+		t.Errorf("seconds = %v, want 4.75", s)
+	}
+	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 x 1"} {
+		if _, err := parseProcStatCPU(bad); err == nil {
+			t.Errorf("parseProcStatCPU(%q): no error", bad)
+		}
+	}
+}
+
+func TestParseVmRSS(t *testing.T) {
+	status := "Name:\tpublisher\nVmPeak:\t  900000 kB\nVmRSS:\t   22216 kB\nRssAnon:\t 10000 kB\n"
+	got, err := parseVmRSS(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 22216*1024 {
+		t.Errorf("VmRSS = %d, want %d", got, 22216*1024)
+	}
+	if _, err := parseVmRSS("Name:\tkthreadd\n"); err == nil {
+		t.Error("no VmRSS line: no error")
+	}
+	if _, err := parseVmRSS("VmRSS:\t12 MB\n"); err == nil {
+		t.Error("unexpected unit: no error")
+	}
+}
+
+func TestSumMetric(t *testing.T) {
+	exp := `# HELP publisher_buffered_messages x
+# TYPE publisher_buffered_messages gauge
+publisher_buffered_messages 9000
+publisher_buffered_messages_total 5
+publisher_inflight_messages{channel="0"} 600
+publisher_inflight_messages{channel="1",x="a}b"} 400 1712345678
+publisher_publish_duration_seconds_bucket{le="0.1"} 3
+`
+	cases := []struct {
+		name  string
+		want  float64
+		found bool
+	}{
+		{"publisher_buffered_messages", 9000, true},
+		{"publisher_inflight_messages", 1000, true},
+		{"publisher_publish_duration_seconds", 0, false},
+		{"missing", 0, false},
+	}
+	for _, c := range cases {
+		got, found, err := sumMetric(strings.NewReader(exp), c.name)
+		if err != nil || got != c.want || found != c.found {
+			t.Errorf("sumMetric(%s) = %v, %v, %v; want %v, %v, nil", c.name, got, found, err, c.want, c.found)
+		}
+	}
+	if _, _, err := sumMetric(strings.NewReader("m nope\n"), "m"); err == nil {
+		t.Error("bad value: no error")
+	}
+}
+
+func TestRatios(t *testing.T) {
+	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0})
+	if len(rs) != 3 {
+		t.Fatalf("%d ratios, want 3", len(rs))
+	}
+	if !rs[0].Valid || rs[0].Value != 2 {
+		t.Errorf("(a)/(b) = %+v, want 2", rs[0])
+	}
+	if rs[1].Valid {
+		t.Errorf("(a)/(c) with a zero denominator is valid: %+v", rs[1])
+	}
+	if rs[2].Valid {
+		t.Errorf("(a)/(d) without mgmt is valid: %+v", rs[2])
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	cpu := 0.000125
+	results := []*modeResult{
+		{Mode: modeService, Label: modeLabels[modeService], Conc: "64", Rate: 6000.4, P50: 10 * time.Millisecond, P99: 45500 * time.Microsecond, ServiceCPUPerMsg: &cpu},
+		{Mode: modeRaw, Label: modeLabels[modeRaw], Conc: "64", Rate: 5000, P50: 12 * time.Millisecond, P99: 40 * time.Millisecond, Errors: 3},
+		{Mode: modeMgmt, Label: modeLabels[modeMgmt], Conc: "64", Rate: 500, P50: 100 * time.Millisecond, P99: 200 * time.Millisecond},
+	}
+	var buf bytes.Buffer
+	if err := writeTable(&buf, results); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"msgs/s", "p50 ms", "p99 ms", "errors",
+		"(a) service HTTP      64    6000   10.00   45.50       0",
+		"(b) raw amqp091      64    5000   12.00   40.00       3",
+		"(a)/(b) service/raw           1.20",
+		"(a)/(c) service/pipelined      n/a",
+		"(a)/(d) service/mgmt         12.00",
+		"125.0",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"-c", "8", "-modes", "raw,service", "-duration", "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.c != 8 || len(cfg.modes) != 2 || cfg.modes[0] != modeRaw || cfg.duration != time.Second || !cfg.persistent || cfg.size != 256 {
+		t.Errorf("unexpected config %+v", cfg)
+	}
+	for _, bad := range [][]string{
+		{"-modes", "nope"},
+		{"-c", "0"},
+		{"-mgmt-url", "http://guest:guest@10.0.0.1:15672"},
+		{"-service-env", "FOO=1"},
+		{"extra"},
+	} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("parseFlags(%q): no error", bad)
+		}
+	}
+}

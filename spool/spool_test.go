@@ -1,0 +1,586 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("SPOOL_CRASH_CHILD"); dir != "" {
+		crashChild(dir)
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func open(t testing.TB, dir string, opts Options) *Spool {
+	t.Helper()
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+func payload(i int) []byte { return []byte(fmt.Sprintf("message-%06d-%s", i, bytes.Repeat([]byte{'x'}, i%50))) }
+
+// drain reads every record available now (until Next blocks briefly).
+func drain(t testing.TB, s *Spool) []Record {
+	t.Helper()
+	var out []Record
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		r, err := s.Next(ctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("Next: %v", err)
+		}
+		out = append(out, r)
+	}
+}
+
+func segFiles(t testing.TB, dir, pattern string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, pattern))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(m)
+	return m
+}
+
+func TestRoundTripAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 1024}
+	s := open(t, dir, opts)
+	ctx := context.Background()
+	var seqs []uint64
+	for i := range 100 {
+		seq, err := s.Append(ctx, payload(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seqs) > 0 && seq != seqs[len(seqs)-1]+1 {
+			t.Fatalf("seq %d after %d", seq, seqs[len(seqs)-1])
+		}
+		seqs = append(seqs, seq)
+	}
+	if n, b := s.Stats(); n != 100 || b <= 100*headerSize {
+		t.Fatalf("Stats = %d, %d", n, b)
+	}
+	recs := drain(t, s)
+	if len(recs) != 100 {
+		t.Fatalf("got %d records", len(recs))
+	}
+	for i, r := range recs {
+		if r.Seq != seqs[i] || !bytes.Equal(r.Data, payload(i)) {
+			t.Fatalf("record %d = %d %q", i, r.Seq, r.Data)
+		}
+	}
+	// Rewind redelivers unacked ones; ack the first 60 out of order.
+	perm := rand.New(rand.NewSource(1)).Perm(60)
+	for _, i := range perm {
+		s.Ack(seqs[i])
+	}
+	s.Ack(seqs[0]) // repeated: ignored
+	s.Ack(12345)   // unknown: ignored
+	s.Rewind()
+	recs = drain(t, s)
+	if len(recs) != 40 || recs[0].Seq != seqs[60] {
+		t.Fatalf("after rewind got %d records, first %v", len(recs), recs[0].Seq)
+	}
+	if n, _ := s.Stats(); n != 40 {
+		t.Fatalf("Stats = %d", n)
+	}
+	before := len(segFiles(t, dir, "*.seg"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, []byte("x")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append after Close: %v", err)
+	}
+	s = open(t, dir, opts)
+	defer s.Close()
+	after := len(segFiles(t, dir, "*.seg"))
+	if after >= 100*30/1024 || after > before {
+		t.Fatalf("segments: %d before restart, %d after: acked segments not deleted", before, after)
+	}
+	recs = drain(t, s)
+	if len(recs) < 40 {
+		t.Fatalf("after restart got %d records", len(recs))
+	}
+	// Acked whole segments are gone; what comes is in order and ends with
+	// the 40 unacked records.
+	for i := 1; i < len(recs); i++ {
+		if recs[i].Seq <= recs[i-1].Seq {
+			t.Fatal("out of order")
+		}
+	}
+	tail := recs[len(recs)-40:]
+	for i, r := range tail {
+		if r.Seq != seqs[60+i] || !bytes.Equal(r.Data, payload(60+i)) {
+			t.Fatalf("redelivered %d = %d", i, r.Seq)
+		}
+	}
+	seq, err := s.Append(ctx, []byte("after restart"))
+	if err != nil || seq != seqs[99]+1 {
+		t.Fatalf("Append after restart = %d, %v", seq, err)
+	}
+}
+
+func TestSequenceSurvivesFullAck(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentBytes: 256})
+	var last uint64
+	for i := range 50 {
+		last, _ = s.Append(context.Background(), payload(i))
+	}
+	for seq := uint64(1); seq <= last; seq++ {
+		s.Ack(seq)
+	}
+	s.Close()
+	s = open(t, dir, Options{SegmentBytes: 256})
+	defer s.Close()
+	if n, _ := s.Stats(); n > 10 {
+		t.Fatalf("%d records redelivered", n)
+	}
+	seq, err := s.Append(context.Background(), nil)
+	if err != nil || seq <= last {
+		t.Fatalf("seq after restart %d (last %d), %v", seq, last, err)
+	}
+	r, err := s.Next(context.Background())
+	for err == nil && r.Seq != seq {
+		r, err = s.Next(context.Background())
+	}
+	if err != nil || len(r.Data) != 0 {
+		t.Fatalf("empty record: %v %v", r, err)
+	}
+}
+
+func TestGroupCommit(t *testing.T) {
+	var fsyncs atomic.Int64
+	s := open(t, t.TempDir(), Options{OnFsync: func(time.Duration) { fsyncs.Add(1) }})
+	defer s.Close()
+	const writers, each = 64, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := s.Append(context.Background(), payload(w*each+i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	n := fsyncs.Load()
+	t.Logf("%d appends, %d fsyncs", writers*each, n)
+	if n > writers*each/4 {
+		t.Fatalf("%d fsyncs for %d appends: no group commit", n, writers*each)
+	}
+	if m, _ := s.Stats(); m != writers*each {
+		t.Fatalf("Stats = %d", m)
+	}
+}
+
+func TestFull(t *testing.T) {
+	rec := int64(headerSize + 100)
+	s := open(t, t.TempDir(), Options{MaxBytes: 10 * rec, SegmentBytes: 3 * rec})
+	defer s.Close()
+	data := make([]byte, 100)
+	var seqs []uint64
+	for range 10 {
+		seq, err := s.Append(context.Background(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	start := time.Now()
+	if _, err := s.Append(context.Background(), data); !errors.Is(err, ErrFull) {
+		t.Fatalf("Append = %v, want ErrFull", err)
+	}
+	if _, err := s.Append(context.Background(), nil); !errors.Is(err, ErrFull) {
+		t.Fatalf("Append = %v, want ErrFull", err)
+	}
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Fatalf("ErrFull took %v", d)
+	}
+	s.Ack(seqs[3])
+	if _, err := s.Append(context.Background(), data); err != nil {
+		t.Fatalf("after ack: %v", err)
+	}
+	if _, err := s.Append(context.Background(), data); !errors.Is(err, ErrFull) {
+		t.Fatalf("Append = %v, want ErrFull", err)
+	}
+}
+
+func TestDeadLetter(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	defer s.Close()
+	seq, _ := s.Append(context.Background(), []byte("poison"))
+	if err := s.DeadLetter(seq, []byte("poison"), "rejected by broker"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Stats(); n != 0 {
+		t.Fatalf("Stats = %d after DeadLetter", n)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, deadLetterName))
+	if err != nil || !bytes.Contains(b, []byte(`"reason":"rejected by broker"`)) || !bytes.Contains(b, []byte(`"data":"cG9pc29u"`)) {
+		t.Fatalf("dead-letter.log: %s %v", b, err)
+	}
+}
+
+func TestNextBlocksAndCloses(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	got := make(chan Record)
+	go func() {
+		r, err := s.Next(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}()
+	time.Sleep(20 * time.Millisecond)
+	seq, _ := s.Append(context.Background(), []byte("a"))
+	if r := <-got; r.Seq != seq {
+		t.Fatalf("Next = %d", r.Seq)
+	}
+	errc := make(chan error)
+	go func() { _, err := s.Next(context.Background()); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	s.Close()
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Next after Close: %v", err)
+	}
+}
+
+// writeRecords fills a spool in dir and returns the seqs and the payloads.
+func writeRecords(t *testing.T, dir string, opts Options, n int) map[uint64][]byte {
+	s := open(t, dir, opts)
+	m := map[uint64][]byte{}
+	for i := range n {
+		seq, err := s.Append(context.Background(), payload(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[seq] = payload(i)
+	}
+	s.Close()
+	return m
+}
+
+func TestTornTail(t *testing.T) {
+	rng := rand.New(rand.NewSource(42))
+	opts := Options{SegmentBytes: 4096}
+	for iter := range 60 {
+		dir := t.TempDir()
+		want := writeRecords(t, dir, opts, 20+rng.Intn(200))
+		segs := segFiles(t, dir, "*.seg")
+		lastSeg := segs[len(segs)-1]
+		// Record end offsets in the last segment.
+		data, _ := os.ReadFile(lastSeg)
+		first, _ := parseSegName(filepath.Base(lastSeg))
+		recs, end := scanRecords(data, 0, first-1)
+		cut := rng.Int63n(end + 1)
+		var damage []byte
+		switch iter % 3 {
+		case 1:
+			damage = make([]byte, rng.Intn(500))
+		case 2:
+			damage = make([]byte, 1+rng.Intn(500))
+			rng.Read(damage)
+		}
+		if err := os.Truncate(lastSeg, cut); err != nil {
+			t.Fatal(err)
+		}
+		f, _ := os.OpenFile(lastSeg, os.O_WRONLY|os.O_APPEND, 0)
+		f.Write(damage)
+		f.Close()
+		// Records entirely before cut must survive; later ones are gone.
+		durable := map[uint64]bool{}
+		for _, r := range recs {
+			if r.off+int64(r.size) <= cut {
+				durable[r.seq] = true
+			} else {
+				delete(want, r.seq)
+			}
+		}
+		var corrupt atomic.Int64
+		o := opts
+		o.OnCorrupt = func(string, error) { corrupt.Add(1) }
+		s := open(t, dir, o)
+		got := drain(t, s)
+		if len(got) != len(want) {
+			t.Fatalf("iter %d: recovered %d records, want %d", iter, len(got), len(want))
+		}
+		for _, r := range got {
+			if w, ok := want[r.Seq]; !ok || !bytes.Equal(w, r.Data) {
+				t.Fatalf("iter %d: invented record %d", iter, r.Seq)
+			}
+		}
+		if corrupt.Load() != 0 {
+			t.Fatalf("iter %d: torn tail reported as corruption", iter)
+		}
+		seq, err := s.Append(context.Background(), []byte("after"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		// And once more: the appended record and everything else survive.
+		s = open(t, dir, o)
+		got2 := drain(t, s)
+		s.Close()
+		if len(got2) != len(want)+1 || got2[len(got2)-1].Seq != seq {
+			t.Fatalf("iter %d: after reopen %d records", iter, len(got2))
+		}
+		if corrupt.Load() != 0 {
+			t.Fatalf("iter %d: corruption after repair", iter)
+		}
+	}
+}
+
+func TestFlippedByte(t *testing.T) {
+	for _, target := range []string{"middle", "last"} {
+		t.Run(target, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{SegmentBytes: 2048}
+			want := writeRecords(t, dir, opts, 300)
+			segs := segFiles(t, dir, "*.seg")
+			if len(segs) < 4 {
+				t.Fatalf("%d segments", len(segs))
+			}
+			victim := segs[len(segs)/2]
+			if target == "last" {
+				victim = segs[len(segs)-1]
+			}
+			data, _ := os.ReadFile(victim)
+			first, _ := parseSegName(filepath.Base(victim))
+			recs, _ := scanRecords(data, 0, first-1)
+			if len(recs) < 3 {
+				t.Fatalf("victim has %d records", len(recs))
+			}
+			hit := recs[1]
+			data[hit.off+headerSize+2] ^= 0x40
+			os.WriteFile(victim, data, 0o644)
+			delete(want, hit.seq)
+
+			var corrupt []string
+			o := opts
+			o.OnCorrupt = func(seg string, err error) { corrupt = append(corrupt, seg) }
+			s := open(t, dir, o)
+			defer s.Close()
+			if len(corrupt) != 1 || corrupt[0] != victim {
+				t.Fatalf("OnCorrupt calls: %v", corrupt)
+			}
+			if m := segFiles(t, dir, "*.corrupt"); len(m) != 1 {
+				t.Fatalf("corrupt files: %v", m)
+			}
+			got := drain(t, s)
+			if len(got) != len(want) {
+				t.Fatalf("recovered %d records, want %d (all but the damaged one)", len(got), len(want))
+			}
+			for _, r := range got {
+				if !bytes.Equal(want[r.Seq], r.Data) {
+					t.Fatalf("record %d wrong", r.Seq)
+				}
+			}
+			if _, err := s.Append(context.Background(), []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			corrupt = nil
+			s = open(t, dir, o)
+			if len(corrupt) != 0 {
+				t.Fatalf("corruption reported again: %v", corrupt)
+			}
+			if got := drain(t, s); len(got) != len(want)+1 {
+				t.Fatalf("after reopen %d records", len(got))
+			}
+		})
+	}
+}
+
+// faultFS injects failures into writes and fsyncs of segment files.
+type faultFS struct {
+	OSFS
+	failWrite, failSync, enospc atomic.Bool
+	mu                          sync.Mutex
+	failed                      map[*faultFile]bool // descriptors that saw a failure
+	usedAfterFail               atomic.Bool
+}
+
+type faultFile struct {
+	File
+	fs   *faultFS
+	name string
+}
+
+func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	if f.enospc.Load() && flag&os.O_CREATE != 0 {
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
+	}
+	file, err := f.OSFS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &faultFile{File: file, fs: f, name: name}, nil
+}
+
+func (f *faultFile) check() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.fs.failed[f] {
+		f.fs.usedAfterFail.Store(true)
+	}
+	return nil
+}
+
+func (f *faultFile) markFailed() {
+	f.fs.mu.Lock()
+	f.fs.failed[f] = true
+	f.fs.mu.Unlock()
+}
+
+func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
+	f.check()
+	if f.fs.enospc.Load() {
+		f.markFailed()
+		n := len(b) / 2
+		f.File.WriteAt(b[:n], off) // a partial write
+		return n, &os.PathError{Op: "write", Path: f.name, Err: syscall.ENOSPC}
+	}
+	if f.fs.failWrite.Load() {
+		f.markFailed()
+		return 0, &os.PathError{Op: "write", Path: f.name, Err: syscall.EIO}
+	}
+	return f.File.WriteAt(b, off)
+}
+
+func (f *faultFile) Allocate(size int64) error {
+	if f.fs.enospc.Load() {
+		return &os.PathError{Op: "fallocate", Path: f.name, Err: syscall.ENOSPC}
+	}
+	return f.File.Allocate(size)
+}
+
+func (f *faultFile) Datasync() error {
+	f.check()
+	if f.fs.failSync.Load() {
+		f.markFailed()
+		return &os.PathError{Op: "fdatasync", Path: f.name, Err: syscall.EIO}
+	}
+	return f.File.Datasync()
+}
+
+func (f *faultFile) Sync() error {
+	f.check()
+	if f.fs.failSync.Load() {
+		f.markFailed()
+		return &os.PathError{Op: "fsync", Path: f.name, Err: syscall.EIO}
+	}
+	return f.File.Sync()
+}
+
+func TestDiskFailure(t *testing.T) {
+	for _, mode := range []string{"write", "fsync", "enospc"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			ffs := &faultFS{failed: map[*faultFile]bool{}}
+			opts := Options{FS: ffs, SegmentBytes: 8192}
+			s := open(t, dir, opts)
+			ctx := context.Background()
+			acked := map[uint64][]byte{}
+			var mu sync.Mutex
+			appendN := func(n int, fault bool) (okN, failN int) {
+				var wg sync.WaitGroup
+				for w := range 8 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for i := range n {
+							p := payload(w*1000 + i)
+							seq, err := s.Append(ctx, p)
+							mu.Lock()
+							if err == nil {
+								acked[seq] = p
+								okN++
+							} else {
+								if !errors.Is(err, ErrDisk) {
+									t.Errorf("Append error %v does not match ErrDisk", err)
+								}
+								failN++
+							}
+							mu.Unlock()
+						}
+					}()
+				}
+				wg.Wait()
+				return
+			}
+			if ok, fail := appendN(20, false); fail != 0 || ok != 160 {
+				t.Fatalf("healthy: %d ok, %d failed", ok, fail)
+			}
+			switch mode {
+			case "write":
+				ffs.failWrite.Store(true)
+			case "fsync":
+				ffs.failSync.Store(true)
+			case "enospc":
+				ffs.enospc.Store(true)
+			}
+			if _, fail := appendN(5, true); fail == 0 {
+				t.Fatal("no append failed while the disk failed")
+			}
+			_, err := s.Append(ctx, []byte("x"))
+			if !errors.Is(err, ErrDisk) {
+				t.Fatalf("Append during fault: %v", err)
+			}
+			ffs.failWrite.Store(false)
+			ffs.failSync.Store(false)
+			ffs.enospc.Store(false)
+			if ok, fail := appendN(20, false); fail != 0 || ok != 160 {
+				t.Fatalf("after recovery: %d ok, %d failed", ok, fail)
+			}
+			if ffs.usedAfterFail.Load() {
+				t.Fatal("a file descriptor was used after a failed write or fsync")
+			}
+			if n, _ := s.Stats(); n != len(acked) {
+				t.Fatalf("Stats = %d, acked %d", n, len(acked))
+			}
+			s.Close()
+			s = open(t, dir, Options{SegmentBytes: 8192})
+			defer s.Close()
+			got := map[uint64][]byte{}
+			for _, r := range drain(t, s) {
+				got[r.Seq] = r.Data
+			}
+			for seq, p := range acked {
+				if !bytes.Equal(got[seq], p) {
+					t.Fatalf("acknowledged record %d lost", seq)
+				}
+			}
+		})
+	}
+}
