@@ -443,7 +443,7 @@ func (s *Spool) newSegment(need int64) error {
 		f = nil
 	}
 	s.spareMu.Unlock()
-	s.kick(s.needSpare)
+	defer s.kick(s.needSpare) // only after the spare was renamed
 	var err error
 	if f != nil {
 		if err = s.fs.Rename(filepath.Join(s.dir, spareName), path); err != nil {

@@ -36,7 +36,9 @@ func open(t testing.TB, dir string, opts Options) *Spool {
 	return s
 }
 
-func payload(i int) []byte { return []byte(fmt.Sprintf("message-%06d-%s", i, bytes.Repeat([]byte{'x'}, i%50))) }
+func payload(i int) []byte {
+	return []byte(fmt.Sprintf("message-%06d-%s", i, bytes.Repeat([]byte{'x'}, i%50)))
+}
 
 // drain reads every record available now (until Next blocks briefly).
 func drain(t testing.TB, s *Spool) []Record {
@@ -390,7 +392,7 @@ func TestFlippedByte(t *testing.T) {
 			o := opts
 			o.OnCorrupt = func(seg string, err error) { corrupt = append(corrupt, seg) }
 			s := open(t, dir, o)
-			defer s.Close()
+			defer func() { s.Close() }()
 			if len(corrupt) != 1 || corrupt[0] != victim {
 				t.Fatalf("OnCorrupt calls: %v", corrupt)
 			}

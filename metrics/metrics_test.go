@@ -1,0 +1,124 @@
+package metrics_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/publisher-dev/publisher/metrics"
+	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/supervision"
+)
+
+type fakeSource struct{ st publisher.State }
+
+func (f *fakeSource) State() publisher.State { return f.st }
+
+func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry, *fakeSource) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	src := &fakeSource{}
+	m, err := metrics.New(reg, src, func() bool { return src.st.Connected })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, reg, src
+}
+
+func TestLint(t *testing.T) {
+	_, reg, _ := newMetrics(t)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "publisher_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
+	}
+}
+
+func TestOutcomesAndEvents(t *testing.T) {
+	m, reg, src := newMetrics(t)
+	m.Published(publisher.OutcomeConfirmed, 3*time.Millisecond)
+	m.Published(publisher.OutcomeConfirmed, 5*time.Millisecond)
+	m.Published(publisher.OutcomeOf(publisher.ErrNacked), time.Millisecond)
+	m.Republished(7)
+	cause := errors.New("EOF")
+	m.Event(supervision.Event{Kind: supervision.EventFailure, Supervisor: "broker", Child: "publisher", Err: cause})
+	m.Event(supervision.Event{Kind: supervision.EventRestart, Supervisor: "broker", Child: "publisher"})
+	m.Event(supervision.Event{Kind: supervision.EventEscalation, Supervisor: "broker", Child: "publisher", Err: cause})
+	src.st = publisher.State{Connected: true, Blocked: true, Inflight: 3, Buffered: 4}
+
+	want := `
+# HELP publisher_connection_blocked 1 while the broker blocks publishing (connection.blocked: memory or disk alarm), else 0.
+# TYPE publisher_connection_blocked gauge
+publisher_connection_blocked 1
+# HELP publisher_connection_up 1 when the AMQP connection is open with its confirm channels, else 0.
+# TYPE publisher_connection_up gauge
+publisher_connection_up 1
+# HELP publisher_inflight_messages Messages published and not yet confirmed.
+# TYPE publisher_inflight_messages gauge
+publisher_inflight_messages 3
+# HELP publisher_buffered_messages Messages taken and waiting to be published (mailbox and carried over a restart).
+# TYPE publisher_buffered_messages gauge
+publisher_buffered_messages 4
+# HELP publisher_republished_total Messages published again because the connection or channel they were in flight on failed.
+# TYPE publisher_republished_total counter
+publisher_republished_total 7
+# HELP publisher_supervision_escalations_total Failures a supervisor escalated to its parent because its restart intensity was exhausted.
+# TYPE publisher_supervision_escalations_total counter
+publisher_supervision_escalations_total{supervisor="broker"} 1
+# HELP publisher_supervision_failures_total Failures (errors and panics) of a supervised child, by supervisor and child.
+# TYPE publisher_supervision_failures_total counter
+publisher_supervision_failures_total{child="publisher",supervisor="broker"} 1
+# HELP publisher_supervision_restarts_total Restarts of a supervised child, by supervisor and child.
+# TYPE publisher_supervision_restarts_total counter
+publisher_supervision_restarts_total{child="publisher",supervisor="broker"} 1
+`
+	names := []string{"publisher_connection_blocked", "publisher_connection_up", "publisher_inflight_messages",
+		"publisher_buffered_messages", "publisher_republished_total", "publisher_supervision_escalations_total",
+		"publisher_supervision_failures_total", "publisher_supervision_restarts_total"}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(counterOf(t, reg, "publisher_messages_total", "confirmed")); n != 2 {
+		t.Fatalf("confirmed = %v, want 2", n)
+	}
+	if n := testutil.ToFloat64(counterOf(t, reg, "publisher_messages_total", "nacked")); n != 1 {
+		t.Fatalf("nacked = %v, want 1", n)
+	}
+	if c, err := testutil.GatherAndCount(reg, "publisher_publish_duration_seconds"); err != nil || c != 1 {
+		t.Fatalf("duration histogram: %d series, %v", c, err)
+	}
+}
+
+// counterOf finds one labelled series through a gather (the vectors are
+// private to the package).
+func counterOf(t *testing.T, reg *prometheus.Registry, name, outcome string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x", Help: "x"})
+					c.Add(m.GetCounter().GetValue())
+					return c
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{outcome=%q}", name, outcome)
+	return nil
+}

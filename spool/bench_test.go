@@ -1,0 +1,31 @@
+package spool
+
+import (
+	"context"
+	"runtime"
+	"testing"
+)
+
+// BenchmarkAppend measures durable appends of 256-byte records with 64
+// parallel writers (b.SetParallelism scales GOMAXPROCS).
+func BenchmarkAppend(b *testing.B) {
+	s := open(b, b.TempDir(), Options{MaxBytes: 64 << 30})
+	defer s.Close()
+	data := make([]byte, 256)
+	procs := max(1, 64/testingGOMAXPROCS())
+	b.SetParallelism(procs)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Append(context.Background(), data); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+}
+
+func testingGOMAXPROCS() int { return runtime.GOMAXPROCS(0) }
