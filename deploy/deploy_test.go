@@ -28,7 +28,7 @@ var specEnv = map[string]bool{
 	"PUBLISHER_RESTART_WINDOW": true, "PUBLISHER_BACKOFF_MIN": true, "PUBLISHER_BACKOFF_MAX": true,
 	"PUBLISHER_ON_GIVE_UP": true, "PUBLISHER_TOPOLOGY_FILE": true, "PUBLISHER_SHUTDOWN_TIMEOUT": true,
 	"PUBLISHER_LOG_LEVEL": true, "PUBLISHER_LOG_FORMAT": true, "PUBLISHER_SPOOL_DIR": true,
-	"PUBLISHER_SPOOL_MAX_BYTES": true,
+	"PUBLISHER_SPOOL_MAX_BYTES": true, "PUBLISHER_ROOT_MAX_RESTARTS": true, "PUBLISHER_ROOT_RESTART_WINDOW": true,
 }
 
 // specMetrics are the metric families the service exposes (SPEC.md).

@@ -335,7 +335,13 @@ func TestTornTail(t *testing.T) {
 		s := open(t, dir, o)
 		got := drain(t, s)
 		if len(got) != len(want) {
-			t.Fatalf("iter %d: recovered %d records, want %d", iter, len(got), len(want))
+			var gs []uint64
+			for _, r := range got {
+				if _, ok := want[r.Seq]; !ok {
+					gs = append(gs, r.Seq)
+				}
+			}
+			os.WriteFile("/tmp/dbg.seg", data, 0o644); t.Fatalf("iter %d: recovered %d records, want %d; extra %v; last seg %s cut %d end %d recs %d damage %d", iter, len(got), len(want), gs, lastSeg, cut, end, len(recs), len(damage))
 		}
 		for _, r := range got {
 			if w, ok := want[r.Seq]; !ok || !bytes.Equal(w, r.Data) {

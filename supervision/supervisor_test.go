@@ -476,7 +476,10 @@ func TestTransientAndTemporary(t *testing.T) {
 
 func TestAddDuringServeAndValidation(t *testing.T) {
 	sup := New(Spec{Name: "s", Clock: NewFakeClock(t0)})
+	early := newCtl("early", nil)
+	early.add(t, sup, ChildSpec{})
 	s := serve(sup)
+	early.waitStart(t, 1) // Serve is running now
 	c := newCtl("late", nil)
 	if err := sup.Add(ChildSpec{Name: "late", Service: c}); err != nil {
 		t.Fatal(err)
@@ -506,5 +509,42 @@ func TestStringers(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%q != %q", c.got, c.want)
 		}
+	}
+}
+
+// A sibling's restart stops a sub-supervisor only to start it again: its
+// actors must not be terminated (their mailboxes keep their messages), but
+// they do restart with fresh state.
+func TestSubtreeStoppedForRestartKeepsMailboxes(t *testing.T) {
+	clock := NewFakeClock(t0)
+	rec := newRecorder()
+	f := newFactory()
+	a := NewActor(10, f.new)
+	sub := New(Spec{Name: "sub", Clock: clock, Backoff: noDelay})
+	sub.Add(ChildSpec{Name: "actor", Service: a})
+	root := New(Spec{Name: "root", Strategy: OneForAll, Clock: clock, Backoff: Backoff{Min: time.Second, RandomFactor: -1}, EventHook: rec.hook})
+	root.Add(ChildSpec{Service: sub})
+	flaky := newCtl("flaky", nil)
+	flaky.add(t, root, ChildSpec{})
+	s := serve(root)
+	flaky.waitStart(t, 1)
+	a.Send("one")
+	f.wait(t, "one")
+
+	flaky.fail(t, errBoom)
+	rec.waitFor(t, EventRestart, "flaky")
+	clock.BlockUntil(1)
+	if err := a.Send("two"); err != nil {
+		t.Fatalf("Send while the subtree restarts = %v", err)
+	}
+	clock.Advance(time.Second)
+	f.wait(t, "two")
+	flaky.waitStart(t, 2)
+	s.stop(t)
+	if got, want := f.log.get(), []string{"1:one:1", "2:two:1"}; !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if err := a.Send("three"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Send after tree shutdown = %v", err)
 	}
 }

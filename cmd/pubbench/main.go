@@ -48,6 +48,7 @@ type config struct {
 	size                  int
 	duration, warmup      time.Duration
 	pause                 time.Duration
+	rounds                int
 	modes                 []string
 	amqpURL, mgmtURL      string
 	persistent            bool
@@ -80,6 +81,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&cfg.size, "size", 256, "message body size in bytes")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured duration of each mode")
 	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each mode's measurement")
+	fs.IntVar(&cfg.rounds, "rounds", 1, "runs of every mode, interleaved (a b c d a b c d ...); the results merge them, which evens out a noisy machine")
 	fs.DurationVar(&cfg.pause, "pause", time.Second, "pause after purging the queue between modes")
 	modes := fs.String("modes", strings.Join(allModes, ","), "comma-separated modes to run, in this order: "+strings.Join(allModes, ","))
 	fs.StringVar(&cfg.amqpURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "broker AMQP URL")
@@ -133,6 +135,8 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("-memory-messages: must be 0..15000 (each is a connection)")
 	case cfg.memoryConc < 1:
 		return nil, errors.New("-memory-dials: must be positive")
+	case cfg.rounds < 1 || cfg.rounds > 100:
+		return nil, errors.New("-rounds: must be 1..100")
 	case cfg.queue == "":
 		return nil, errors.New("-queue: must not be empty")
 	}
@@ -172,6 +176,7 @@ type modeResult struct {
 	Mode           string        `json:"mode"`
 	Label          string        `json:"label"`
 	Conc           string        `json:"concurrency"`
+	Rounds         int           `json:"rounds"`
 	Rate           float64       `json:"msgs_per_sec"`
 	P50            time.Duration `json:"-"`
 	P99            time.Duration `json:"-"`
@@ -246,7 +251,7 @@ func run(ctx context.Context, cfg *config) error {
 	b := &bench{cfg: cfg, body: makeBody(cfg.size)}
 	rep := &report{StartedAt: time.Now(), Machine: machineInfo(cfg), Params: map[string]any{
 		"c": cfg.c, "size": cfg.size, "duration": cfg.duration.String(), "warmup": cfg.warmup.String(),
-		"persistent": cfg.persistent, "queue": cfg.queue, "pipe_channels": cfg.pipeChannels,
+		"persistent": cfg.persistent, "rounds": cfg.rounds, "queue": cfg.queue, "pipe_channels": cfg.pipeChannels,
 		"pipe_window": cfg.pipeWindow, "service_channels": cfg.serviceChannels,
 	}}
 	if cfg.brokerPidFile != "" {
@@ -267,22 +272,34 @@ func run(ctx context.Context, cfg *config) error {
 		b.svc = svc
 		defer svc.stop()
 	}
+	aggs := map[string]*modeAgg{}
+	for round := 1; round <= cfg.rounds; round++ {
+		if cfg.rounds > 1 {
+			logf("round %d of %d", round, cfg.rounds)
+		}
+		for _, m := range cfg.modes {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			run, err := b.runMode(ctx, m)
+			if err != nil {
+				return err
+			}
+			logf("%s: %s msgs/s, %d errors", modeLabels[m], fmtRate(float64(len(run.m.lat))/cfg.duration.Seconds()), run.m.errs)
+			if run.m.lastError != "" {
+				logf("%s: last error: %s", modeLabels[m], run.m.lastError)
+			}
+			if aggs[m] == nil {
+				aggs[m] = &modeAgg{mode: m}
+			}
+			aggs[m].add(run)
+			if err := b.purge(); err != nil {
+				return err
+			}
+		}
+	}
 	for _, m := range cfg.modes {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		r, err := b.runMode(ctx, m)
-		if err != nil {
-			return err
-		}
-		rep.Results = append(rep.Results, r)
-		logf("%s: %s msgs/s, p50 %s ms, p99 %s ms, %d errors", r.Label, fmtRate(r.Rate), fmtMs(r.P50), fmtMs(r.P99), r.Errors)
-		if r.LastError != "" {
-			logf("%s: last error: %s", r.Label, r.LastError)
-		}
-		if err := b.purge(); err != nil {
-			return err
-		}
+		rep.Results = append(rep.Results, b.result(aggs[m]))
 	}
 	rate := map[string]float64{}
 	for _, r := range rep.Results {
@@ -364,60 +381,111 @@ func (b *bench) sampleCPU() (p cpuProbe, svcOK, brokerOK bool) {
 	return
 }
 
-func (b *bench) runMode(ctx context.Context, mode string) (*modeResult, error) {
+// modeRun is one run of one mode (one round).
+type modeRun struct {
+	m                       merged
+	wall                    float64
+	svcCPU, selfCPU, broker float64
+	svcOK, brokerOK         bool
+}
+
+// modeAgg accumulates a mode's runs over the rounds.
+type modeAgg struct {
+	mode                    string
+	runs                    int
+	lat                     []time.Duration
+	okTotal, errs           int64
+	lastError               string
+	wall                    float64
+	svcCPU, selfCPU, broker float64
+	svcOK, brokerOK         bool
+}
+
+func (a *modeAgg) add(r modeRun) {
+	if a.runs == 0 {
+		a.svcOK, a.brokerOK = true, true
+	}
+	a.runs++
+	a.lat = append(a.lat, r.m.lat...)
+	a.okTotal += r.m.okTotal
+	a.errs += r.m.errs
+	if r.m.lastError != "" {
+		a.lastError = r.m.lastError
+	}
+	a.wall += r.wall
+	a.svcCPU += r.svcCPU
+	a.selfCPU += r.selfCPU
+	a.broker += r.broker
+	a.svcOK = a.svcOK && r.svcOK
+	a.brokerOK = a.brokerOK && r.brokerOK
+}
+
+func (b *bench) concLabel(mode string) string {
+	if mode == modePipelined {
+		return fmt.Sprintf("%dx%d", b.cfg.pipeChannels, b.cfg.pipeWindow)
+	}
+	return strconv.Itoa(b.cfg.c)
+}
+
+// runMode runs one mode once: warm-up, measurement, and the CPU the service,
+// pubbench and the broker spent meanwhile.
+func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 	select {
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return modeRun{}, ctx.Err()
 	case <-time.After(b.cfg.pause):
 	}
-	conc := strconv.Itoa(b.cfg.c)
-	if mode == modePipelined {
-		conc = fmt.Sprintf("%dx%d", b.cfg.pipeChannels, b.cfg.pipeWindow)
-	}
-	logf("running %s at %s for %s (+%s warm-up)", modeLabels[mode], conc, b.cfg.duration, b.cfg.warmup)
+	logf("running %s at %s for %s (+%s warm-up)", modeLabels[mode], b.concLabel(mode), b.cfg.duration, b.cfg.warmup)
 	before, svcOK, brokerOK := b.sampleCPU()
 	w := newWindow(b.cfg.warmup, b.cfg.duration)
-	var m merged
+	var run modeRun
 	var err error
 	switch mode {
 	case modeService:
-		m, err = b.runService(ctx, w)
+		run.m, err = b.runService(ctx, w)
 	case modeRaw:
-		m, err = b.runRaw(ctx, w)
+		run.m, err = b.runRaw(ctx, w)
 	case modePipelined:
-		m, err = b.runPipelined(ctx, w)
+		run.m, err = b.runPipelined(ctx, w)
 	case modeMgmt:
-		m, err = b.runMgmt(ctx, w)
+		run.m, err = b.runMgmt(ctx, w)
 	}
 	if err != nil {
-		return nil, err
+		return modeRun{}, err
 	}
-	wall := time.Since(w.start).Seconds()
+	run.wall = time.Since(w.start).Seconds()
 	after, svcOK2, brokerOK2 := b.sampleCPU()
-	r := &modeResult{
-		Mode: mode, Label: modeLabels[mode], Conc: conc,
-		Measured: len(m.lat), ConfirmedTotal: m.okTotal, Errors: m.errs, LastError: m.lastError,
-		Rate: float64(len(m.lat)) / b.cfg.duration.Seconds(), WallSeconds: wall,
-	}
-	r.P50, r.P99 = latencySummary(m.lat)
-	r.P50Ms, r.P99Ms = float64(r.P50)/1e6, float64(r.P99)/1e6
-	if m.okTotal > 0 {
-		per := func(d float64) *float64 { v := d / float64(m.okTotal); return &v }
-		cores := func(d float64) *float64 { v := d / wall; return &v }
-		if mode == modeService && svcOK && svcOK2 {
-			r.ServiceCPUPerMsg = per(after.svc - before.svc)
-			r.ServiceCPUCores = cores(after.svc - before.svc)
-		}
-		r.BenchCPUPerMsg = per(after.self - before.self)
-		if brokerOK && brokerOK2 {
-			r.BrokerCPUPerMsg = per(after.broker - before.broker)
-			r.BrokerCPUCores = cores(after.broker - before.broker)
-		}
-	}
+	run.svcCPU, run.svcOK = after.svc-before.svc, mode == modeService && svcOK && svcOK2
+	run.selfCPU = after.self - before.self
+	run.broker, run.brokerOK = after.broker-before.broker, brokerOK && brokerOK2
 	if mode == modeService && !b.svc.alive() {
-		return nil, fmt.Errorf("the service exited during its mode; log:\n%s", b.svc.logTail())
+		return modeRun{}, fmt.Errorf("the service exited during its mode; log:\n%s", b.svc.logTail())
 	}
-	return r, nil
+	return run, nil
+}
+
+// result turns a mode's runs into its line of the table.
+func (b *bench) result(a *modeAgg) *modeResult {
+	measured := float64(a.runs) * b.cfg.duration.Seconds()
+	r := &modeResult{
+		Mode: a.mode, Label: modeLabels[a.mode], Conc: b.concLabel(a.mode), Rounds: a.runs,
+		Measured: len(a.lat), ConfirmedTotal: a.okTotal, Errors: a.errs, LastError: a.lastError,
+		Rate: float64(len(a.lat)) / measured, WallSeconds: a.wall,
+	}
+	r.P50, r.P99 = latencySummary(a.lat)
+	r.P50Ms, r.P99Ms = float64(r.P50)/1e6, float64(r.P99)/1e6
+	if a.okTotal > 0 && a.wall > 0 {
+		per := func(d float64) *float64 { v := d / float64(a.okTotal); return &v }
+		cores := func(d float64) *float64 { v := d / a.wall; return &v }
+		if a.svcOK {
+			r.ServiceCPUPerMsg, r.ServiceCPUCores = per(a.svcCPU), cores(a.svcCPU)
+		}
+		r.BenchCPUPerMsg = per(a.selfCPU)
+		if a.brokerOK {
+			r.BrokerCPUPerMsg, r.BrokerCPUCores = per(a.broker), cores(a.broker)
+		}
+	}
+	return r
 }
 
 func machineInfo(cfg *config) map[string]string {
@@ -465,8 +533,8 @@ func printReport(rep *report) error {
 	w := os.Stdout
 	fmt.Fprintf(w, "machine: %s cpus (%s), %s RAM; broker RabbitMQ %s on Erlang %s, same machine\n",
 		rep.Machine["cpus"], rep.Machine["cpu"], rep.Machine["memory"], orDash(rep.Machine["rabbitmq"]), orDash(rep.Machine["erlang"]))
-	fmt.Fprintf(w, "params: c=%v size=%vB persistent=%v duration=%v warmup=%v queue=%v (durable)\n\n",
-		rep.Params["c"], rep.Params["size"], rep.Params["persistent"], rep.Params["duration"], rep.Params["warmup"], rep.Params["queue"])
+	fmt.Fprintf(w, "params: c=%v size=%vB persistent=%v duration=%v x %v round(s) warmup=%v queue=%v (durable)\n\n",
+		rep.Params["c"], rep.Params["size"], rep.Params["persistent"], rep.Params["duration"], rep.Params["rounds"], rep.Params["warmup"], rep.Params["queue"])
 	if err := writeTable(w, rep.Results); err != nil {
 		return err
 	}

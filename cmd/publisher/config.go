@@ -27,12 +27,12 @@ type Config struct {
 	BufferSize         int           `envconfig:"BUFFER_SIZE" default:"10000" desc:"messages held while waiting to be published, e.g. during a reconnect; beyond it publishes get 503"`
 	Channels           int           `envconfig:"CHANNELS" default:"4" desc:"confirm-mode channels on the connection"`
 	MaxPublishAttempts int           `envconfig:"MAX_PUBLISH_ATTEMPTS" default:"3" desc:"connection or channel failures a message may be in flight through before it is failed back"`
-	MaxRestarts        int           `envconfig:"MAX_RESTARTS" default:"5" desc:"restarts of the publisher allowed within RESTART_WINDOW before the broker supervisor escalates"`
-	RestartWindow      time.Duration `envconfig:"RESTART_WINDOW" default:"30s" desc:"sliding window of the restart intensity"`
+	MaxRestarts        int           `envconfig:"MAX_RESTARTS" default:"10" desc:"restarts of the publisher allowed within RESTART_WINDOW before the broker supervisor escalates"`
+	RestartWindow      time.Duration `envconfig:"RESTART_WINDOW" default:"1m" desc:"sliding window of the restart intensity"`
 	RootMaxRestarts    int           `envconfig:"ROOT_MAX_RESTARTS" default:"2" desc:"restarts of the broker subtree the root allows within ROOT_RESTART_WINDOW before giving up"`
 	RootRestartWindow  time.Duration `envconfig:"ROOT_RESTART_WINDOW" default:"5m" desc:"sliding window of the root's restart intensity"`
 	BackoffMin         time.Duration `envconfig:"BACKOFF_MIN" default:"100ms" desc:"first restart delay; doubles per consecutive restart with 20% jitter"`
-	BackoffMax         time.Duration `envconfig:"BACKOFF_MAX" default:"10s" desc:"largest restart delay"`
+	BackoffMax         time.Duration `envconfig:"BACKOFF_MAX" default:"5s" desc:"largest restart delay"`
 	OnGiveUp           string        `envconfig:"ON_GIVE_UP" default:"exit" desc:"when the root's intensity is exhausted: exit (status 3) or degrade (stay up, not ready, 503, retry at BACKOFF_MAX)"`
 	TopologyFile       string        `envconfig:"TOPOLOGY_FILE" desc:"JSON or YAML file of exchanges, queues and bindings declared on every (re)connect"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"on SIGTERM, how long in-flight messages get to be confirmed"`
