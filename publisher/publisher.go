@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"sync/atomic"
 	"time"
@@ -33,8 +34,10 @@ import (
 // Config configures a Publisher. The zero value of every field means the
 // documented default.
 type Config struct {
-	// URLs are the brokers, tried in turn: each incarnation after a connection
-	// failure dials the next one. Default amqp://guest:guest@localhost:5672/.
+	// URLs are the brokers (e.g. the nodes of a cluster). The first
+	// incarnation dials a random one, so a fleet of publishers spreads over the
+	// nodes; each incarnation after a failure dials the next one. Default
+	// amqp://guest:guest@localhost:5672/.
 	URLs []string
 	// Channels is the number of confirm-mode channels on the connection. Default 4.
 	Channels int
@@ -179,6 +182,9 @@ func New(cfg Config) (*Publisher, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		mailbox: supervision.NewMailbox[*request](cfg.BufferSize),
+		// Start at a random broker so that many publishers spread their
+		// connections over a cluster's nodes.
+		urlIndex: rand.IntN(len(cfg.URLs)),
 	}, nil
 }
 

@@ -3,13 +3,19 @@ package spool
 import (
 	"context"
 	"runtime"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // BenchmarkAppend measures durable appends of 256-byte records with 64
 // parallel writers (b.SetParallelism scales GOMAXPROCS).
 func BenchmarkAppend(b *testing.B) {
-	s := open(b, b.TempDir(), Options{MaxBytes: 64 << 30})
+	var fsyncs, fsyncNanos atomic.Int64
+	s := open(b, b.TempDir(), Options{MaxBytes: 64 << 30, OnFsync: func(d time.Duration) {
+		fsyncs.Add(1)
+		fsyncNanos.Add(int64(d))
+	}})
 	defer s.Close()
 	data := make([]byte, 256)
 	procs := max(1, 64/testingGOMAXPROCS())
@@ -26,6 +32,10 @@ func BenchmarkAppend(b *testing.B) {
 	})
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+	if n := fsyncs.Load(); n > 0 {
+		b.ReportMetric(float64(b.N)/float64(n), "appends/fsync")
+		b.ReportMetric(float64(fsyncNanos.Load())/float64(n)/1e3, "µs/fsync")
+	}
 }
 
 func testingGOMAXPROCS() int { return runtime.GOMAXPROCS(0) }

@@ -53,6 +53,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -296,15 +297,27 @@ func (s *Spool) writer() {
 		for _, r := range batch {
 			n += len(r.rec)
 		}
-	drain:
-		for n < maxBatchBytes {
-			select {
-			case r := <-s.reqs:
-				batch = append(batch, r)
-				n += len(r.rec)
-			default:
-				break drain
+		// Take everything waiting. Appenders released by the previous
+		// commit may still be on their way back: yield (a few
+		// microseconds, against an fsync of hundreds) while that keeps
+		// bringing more, so that they share this fsync.
+		for round := 0; n < maxBatchBytes; round++ {
+			got := 0
+		drain:
+			for n < maxBatchBytes {
+				select {
+				case r := <-s.reqs:
+					batch = append(batch, r)
+					n += len(r.rec)
+					got++
+				default:
+					break drain
+				}
 			}
+			if len(batch) == 0 || round >= 8 || (got == 0 && round > 0) {
+				break
+			}
+			runtime.Gosched()
 		}
 		if len(batch) > 0 {
 			s.commit(batch)
@@ -431,7 +444,9 @@ func (s *Spool) roll() {
 }
 
 // newSegment creates the active segment, named s.nextSeq, from the spare if
-// one is ready, else by preallocating a new file.
+// one is ready, else by writing a new zero-filled file (a write into
+// written blocks needs no metadata change at fdatasync; fallocate's
+// unwritten extents measured about 1.7x slower per fdatasync here).
 func (s *Spool) newSegment(need int64) error {
 	capacity := max(s.opts.SegmentBytes, need)
 	path := s.segPath(s.nextSeq)
@@ -457,7 +472,7 @@ func (s *Spool) newSegment(need int64) error {
 		if err != nil {
 			return err
 		}
-		if err = f.Allocate(capacity); err == nil {
+		if err = writeZeros(f, 0, capacity); err == nil {
 			err = f.Sync()
 		}
 		if err != nil {
