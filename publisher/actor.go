@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -49,6 +50,9 @@ type incarnation struct {
 	checks   chan string
 	verdicts chan verdict
 	inflight int
+
+	delayed    []*request  // nacked, waiting to be published again, by due time
+	retryTimer *time.Timer // fires at delayed[0].due; nil when none
 }
 
 // pubChannel is one confirm-mode channel and its unconfirmed messages by
@@ -88,9 +92,15 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 	cfg := p.cfg
 	redacted := RedactURL(url)
 	conn, err := amqp.DialConfig(url, amqp.Config{
-		Heartbeat:  cfg.Heartbeat,
-		Locale:     "en_US",
-		Dial:       amqp.DefaultDial(cfg.DialTimeout),
+		Heartbeat: cfg.Heartbeat,
+		Locale:    "en_US",
+		Dial: func(network, addr string) (net.Conn, error) {
+			c, err := amqp.DefaultDial(cfg.DialTimeout)(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newBatchConn(c), nil
+		},
 		Properties: amqp.Table{"connection_name": cfg.ConnectionName, "product": "publisher"},
 	})
 	if err != nil {
@@ -149,6 +159,10 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 		if len(inc.backlog) == 0 && !p.blocked.Load() && inc.hasCapacity() {
 			in = p.mailbox.Receive()
 		}
+		var retryC <-chan time.Time
+		if inc.retryTimer != nil {
+			retryC = inc.retryTimer.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -172,6 +186,9 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 			}
 		case v := <-inc.verdicts:
 			inc.judge(v)
+		case <-retryC:
+			inc.retryTimer = nil
+			inc.retryDue()
 		}
 	}
 }
@@ -402,7 +419,7 @@ func (inc *incarnation) handle(ev chanEvent) error {
 		case ev.conf.Ack:
 			r.finish(nil)
 		default:
-			r.finish(ErrNacked)
+			inc.nacked(r)
 		}
 	case evClosed:
 		inc.channelClosed(pc, ev.err)
@@ -559,6 +576,11 @@ func (inc *incarnation) saveCarry() {
 		carry = append(carry, w...)
 	}
 	inc.backlog, inc.waiting = nil, nil
+	if inc.retryTimer != nil {
+		inc.retryTimer.Stop()
+	}
+	carry = append(carry, inc.delayed...)
+	inc.delayed = nil
 	// Requests whose callers have gone need no second publish.
 	live := carry[:0]
 	for _, r := range carry {
@@ -570,4 +592,53 @@ func (inc *incarnation) saveCarry() {
 	}
 	p.carry = append(live, p.carry...)
 	p.carried.Store(int64(len(p.carry)))
+}
+
+// Nack retry backoff: the n-th nack of a message delays its next publish by
+// min(nackRetryMax, nackRetryMin·2ⁿ⁻¹).
+const (
+	nackRetryMin = 50 * time.Millisecond
+	nackRetryMax = 2 * time.Second
+)
+
+// nacked handles a basic.nack. A nack is the broker saying it could not take
+// the message now — typically a quorum queue without a leader during a node
+// failover, or a full queue with overflow=reject-publish — so the message is
+// published again after a backoff for as long as its deadline allows; only
+// then does the caller get ErrNacked.
+func (inc *incarnation) nacked(r *request) {
+	r.nacks++
+	delay := nackRetryMin << min(r.nacks-1, 10)
+	delay = min(delay, nackRetryMax)
+	deadline, ok := r.ctx.Deadline()
+	if !ok || time.Until(deadline) <= delay {
+		r.finish(ErrNacked)
+		return
+	}
+	r.due = time.Now().Add(delay)
+	i, _ := slices.BinarySearchFunc(inc.delayed, r.due, func(d *request, t time.Time) int { return d.due.Compare(t) })
+	inc.delayed = slices.Insert(inc.delayed, i, r)
+	inc.armRetry()
+}
+
+func (inc *incarnation) armRetry() {
+	if inc.retryTimer != nil {
+		inc.retryTimer.Stop()
+		inc.retryTimer = nil
+	}
+	if len(inc.delayed) > 0 {
+		inc.retryTimer = time.NewTimer(time.Until(inc.delayed[0].due))
+	}
+}
+
+// retryDue moves the nacked messages whose delay is over to the backlog.
+func (inc *incarnation) retryDue() {
+	now := time.Now()
+	n := 0
+	for n < len(inc.delayed) && !inc.delayed[n].due.After(now) {
+		n++
+	}
+	inc.backlog = append(inc.backlog, inc.delayed[:n]...)
+	inc.delayed = slices.Delete(inc.delayed, 0, n)
+	inc.armRetry()
 }

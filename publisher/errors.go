@@ -8,9 +8,12 @@ import (
 // Sentinel errors returned by Publish, to be matched with errors.Is. Each one is a
 // distinct outcome the HTTP layer maps to its own status code.
 var (
-	// ErrNacked: the broker took the message but answered basic.nack (it could not
-	// take responsibility for it, e.g. an internal queue error or a queue length
-	// limit with overflow=reject-publish).
+	// ErrNacked: the broker answered basic.nack (it could not take responsibility
+	// for the message: a quorum queue without a leader during a failover, a queue
+	// length limit with overflow=reject-publish, an internal error). Nacked
+	// messages are published again with backoff while their deadline allows;
+	// ErrNacked is the answer only when the last attempt before the deadline was
+	// nacked too.
 	ErrNacked = errors.New("publisher: message nacked by the broker")
 	// ErrUnroutable: the message was mandatory and the broker returned it because
 	// no queue was bound to take it. A *ReturnError carries the broker's reason.

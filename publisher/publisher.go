@@ -196,6 +196,8 @@ type request struct {
 	done chan error // capacity 1: the actor never blocks finishing a request
 
 	attempts int          // failures survived while in flight
+	nacks    int          // basic.nacks received (retried with backoff)
+	due      time.Time    // when a nacked request is published again
 	returned *ReturnError // set when the broker returned the message
 	lastErr  error        // the failure that ended its last attempt
 }

@@ -512,3 +512,46 @@ func hostPort(t *testing.T, rawURL string) string {
 	}
 	return net.JoinHostPort(u.Host, fmt.Sprint(u.Port))
 }
+
+// A nack (here: a full queue with overflow=reject-publish) is retried with
+// backoff; once the queue has room the message is confirmed. With no room
+// until the deadline, the answer is ErrNacked.
+func TestNackedMessageRetriedUntilDeadline(t *testing.T) {
+	url := brokertest.SharedURL(t)
+	q := fmt.Sprintf("pubtest-nack-%d", time.Now().UnixNano())
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(q, false, true, false, false, amqp.Table{"x-max-length": int64(1), "x-overflow": "reject-publish"}); err != nil {
+		t.Fatal(err)
+	}
+	tr := startTree(t, publisher.Config{URLs: []string{url}, ConfirmTimeout: 30 * time.Second}, treeOpts{})
+	if err := tr.pub.Publish(context.Background(), msg(q)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := tr.pub.Publish(ctx, msg(q)); !errors.Is(err, publisher.ErrNacked) {
+		t.Fatalf("Publish to a full queue = %v, want ErrNacked", err)
+	}
+	second := msg(q)
+	done := make(chan error, 1)
+	go func() { done <- tr.pub.Publish(context.Background(), second) }()
+	waitFor(t, "a nack retried", func() bool { return tr.pub.State().Buffered+tr.pub.State().Inflight > 0 })
+	if _, ok, err := ch.Get(q, true); err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Publish after the queue drained = %v", err)
+	}
+	d, ok, err := ch.Get(q, true)
+	if err != nil || !ok || d.MessageId != second.MessageID {
+		t.Fatalf("queue holds %q (%v %v), want %s", d.MessageId, ok, err, second.MessageID)
+	}
+}

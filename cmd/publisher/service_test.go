@@ -115,6 +115,7 @@ func TestEveryStatusCode(t *testing.T) {
 		"PUBLISHER_AUTH_TOKEN":        token,
 		"PUBLISHER_ALLOWED_EXCHANGES": "amq.default,amq.direct,no-such-exchange",
 		"PUBLISHER_MAX_BODY_BYTES":    "1024",
+		"PUBLISHER_CONFIRM_TIMEOUT":   "3s", // a nacked message is retried until then
 	})
 	p.waitReady()
 	auth := map[string]string{"Authorization": "Bearer " + token}
