@@ -28,6 +28,23 @@ type Publisher interface {
 	Publish(ctx context.Context, msg *publisher.Message) error
 }
 
+// AsyncPublisher is implemented by a Publisher that can answer before the
+// broker confirmed (the durable spool). When the request says
+// "Prefer: respond-async" (RFC 7240), PublishAsync is called instead of
+// Publish; without it the preference is ignored, as RFC 7240 allows.
+type AsyncPublisher interface {
+	PublishAsync(ctx context.Context, msg *publisher.Message) error
+}
+
+// spooled reports whether a Publish or PublishAsync error means "held durably,
+// will be delivered, not confirmed yet" (answered 202
+// {"message_id":...,"status":"spooled"}): an error in the chain has a
+// Spooled() bool method that returns true.
+func spooled(err error) bool {
+	var s interface{ Spooled() bool }
+	return errors.As(err, &s) && s.Spooled()
+}
+
 // DefaultExchangeName names the default exchange ("") in request paths and in
 // Config.AllowedExchanges, as RabbitMQ's management API does.
 const DefaultExchangeName = "amq.default"
@@ -82,6 +99,7 @@ type Config struct {
 // handler serves the publish routes. It is immutable after newHandler.
 type handler struct {
 	pub        Publisher
+	async      AsyncPublisher // nil: Prefer: respond-async is ignored
 	authDigest [sha256.Size]byte
 	auth       bool
 	allowed    map[string]struct{} // nil: all allowed; "" is the default exchange
@@ -130,6 +148,7 @@ func newHandler(cfg Config) *router {
 	}
 	h := &handler{
 		pub:        cfg.Publisher,
+		async:      asyncOf(cfg.Publisher),
 		maxBody:    cfg.MaxBodyBytes,
 		accepting:  cfg.Accepting,
 		log:        cfg.Logger,
@@ -299,14 +318,46 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	msg.Timestamp = h.now()
 
-	if err := h.pub.Publish(r.Context(), msg); err != nil {
+	var err error
+	async := h.async != nil && prefersAsync(r.Header)
+	if async {
+		err = h.async.PublishAsync(r.Context(), msg)
+	} else {
+		err = h.pub.Publish(r.Context(), msg)
+	}
+	code = http.StatusOK
+	switch {
+	case err == nil:
+		writeConfirmed(w, msg.MessageID)
+	case spooled(err):
+		code = http.StatusAccepted
+		writeSpooled(w, msg.MessageID, async)
+	default:
 		h.publishFailed(w, r, err, msg.MessageID)
 		return
 	}
-	writeConfirmed(w, msg.MessageID)
 	if h.onResponse != nil {
-		h.onResponse(http.StatusOK)
+		h.onResponse(code)
 	}
+}
+
+func asyncOf(p Publisher) AsyncPublisher {
+	a, _ := p.(AsyncPublisher)
+	return a
+}
+
+// prefersAsync reports "Prefer: respond-async" (RFC 7240), among other
+// preferences, in any of the Prefer lines.
+func prefersAsync(hdr http.Header) bool {
+	for _, line := range hdr["Prefer"] {
+		for _, pref := range strings.Split(line, ",") {
+			name, _, _ := strings.Cut(pref, ";")
+			if strings.EqualFold(strings.TrimSpace(name), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // single returns the only value of the canonical header key, "" when absent,
@@ -576,6 +627,18 @@ var (
 // writeConfirmed writes 200 {"message_id":"...","status":"confirmed"} without
 // reflection.
 func writeConfirmed(w http.ResponseWriter, id string) {
+	writeStatus(w, http.StatusOK, id, `,"status":"confirmed"}`+"\n")
+}
+
+// writeSpooled answers 202: durably held in the spool, not yet confirmed.
+func writeSpooled(w http.ResponseWriter, id string, async bool) {
+	if async {
+		w.Header()["Preference-Applied"] = []string{"respond-async"}
+	}
+	writeStatus(w, http.StatusAccepted, id, `,"status":"spooled"}`+"\n")
+}
+
+func writeStatus(w http.ResponseWriter, code int, id, tail string) {
 	hdr := w.Header()
 	hdr["Content-Type"] = jsonContentType[:1:1]
 	hdr["X-Content-Type-Options"] = noSniff[:1:1]
@@ -583,8 +646,8 @@ func writeConfirmed(w http.ResponseWriter, id string) {
 	var arr [128]byte
 	b := append(arr[:0], `{"message_id":`...)
 	b = appendJSONString(b, id)
-	b = append(b, `,"status":"confirmed"}`+"\n"...)
-	w.WriteHeader(http.StatusOK)
+	b = append(b, tail...)
+	w.WriteHeader(code)
 	_, _ = w.Write(b)
 }
 

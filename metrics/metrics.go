@@ -136,3 +136,51 @@ func (m *Metrics) Declare(supervisor string, children ...string) {
 		m.failures.WithLabelValues(supervisor, c)
 	}
 }
+
+// Spool holds the durable spool's collectors.
+type Spool struct {
+	fsync   prometheus.Histogram
+	corrupt prometheus.Counter
+	dead    prometheus.Counter
+}
+
+// NewSpool registers the spool's collectors on reg; stats is read at scrape
+// time (live messages and bytes).
+func NewSpool(reg prometheus.Registerer, stats func() (messages int, bytes int64)) (*Spool, error) {
+	s := &Spool{
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "publisher_spool_fsync_duration_seconds",
+			Help:    "Duration of one group-commit fdatasync of the spool (shared by every append in the batch).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16), // 0.1ms .. ~3.3s
+		}),
+		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_spool_corrupt_segments_total",
+			Help: "Spool segments found corrupt and set aside (renamed *.corrupt) after salvaging their readable records.",
+		}),
+		dead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_spool_dead_lettered_total",
+			Help: "Spooled messages the broker refused for good, moved to the spool's dead-letter file.",
+		}),
+	}
+	cs := []prometheus.Collector{s.fsync, s.corrupt, s.dead,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_spool_messages", Help: "Messages held in the spool, not yet confirmed by the broker."},
+			func() float64 { n, _ := stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_spool_bytes", Help: "Bytes of the messages held in the spool, framing included."},
+			func() float64 { _, b := stats(); return float64(b) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Fsync observes one spool fsync (spool.Options.OnFsync).
+func (s *Spool) Fsync(d time.Duration) { s.fsync.Observe(d.Seconds()) }
+
+// Corrupt counts a segment set aside (spool.Options.OnCorrupt).
+func (s *Spool) Corrupt(string, error) { s.corrupt.Inc() }
+
+// DeadLettered counts a dead-lettered message.
+func (s *Spool) DeadLettered() { s.dead.Inc() }

@@ -180,6 +180,8 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 			}
 		case r := <-in:
 			inc.dispatch(r)
+		case r := <-p.checks:
+			inc.dispatch(r)
 		case ev := <-inc.events:
 			if err := inc.handle(ev); err != nil {
 				return err
@@ -328,6 +330,10 @@ func (inc *incarnation) dispatch(r *request) {
 	}
 	ex := r.msg.Exchange
 	if inc.known[ex] || strings.HasPrefix(ex, "amq.") {
+		if r.checkOnly {
+			r.finish(nil)
+			return
+		}
 		inc.publish(r)
 		return
 	}
@@ -584,6 +590,10 @@ func (inc *incarnation) saveCarry() {
 	// Requests whose callers have gone need no second publish.
 	live := carry[:0]
 	for _, r := range carry {
+		if r.checkOnly {
+			r.finish(ErrCannotCheck)
+			continue
+		}
 		if r.ctx.Err() != nil {
 			r.finish(ErrConfirmTimeout)
 			continue

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -152,6 +153,7 @@ type Publisher struct {
 	cfg     Config
 	log     *slog.Logger
 	mailbox *supervision.Mailbox[*request]
+	checks  chan *request // CheckExchange requests, read by the running incarnation
 
 	// carry holds the requests that were in flight (or waiting) when the last
 	// incarnation ended, oldest first. Only the running incarnation touches it;
@@ -182,6 +184,7 @@ func New(cfg Config) (*Publisher, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		mailbox: supervision.NewMailbox[*request](cfg.BufferSize),
+		checks:  make(chan *request),
 		// Start at a random broker so that many publishers spread their
 		// connections over a cluster's nodes.
 		urlIndex: rand.IntN(len(cfg.URLs)),
@@ -193,7 +196,11 @@ type request struct {
 	ctx  context.Context
 	msg  *Message
 	pub  amqp.Publishing
-	done chan error // capacity 1: the actor never blocks finishing a request
+	done chan error  // capacity 1: the actor never blocks finishing a request
+	cb   func(error) // instead of done, for Submit
+	// checkOnly asks only whether msg.Exchange exists (CheckExchange): it is
+	// answered once the exchange is known, never published.
+	checkOnly bool
 
 	attempts int          // failures survived while in flight
 	nacks    int          // basic.nacks received (retried with backoff)
@@ -202,7 +209,13 @@ type request struct {
 	lastErr  error        // the failure that ended its last attempt
 }
 
-func (r *request) finish(err error) { r.done <- err }
+func (r *request) finish(err error) {
+	if r.cb != nil {
+		r.cb(err)
+		return
+	}
+	r.done <- err
+}
 
 // Publish sends msg and waits until the broker confirmed it (nil), nacked it
 // (ErrNacked), returned it (ErrUnroutable), refused it (ErrExchangeNotFound,
@@ -217,23 +230,108 @@ func (p *Publisher) Publish(ctx context.Context, msg *Message) error {
 }
 
 func (p *Publisher) publish(ctx context.Context, msg *Message) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConfirmTimeout)
+	defer cancel()
+	r, err := newRequest(ctx, msg)
+	if err != nil {
+		return err
+	}
+	r.done = make(chan error, 1)
+	if err := p.send(r); err != nil {
+		return err
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("%w (message %s)", ErrConfirmTimeout, msg.MessageID)
+		}
+		return ctx.Err()
+	}
+}
+
+// Submit hands msg to the publisher without waiting: done is called exactly
+// once with what Publish would have returned, unless Submit itself returns an
+// error (ErrBufferFull, ErrClosed, ErrInvalidMessage), in which case done is
+// never called. done runs on the publisher's own goroutine: it must not block.
+// ctx bounds the publish as Publish's ctx does (no ConfirmTimeout is added).
+func (p *Publisher) Submit(ctx context.Context, msg *Message, done func(error)) error {
+	r, err := newRequest(ctx, msg)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	r.cb = func(err error) {
+		p.cfg.Observer.Published(OutcomeOf(err), time.Since(start))
+		done(err)
+	}
+	return p.send(r)
+}
+
+// ErrCannotCheck is CheckExchange's answer when it cannot tell now (no
+// connection, or no answer before ctx ended).
+var ErrCannotCheck = errors.New("publisher: cannot check the exchange now")
+
+// CheckExchange tells whether exchange exists, with the same cached passive
+// declare the publisher uses before publishing to an exchange it has not seen:
+// nil, an error matching ErrExchangeNotFound (or ErrRejected), or
+// ErrCannotCheck. It does not queue behind buffered messages.
+func (p *Publisher) CheckExchange(ctx context.Context, exchange string) error {
+	if exchange == "" || strings.HasPrefix(exchange, "amq.") {
+		return nil
+	}
+	if !p.connected.Load() {
+		return ErrCannotCheck
+	}
+	r := &request{ctx: ctx, msg: &Message{Exchange: exchange}, done: make(chan error, 1), checkOnly: true}
+	select {
+	case p.checks <- r:
+	case <-ctx.Done():
+		return ErrCannotCheck
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ErrCannotCheck
+	}
+}
+
+func (p *Publisher) send(r *request) error {
+	if err := p.mailbox.Send(r); err != nil {
+		if errors.Is(err, supervision.ErrMailboxFull) {
+			return ErrBufferFull
+		}
+		return ErrClosed
+	}
+	return nil
+}
+
+// Validate reports (as ErrInvalidMessage) what would make msg impossible to
+// encode, without sending anything.
+func Validate(msg *Message) error {
+	if err := amqp.Table(msg.Headers).Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	return nil
+}
+
+func newRequest(ctx context.Context, msg *Message) (*request, error) {
 	if msg.MessageID == "" {
 		msg.MessageID = NewMessageID()
 	}
-	headers := amqp.Table(msg.Headers)
-	if err := headers.Validate(); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	if err := Validate(msg); err != nil {
+		return nil, err
 	}
+	headers := amqp.Table(msg.Headers)
 	var mode uint8 = amqp.Transient
 	if msg.Persistent {
 		mode = amqp.Persistent
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConfirmTimeout)
-	defer cancel()
-	r := &request{
-		ctx:  ctx,
-		msg:  msg,
-		done: make(chan error, 1),
+	return &request{
+		ctx: ctx,
+		msg: msg,
 		pub: amqp.Publishing{
 			Headers:         headers,
 			ContentType:     msg.ContentType,
@@ -248,22 +346,7 @@ func (p *Publisher) publish(ctx context.Context, msg *Message) error {
 			Type:            msg.Type,
 			Body:            msg.Body,
 		},
-	}
-	if err := p.mailbox.Send(r); err != nil {
-		if errors.Is(err, supervision.ErrMailboxFull) {
-			return ErrBufferFull
-		}
-		return ErrClosed
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("%w (message %s)", ErrConfirmTimeout, msg.MessageID)
-		}
-		return ctx.Err()
-	}
+	}, nil
 }
 
 // State is a snapshot of the publisher for readiness and metrics.

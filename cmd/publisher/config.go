@@ -36,6 +36,8 @@ type Config struct {
 	OnGiveUp           string        `envconfig:"ON_GIVE_UP" default:"exit" desc:"when the root's intensity is exhausted: exit (status 3) or degrade (stay up, not ready, 503, retry at BACKOFF_MAX)"`
 	TopologyFile       string        `envconfig:"TOPOLOGY_FILE" desc:"JSON or YAML file of exchanges, queues and bindings declared on every (re)connect"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"on SIGTERM, how long in-flight messages get to be confirmed"`
+	SpoolDir           string        `envconfig:"SPOOL_DIR" desc:"directory of the durable spool (empty: no spool; every answer waits for the broker)"`
+	SpoolMaxBytes      int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"bound of the spool; when full, publishes get 503 (nothing old is dropped)"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat          string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
 }
@@ -92,6 +94,7 @@ func (c *Config) validate() error {
 		{"MAX_PUBLISH_ATTEMPTS", int64(c.MaxPublishAttempts)}, {"RESTART_WINDOW", int64(c.RestartWindow)},
 		{"ROOT_RESTART_WINDOW", int64(c.RootRestartWindow)}, {"BACKOFF_MIN", int64(c.BackoffMin)},
 		{"BACKOFF_MAX", int64(c.BackoffMax)}, {"SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout)},
+		{"SPOOL_MAX_BYTES", c.SpoolMaxBytes},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

@@ -37,6 +37,8 @@ import (
 	"github.com/publisher-dev/publisher/httpapi"
 	"github.com/publisher-dev/publisher/metrics"
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/relay"
+	"github.com/publisher-dev/publisher/spool"
 	"github.com/publisher-dev/publisher/supervision"
 )
 
@@ -111,6 +113,8 @@ type service struct {
 	cfg     *Config
 	log     *slog.Logger
 	pub     *publisher.Publisher
+	spool   *spool.Spool // nil without PUBLISHER_SPOOL_DIR
+	relay   *relay.Relay // nil without PUBLISHER_SPOOL_DIR
 	metrics *metrics.Metrics
 	reg     *prometheus.Registry
 	root    *supervision.Supervisor
@@ -173,6 +177,18 @@ func newService(cfg *Config, topo *publisher.Topology, log *slog.Logger) (*servi
 	if err := broker.Add(supervision.ChildSpec{Name: "publisher", Service: s.pub, ShutdownTimeout: 10 * time.Second}); err != nil {
 		return nil, err
 	}
+	if cfg.SpoolDir != "" {
+		if err := s.openSpool(); err != nil {
+			s.apiLn.Close()
+			s.adminLn.Close()
+			return nil, err
+		}
+		// Started after the publisher, so stopped before it.
+		if err := broker.Add(supervision.ChildSpec{Name: "forwarder", Service: s.relay, ShutdownTimeout: 10 * time.Second}); err != nil {
+			return nil, err
+		}
+		s.metrics.Declare("broker", "forwarder")
+	}
 	s.root = supervision.New(supervision.Spec{
 		Name:        "root",
 		Strategy:    supervision.OneForOne,
@@ -190,6 +206,41 @@ func newService(cfg *Config, topo *publisher.Topology, log *slog.Logger) (*servi
 		return nil, err
 	}
 	return s, nil
+}
+
+// openSpool opens PUBLISHER_SPOOL_DIR (recovering what an earlier run left)
+// and the relay in front of the publisher.
+func (s *service) openSpool() error {
+	var sp *spool.Spool
+	sm, err := metrics.NewSpool(s.reg, func() (int, int64) {
+		if sp == nil {
+			return 0, 0
+		}
+		return sp.Stats()
+	})
+	if err != nil {
+		return err
+	}
+	sp, err = spool.Open(s.cfg.SpoolDir, spool.Options{
+		MaxBytes:  s.cfg.SpoolMaxBytes,
+		Logger:    s.log,
+		OnFsync:   sm.Fsync,
+		OnCorrupt: sm.Corrupt,
+	})
+	if err != nil {
+		return fmt.Errorf("PUBLISHER_SPOOL_DIR: %w", err)
+	}
+	s.spool = sp
+	n, b := sp.Stats()
+	s.log.Info("spool opened", "dir", s.cfg.SpoolDir, "messages", n, "bytes", b, "max_bytes", s.cfg.SpoolMaxBytes)
+	s.relay = relay.New(relay.Config{
+		Spool:          sp,
+		Publisher:      s.pub,
+		ConfirmTimeout: s.cfg.ConfirmTimeout,
+		Logger:         s.log,
+		OnDeadLetter:   sm.DeadLettered,
+	})
+	return nil
 }
 
 // rootDecider restarts the broker subtree (its publisher then dials the next
@@ -225,6 +276,7 @@ func (s *service) run(ctx context.Context) int {
 		cancelTree() // http stops first (drains), then broker (closes the connection)
 		err := <-done
 		s.treeAlive.Store(false)
+		s.closeSpool()
 		s.log.Info("shutdown complete", "error", errString(err))
 		return exitOK
 	case err := <-done:
@@ -237,10 +289,20 @@ func (s *service) run(ctx context.Context) int {
 			// state for a restart); nobody will restart it now, so fail back
 			// whatever still waits.
 			s.pub.Terminated(err)
+			s.closeSpool()
 			return exitGiveUp
 		}
 		s.log.Error("supervision tree stopped", "error", errString(err))
 		return exitRuntime
+	}
+}
+
+func (s *service) closeSpool() {
+	if s.spool == nil {
+		return
+	}
+	if err := s.spool.Close(); err != nil {
+		s.log.Error("closing the spool", "error", err)
 	}
 }
 
@@ -264,6 +326,9 @@ func (s *service) accepting() error {
 	if s.draining.Load() {
 		return publisher.ErrClosed
 	}
+	if s.relay != nil {
+		return nil // the spool decides (503 when full or failing)
+	}
 	if s.degraded() {
 		return errGivenUp
 	}
@@ -285,13 +350,21 @@ func (s *service) degraded() bool {
 	return false
 }
 
+// ready: connected, all confirm channels open, not blocked, not draining,
+// not given up; with a spool: the spool accepts, whatever the broker does.
 func (s *service) ready() bool {
-	return !s.draining.Load() && !s.degraded() && s.pub.Ready()
+	if s.draining.Load() {
+		return false
+	}
+	if s.relay != nil {
+		return s.relay.Accepting()
+	}
+	return !s.degraded() && s.pub.Ready()
 }
 
 func (s *service) readyDetail() (bool, map[string]any) {
 	st := s.pub.State()
-	return s.ready(), map[string]any{
+	d := map[string]any{
 		"connected": st.Connected,
 		"blocked":   st.Blocked,
 		"channels":  st.Channels,
@@ -301,6 +374,12 @@ func (s *service) readyDetail() (bool, map[string]any) {
 		"draining":  s.draining.Load(),
 		"given_up":  s.degraded(),
 	}
+	d["broker_up"] = st.Connected && !st.Blocked
+	if s.spool != nil {
+		n, b := s.spool.Stats()
+		d["spool_messages"], d["spool_bytes"], d["spool_accepting"] = n, b, s.relay.Accepting()
+	}
+	return s.ready(), d
 }
 
 // serveHTTP is the http child: both listeners, served until ctx ends (then
@@ -324,7 +403,7 @@ func (s *service) serveHTTP(ctx context.Context) error {
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	api := &http.Server{
 		Handler: httpapi.NewHandler(httpapi.Config{
-			Publisher:        s.pub,
+			Publisher:        s.handlerPublisher(),
 			AuthToken:        s.cfg.AuthToken,
 			AllowedExchanges: s.cfg.AllowedExchanges,
 			MaxBodyBytes:     s.cfg.MaxBodyBytes,
@@ -380,6 +459,15 @@ func (s *service) serveHTTP(ctx context.Context) error {
 	}
 	<-errc
 	return failure
+}
+
+// handlerPublisher is what the publish API calls: the relay (spool first)
+// when there is a spool, else the publisher directly.
+func (s *service) handlerPublisher() httpapi.Publisher {
+	if s.relay != nil {
+		return s.relay
+	}
+	return s.pub
 }
 
 // observer forwards publisher outcomes to the metrics (set after both exist).

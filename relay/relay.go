@@ -1,0 +1,369 @@
+// Package relay puts the durable spool between the HTTP API and the
+// publisher: a message is accepted once it is on disk (fsync'ed), and a
+// supervised forwarder publishes spooled messages to the broker with confirms,
+// deleting them only after the broker's ack.
+//
+// It is the seed about state kept outside the process that crashes, taken one
+// step further: outside the process altogether. After a crash, even SIGKILL, the
+// next start publishes again whatever was not confirmed (at-least-once, same
+// message id).
+//
+// Answers (Publish): nil when the broker confirmed within ConfirmTimeout;
+// ErrSpooled when the message is durably held but not confirmed yet (at once
+// for PublishAsync); a broker's permanent refusal (not found, unroutable,
+// rejected, nacked) when it came within the timeout — the message is then
+// moved to the spool's dead-letter file, not retried forever; ErrFull or a disk
+// failure when it could not be made durable.
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/spool"
+)
+
+// ErrSpooled means the message is durably held and will be delivered, but the
+// broker has not confirmed it yet (HTTP 202). It has a Spooled() bool method,
+// which is how the HTTP layer recognises it.
+var ErrSpooled error = spooledError{}
+
+type spooledError struct{}
+
+func (spooledError) Error() string { return "relay: message spooled, not yet confirmed" }
+func (spooledError) Spooled() bool { return true }
+
+// ErrFull means the spool holds PUBLISHER_SPOOL_MAX_BYTES already (HTTP 503);
+// nothing old is dropped to make room.
+var ErrFull = fmt.Errorf("%w: %w", publisher.ErrBufferFull, spool.ErrFull)
+
+// ErrDisk means the message could not be made durable (HTTP 503).
+var ErrDisk = errors.New("relay: spool disk failure")
+
+// Publisher is what the relay needs of publisher.Publisher.
+type Publisher interface {
+	Submit(ctx context.Context, msg *publisher.Message, done func(error)) error
+	CheckExchange(ctx context.Context, exchange string) error
+}
+
+// Config configures a Relay; zero values mean the defaults.
+type Config struct {
+	Spool     *spool.Spool
+	Publisher Publisher
+	// ConfirmTimeout is how long Publish waits for the broker before answering
+	// ErrSpooled. Default 10s.
+	ConfirmTimeout time.Duration
+	// Window bounds the spooled messages handed to the publisher and not yet
+	// settled. Default 2048.
+	Window int
+	// MaxAttempts is how many transient failures (connection lost while in
+	// flight, timeouts) one record may see before it is dead-lettered. Default 10.
+	MaxAttempts int
+	// ForwardTimeout bounds one publish attempt of a spooled message (nacks are
+	// retried within it). Default 5m.
+	ForwardTimeout time.Duration
+	Logger         *slog.Logger
+	// OnDeadLetter is called for every dead-lettered message.
+	OnDeadLetter func()
+}
+
+// Relay accepts into the spool (Publish, PublishAsync) and forwards from it
+// (Serve, a supervision child).
+type Relay struct {
+	cfg   Config
+	sp    *spool.Spool
+	pub   Publisher
+	log   *slog.Logger
+	nonce uint64 // this process: a waiter matches only records written by it
+	rid   atomic.Uint64
+
+	mu      sync.Mutex
+	waiters map[uint64]chan error
+	// diskErr is set when an append failed on the disk and cleared by the next
+	// successful one: readiness reports it.
+	diskErr atomic.Bool
+	full    atomic.Bool
+}
+
+// New returns a Relay over an opened spool.
+func New(cfg Config) *Relay {
+	if cfg.ConfirmTimeout <= 0 {
+		cfg.ConfirmTimeout = 10 * time.Second
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 2048
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 10
+	}
+	if cfg.ForwardTimeout <= 0 {
+		cfg.ForwardTimeout = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.OnDeadLetter == nil {
+		cfg.OnDeadLetter = func() {}
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &Relay{cfg: cfg, sp: cfg.Spool, pub: cfg.Publisher, log: cfg.Logger,
+		nonce: binary.LittleEndian.Uint64(b[:]), waiters: map[uint64]chan error{}}
+}
+
+// envelope is a spooled record's content.
+type envelope struct {
+	Nonce uint64             `json:"n"`
+	RID   uint64             `json:"r"`
+	Msg   *publisher.Message `json:"m"`
+}
+
+// Accepting reports whether the spool takes messages now: not full (as of the
+// last append) and no disk failure on the last append.
+func (r *Relay) Accepting() bool { return !r.diskErr.Load() && !r.full.Load() }
+
+// Publish spools msg and waits up to ConfirmTimeout for the broker.
+func (r *Relay) Publish(ctx context.Context, msg *publisher.Message) error {
+	return r.publish(ctx, msg, false)
+}
+
+// PublishAsync spools msg and returns ErrSpooled once it is durable, without
+// waiting for the broker (HTTP "Prefer: respond-async").
+func (r *Relay) PublishAsync(ctx context.Context, msg *publisher.Message) error {
+	return r.publish(ctx, msg, true)
+}
+
+func (r *Relay) publish(ctx context.Context, msg *publisher.Message, async bool) error {
+	if msg.MessageID == "" {
+		msg.MessageID = publisher.NewMessageID()
+	}
+	if err := publisher.Validate(msg); err != nil {
+		return err
+	}
+	// Nothing invalid is spooled: a missing exchange is refused now when the
+	// broker can tell; when it cannot, the forwarder dead-letters it later.
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := r.pub.CheckExchange(cctx, msg.Exchange)
+	cancel()
+	if err != nil && !errors.Is(err, publisher.ErrCannotCheck) {
+		return err
+	}
+	rid := r.rid.Add(1)
+	var w chan error
+	if !async {
+		w = make(chan error, 1)
+		r.mu.Lock()
+		r.waiters[rid] = w
+		r.mu.Unlock()
+		defer func() {
+			r.mu.Lock()
+			delete(r.waiters, rid)
+			r.mu.Unlock()
+		}()
+	}
+	data, err := json.Marshal(envelope{Nonce: r.nonce, RID: rid, Msg: msg})
+	if err != nil {
+		return fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
+	}
+	if _, err := r.sp.Append(ctx, data); err != nil {
+		switch {
+		case errors.Is(err, spool.ErrFull):
+			r.full.Store(true)
+			return ErrFull
+		case errors.Is(err, spool.ErrDisk):
+			r.diskErr.Store(true)
+			r.log.Error("spool: message not made durable", "message_id", msg.MessageID, "error", err)
+			return fmt.Errorf("%w: %w", ErrDisk, err)
+		case errors.Is(err, spool.ErrClosed):
+			return publisher.ErrClosed
+		case errors.Is(err, spool.ErrTooLarge):
+			return fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
+		default:
+			// ctx ended: the record may still become durable and be delivered.
+			return err
+		}
+	}
+	r.diskErr.Store(false)
+	r.full.Store(false)
+	if async {
+		return ErrSpooled
+	}
+	t := time.NewTimer(r.cfg.ConfirmTimeout)
+	defer t.Stop()
+	select {
+	case err := <-w:
+		return err
+	case <-t.C:
+		return ErrSpooled
+	case <-ctx.Done():
+		return ErrSpooled
+	}
+}
+
+func (r *Relay) resolve(env *envelope, err error) {
+	if env.Nonce != r.nonce {
+		return
+	}
+	r.mu.Lock()
+	w := r.waiters[env.RID]
+	r.mu.Unlock()
+	if w != nil {
+		select {
+		case w <- err:
+		default:
+		}
+	}
+}
+
+// settlement is a forwarded record's outcome, for the forwarder goroutine.
+type settlement struct {
+	rec      spool.Record
+	env      *envelope
+	err      error
+	attempts int
+}
+
+// permanent reports whether the broker refused the message for good.
+func permanent(err error) bool {
+	return errors.Is(err, publisher.ErrExchangeNotFound) || errors.Is(err, publisher.ErrUnroutable) ||
+		errors.Is(err, publisher.ErrRejected) || errors.Is(err, publisher.ErrInvalidMessage) ||
+		errors.Is(err, publisher.ErrNacked)
+}
+
+// Serve is the forwarder, a child of the broker supervisor: it publishes
+// spooled records in order, pipelined (up to Window unsettled), acks each one
+// in the spool after the broker's confirm, dead-letters the ones the broker
+// refuses for good, and submits again the ones that failed transiently. On
+// every start it rewinds to the oldest unacknowledged record: records in flight
+// in an earlier incarnation are published again (at-least-once).
+func (r *Relay) Serve(ctx context.Context) error {
+	r.sp.Rewind()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, r.cfg.Window)
+	settled := make(chan settlement, r.cfg.Window)
+	records := make(chan spool.Record)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			rec, err := r.sp.Next(ctx)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case records <- rec:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-readErr:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("relay: read spool: %w", err)
+		case rec := <-records:
+			var env envelope
+			if err := json.Unmarshal(rec.Data, &env); err != nil || env.Msg == nil {
+				r.deadLetter(rec, fmt.Sprintf("undecodable record: %v", err))
+				<-sem
+				continue
+			}
+			r.submit(ctx, settlement{rec: rec, env: &env}, sem, settled)
+		case s := <-settled:
+			switch {
+			case permanent(s.err):
+				r.deadLetter(s.rec, s.err.Error())
+				<-sem
+			case s.attempts >= r.cfg.MaxAttempts:
+				r.deadLetter(s.rec, fmt.Sprintf("gave up after %d attempts: %v", s.attempts, s.err))
+				<-sem
+			default:
+				r.log.Debug("relay: publishing a spooled message again", "seq", s.rec.Seq, "error", s.err)
+				r.submit(ctx, s, sem, settled)
+			}
+		}
+	}
+}
+
+// submit hands one record to the publisher; the done callback (on the
+// publisher's goroutine) acks at once on success and passes anything else to
+// the forwarder loop through settled, whose capacity (Window) covers every
+// unsettled record so the callback never blocks.
+func (r *Relay) submit(ctx context.Context, s settlement, sem chan struct{}, settled chan<- settlement) {
+	s.attempts++
+	// A fresh copy: the publisher may set fields, and a retry must not share.
+	msg := *s.env.Msg
+	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ForwardTimeout)
+	done := func(err error) {
+		pcancel()
+		if err == nil {
+			r.sp.Ack(s.rec.Seq)
+			r.resolve(s.env, nil)
+			<-sem
+			return
+		}
+		if permanent(err) {
+			r.resolve(s.env, err)
+		}
+		s.err = err
+		settled <- s
+	}
+	backoff := time.Millisecond
+	for {
+		err := r.pub.Submit(pctx, &msg, done)
+		if err == nil {
+			return
+		}
+		switch {
+		case errors.Is(err, publisher.ErrBufferFull):
+			// Wait for room, as a slow consumer would.
+		case errors.Is(err, publisher.ErrClosed):
+			// Shutting down: the record stays spooled for the next start.
+			pcancel()
+			<-sem
+			return
+		default:
+			pcancel()
+			s.err = err
+			settled <- s
+			return
+		}
+		select {
+		case <-ctx.Done():
+			pcancel()
+			<-sem
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+func (r *Relay) deadLetter(rec spool.Record, reason string) {
+	if err := r.sp.DeadLetter(rec.Seq, rec.Data, reason); err != nil {
+		r.log.Error("relay: dead-letter failed; the message stays spooled", "seq", rec.Seq, "error", err)
+		return
+	}
+	r.cfg.OnDeadLetter()
+	r.log.Warn("relay: message moved to the dead-letter file", "seq", rec.Seq, "reason", reason)
+}
