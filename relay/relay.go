@@ -88,6 +88,14 @@ type Relay struct {
 
 	mu      sync.Mutex
 	waiters map[uint64]chan error
+
+	// The forwarding window, shared by the forwarder's incarnations: a token
+	// of sem per record handed to the publisher and not settled; pending holds
+	// their sequence numbers; settled carries their failures to the forwarder.
+	sem     chan struct{}
+	settled chan settlement
+	pendMu  sync.Mutex
+	pending map[uint64]bool
 	// diskErr is set when an append failed on the disk and cleared by the next
 	// successful one: readiness reports it.
 	diskErr atomic.Bool
@@ -117,7 +125,8 @@ func New(cfg Config) *Relay {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return &Relay{cfg: cfg, sp: cfg.Spool, pub: cfg.Publisher, log: cfg.Logger,
-		nonce: binary.LittleEndian.Uint64(b[:]), waiters: map[uint64]chan error{}}
+		nonce: binary.LittleEndian.Uint64(b[:]), waiters: map[uint64]chan error{},
+		sem: make(chan struct{}, cfg.Window), settled: make(chan settlement, cfg.Window), pending: map[uint64]bool{}}
 }
 
 // envelope is a spooled record's content.
@@ -242,32 +251,41 @@ func permanent(err error) bool {
 // Serve is the forwarder, a child of the broker supervisor: it publishes
 // spooled records in order, pipelined (up to Window unsettled), acks each one
 // in the spool after the broker's confirm, dead-letters the ones the broker
-// refuses for good, and submits again the ones that failed transiently. On
-// every start it rewinds to the oldest unacknowledged record: records in flight
-// in an earlier incarnation are published again (at-least-once).
+// refuses for good, and submits again the ones that failed transiently.
+//
+// On every start it rewinds to the oldest unacknowledged record, so a record
+// an earlier incarnation read but never handed over is not forgotten. The
+// records handed to the publisher and not settled yet belong to the Relay, not
+// to an incarnation (state kept outside what crashes): a restarted forwarder
+// skips them instead of publishing them a second time, and their settlements
+// reach whichever incarnation runs.
 func (r *Relay) Serve(ctx context.Context) error {
 	r.sp.Rewind()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sem := make(chan struct{}, r.cfg.Window)
-	settled := make(chan settlement, r.cfg.Window)
 	records := make(chan spool.Record)
 	readErr := make(chan error, 1)
 	go func() {
 		for {
 			select {
-			case sem <- struct{}{}:
+			case r.sem <- struct{}{}:
 			case <-ctx.Done():
 				return
 			}
 			rec, err := r.sp.Next(ctx)
 			if err != nil {
+				<-r.sem
 				readErr <- err
 				return
+			}
+			if r.isPending(rec.Seq) {
+				<-r.sem // still with the publisher since an earlier incarnation
+				continue
 			}
 			select {
 			case records <- rec:
 			case <-ctx.Done():
+				<-r.sem
 				return
 			}
 		}
@@ -285,52 +303,76 @@ func (r *Relay) Serve(ctx context.Context) error {
 			var env envelope
 			if err := json.Unmarshal(rec.Data, &env); err != nil || env.Msg == nil {
 				r.deadLetter(rec, fmt.Sprintf("undecodable record: %v", err))
-				<-sem
+				<-r.sem
 				continue
 			}
-			r.submit(ctx, settlement{rec: rec, env: &env}, sem, settled)
-		case s := <-settled:
+			r.setPending(rec.Seq, true)
+			r.submit(ctx, settlement{rec: rec, env: &env})
+		case s := <-r.settled:
 			switch {
 			case permanent(s.err):
 				r.deadLetter(s.rec, s.err.Error())
-				<-sem
+				r.done(s.rec.Seq)
 			case s.attempts >= r.cfg.MaxAttempts:
 				r.deadLetter(s.rec, fmt.Sprintf("gave up after %d attempts: %v", s.attempts, s.err))
-				<-sem
+				r.done(s.rec.Seq)
 			default:
 				r.log.Debug("relay: publishing a spooled message again", "seq", s.rec.Seq, "error", s.err)
-				r.submit(ctx, s, sem, settled)
+				r.submit(ctx, s)
 			}
 		}
 	}
 }
 
-// submit hands one record to the publisher; the done callback (on the
-// publisher's goroutine) acks at once on success and passes anything else to
-// the forwarder loop through settled, whose capacity (Window) covers every
-// unsettled record so the callback never blocks.
-func (r *Relay) submit(ctx context.Context, s settlement, sem chan struct{}, settled chan<- settlement) {
+func (r *Relay) isPending(seq uint64) bool {
+	r.pendMu.Lock()
+	defer r.pendMu.Unlock()
+	return r.pending[seq]
+}
+
+func (r *Relay) setPending(seq uint64, on bool) {
+	r.pendMu.Lock()
+	if on {
+		r.pending[seq] = true
+	} else {
+		delete(r.pending, seq)
+	}
+	r.pendMu.Unlock()
+}
+
+// done ends a record's time with the publisher: it frees its place in the
+// window.
+func (r *Relay) done(seq uint64) {
+	r.setPending(seq, false)
+	<-r.sem
+}
+
+// submit hands one record to the publisher. The callback (on the publisher's
+// goroutine) acks at once on success and passes anything else to the
+// forwarder through r.settled, whose capacity (Window) covers every pending
+// record, so it never blocks.
+func (r *Relay) submit(ctx context.Context, s settlement) {
 	s.attempts++
 	// A fresh copy: the publisher may set fields, and a retry must not share.
 	msg := *s.env.Msg
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ForwardTimeout)
-	done := func(err error) {
+	cb := func(err error) {
 		pcancel()
 		if err == nil {
 			r.sp.Ack(s.rec.Seq)
 			r.resolve(s.env, nil)
-			<-sem
+			r.done(s.rec.Seq)
 			return
 		}
 		if permanent(err) {
 			r.resolve(s.env, err)
 		}
 		s.err = err
-		settled <- s
+		r.settled <- s
 	}
 	backoff := time.Millisecond
 	for {
-		err := r.pub.Submit(pctx, &msg, done)
+		err := r.pub.Submit(pctx, &msg, cb)
 		if err == nil {
 			return
 		}
@@ -340,18 +382,18 @@ func (r *Relay) submit(ctx context.Context, s settlement, sem chan struct{}, set
 		case errors.Is(err, publisher.ErrClosed):
 			// Shutting down: the record stays spooled for the next start.
 			pcancel()
-			<-sem
+			r.done(s.rec.Seq)
 			return
 		default:
 			pcancel()
 			s.err = err
-			settled <- s
+			r.settled <- s
 			return
 		}
 		select {
 		case <-ctx.Done():
 			pcancel()
-			<-sem
+			r.done(s.rec.Seq)
 			return
 		case <-time.After(backoff):
 		}

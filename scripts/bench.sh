@@ -2,7 +2,10 @@
 # Performance comparison in one run: starts a private RabbitMQ node (with
 # rabbitmq_management) on free loopback ports, runs cmd/pubbench against it
 # (the service over HTTP, raw amqp091-go, raw pipelined, the management API
-# publish endpoint) and always stops the node and removes its directory.
+# publish endpoint, and the service with a durable spool answering
+# "Prefer: respond-async", whose spool directory pubbench creates under
+# -spool-parent and removes) and always stops the node and removes its
+# directory.
 #
 #   bash scripts/bench.sh                  # defaults: -c 64 -size 256 -duration 10s
 #   bash scripts/bench.sh -duration 5s -c 128

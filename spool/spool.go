@@ -205,11 +205,13 @@ func Open(dir string, opts Options) (*Spool, error) {
 		s.closeFiles()
 		return nil, err
 	}
+	s.applyWatermark()
 	s.reserved = s.liveBytes
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.writer()
 	go s.spareLoop()
 	go s.cleaner()
+	go s.watermarker()
 	s.needSpare <- struct{}{}
 	s.kickClean <- struct{}{}
 	return s, nil

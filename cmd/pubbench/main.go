@@ -10,17 +10,25 @@
 //	(c) pipelined  amqp091-go, -pipe-channels channels with -pipe-window
 //	               confirms in flight each (the ceiling)
 //	(d) mgmt       RabbitMQ's management API publish endpoint, -c clients
+//	(e) spooled    a second service child with a durable spool
+//	               (PUBLISHER_SPOOL_DIR in a new temporary directory under
+//	               -spool-parent, removed afterwards), -c clients sending
+//	               "Prefer: respond-async": msgs/s counts the 202 answers
+//	               (durable on the service's disk, not yet confirmed by the
+//	               broker); after the load pubbench waits until
+//	               publisher_spool_messages is 0 and reports the drain time and
+//	               the end-to-end rate, accepted / (load + drain)
 //
-// It prints a table, the ratios (a)/(b), (a)/(c) and (a)/(d), the CPU each
-// process spent per confirmed message, and the service's RSS while it holds
+// It prints a table, the ratios (a)/(b), (a)/(c), (a)/(d) and (e)/(a), the
+// CPU each process spent per message, and the service's RSS while it holds
 // -memory-messages messages behind a broker memory alarm. scripts/bench.sh
 // starts a private broker and runs it:
 //
 //	bash scripts/bench.sh -duration 5s
 //
 // Every mode is bounded by -warmup plus -duration (plus the 30 s timeout of
-// the operations in flight at its end); only loopback addresses are used for
-// the service.
+// the operations in flight at its end; mode spooled plus
+// -spool-drain-timeout); only loopback addresses are used for the service.
 package main
 
 import (
@@ -66,6 +74,9 @@ type config struct {
 	brokerPidFile         string
 	memoryMessages        int
 	memoryConc            int
+	spoolParent           string
+	spoolMaxBytes         int64
+	spoolDrainTimeout     time.Duration
 	jsonOut               bool
 }
 
@@ -101,6 +112,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.brokerPidFile, "broker-pid-file", "", "the broker's pid file, to report its CPU per message (optional)")
 	fs.IntVar(&cfg.memoryMessages, "memory-messages", 10000, "messages held in the service for the RSS measurement (0 skips it)")
 	fs.IntVar(&cfg.memoryConc, "memory-dials", 256, "concurrent connection dials while firing the memory measurement's requests")
+	fs.StringVar(&cfg.spoolParent, "spool-parent", os.TempDir(), "directory under which mode spooled creates (and removes) the spooled service's PUBLISHER_SPOOL_DIR; should be a real disk, not tmpfs")
+	fs.Int64Var(&cfg.spoolMaxBytes, "spool-max-bytes", 0, "PUBLISHER_SPOOL_MAX_BYTES of the spooled service (0: its default)")
+	fs.DurationVar(&cfg.spoolDrainTimeout, "spool-drain-timeout", 3*time.Minute, "mode spooled: how long to wait after the load for the spool to drain")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the results as JSON instead of a table")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -139,6 +153,15 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("-rounds: must be 1..100")
 	case cfg.queue == "":
 		return nil, errors.New("-queue: must not be empty")
+	case cfg.spoolMaxBytes < 0:
+		return nil, errors.New("-spool-max-bytes: must not be negative")
+	case cfg.spoolDrainTimeout <= 0 || cfg.spoolDrainTimeout > time.Hour:
+		return nil, errors.New("-spool-drain-timeout: must be in (0, 1h]")
+	}
+	if slicesContains(cfg.modes, modeSpooled) {
+		if st, err := os.Stat(cfg.spoolParent); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("-spool-parent %q: not a directory", cfg.spoolParent)
+		}
 	}
 	for _, kv := range cfg.serviceEnv {
 		if !strings.HasPrefix(kv, "PUBLISHER_") || !strings.Contains(kv, "=") {
@@ -175,6 +198,7 @@ func logf(format string, args ...any) {
 type modeResult struct {
 	Mode           string        `json:"mode"`
 	Label          string        `json:"label"`
+	Counted        string        `json:"counted"` // what msgs_per_sec counts
 	Conc           string        `json:"concurrency"`
 	Rounds         int           `json:"rounds"`
 	Rate           float64       `json:"msgs_per_sec"`
@@ -193,6 +217,25 @@ type modeResult struct {
 	BrokerCPUPerMsg  *float64 `json:"broker_cpu_sec_per_msg,omitempty"`
 	ServiceCPUCores  *float64 `json:"service_cpu_cores,omitempty"`
 	BrokerCPUCores   *float64 `json:"broker_cpu_cores,omitempty"`
+	// mode spooled only
+	Spool *spoolResult `json:"spool,omitempty"`
+}
+
+// spoolResult is what mode (e) reports beyond the acceptance rate. Its CPU
+// figures (and wall_seconds) cover the load and the drain, per accepted
+// message.
+type spoolResult struct {
+	LoadSeconds      float64  `json:"load_seconds"`  // warm-up + measurement + the last answers
+	DrainSeconds     float64  `json:"drain_seconds"` // after the load until publisher_spool_messages was 0
+	Drained          bool     `json:"drained"`       // false: -spool-drain-timeout passed first
+	Accepted         int64    `json:"accepted"`      // 202 answers, warm-up included
+	EndToEndRate     float64  `json:"end_to_end_msgs_per_sec"`
+	BrokerConfirmed  *float64 `json:"broker_confirmed,omitempty"` // increase of publisher_messages_total{outcome="confirmed"}
+	InQueue          *int64   `json:"in_queue,omitempty"`         // queue depth after the drain
+	PeakSpoolMsgs    float64  `json:"peak_spool_messages"`
+	PeakSpoolBytes   float64  `json:"peak_spool_bytes"`
+	SpoolParent      string   `json:"spool_parent"`
+	SpoolParentTmpfs bool     `json:"spool_parent_tmpfs"`
 }
 
 // memResult is the RSS measurement.
@@ -225,7 +268,8 @@ type report struct {
 type bench struct {
 	cfg       *config
 	body      []byte
-	svc       *service
+	svc       *service // mode service (and the memory measurement)
+	spoolSvc  *service // mode spooled
 	brokerPid string
 	notes     []string
 }
@@ -254,6 +298,13 @@ func run(ctx context.Context, cfg *config) error {
 		"persistent": cfg.persistent, "rounds": cfg.rounds, "queue": cfg.queue, "pipe_channels": cfg.pipeChannels,
 		"pipe_window": cfg.pipeWindow, "service_channels": cfg.serviceChannels,
 	}}
+	if slicesContains(cfg.modes, modeSpooled) {
+		rep.Params["spool_parent"] = cfg.spoolParent
+		rep.Params["spool_drain_timeout"] = cfg.spoolDrainTimeout.String()
+		if isTmpfs(cfg.spoolParent) {
+			b.note("-spool-parent %s is a tmpfs: fsync costs nothing there, so mode spooled is flattered", cfg.spoolParent)
+		}
+	}
 	if cfg.brokerPidFile != "" {
 		if p, err := os.ReadFile(cfg.brokerPidFile); err == nil {
 			b.brokerPid = strings.TrimSpace(string(p))
@@ -265,11 +316,23 @@ func run(ctx context.Context, cfg *config) error {
 		return err
 	}
 	if slicesContains(cfg.modes, modeService) {
-		svc, err := startService(ctx, cfg)
+		svc, err := startService(ctx, cfg, serviceOpts{name: "service"})
 		if err != nil {
 			return err
 		}
 		b.svc = svc
+		defer svc.stop()
+	}
+	if slicesContains(cfg.modes, modeSpooled) {
+		opts := serviceOpts{name: "spooled service", spoolParent: cfg.spoolParent}
+		if b.svc != nil {
+			opts.bin = b.svc.bin // built once
+		}
+		svc, err := startService(ctx, cfg, opts)
+		if err != nil {
+			return err
+		}
+		b.spoolSvc = svc
 		defer svc.stop()
 	}
 	aggs := map[string]*modeAgg{}
@@ -286,6 +349,10 @@ func run(ctx context.Context, cfg *config) error {
 				return err
 			}
 			logf("%s: %s msgs/s, %d errors", modeLabels[m], fmtRate(float64(len(run.m.lat))/cfg.duration.Seconds()), run.m.errs)
+			if sr := run.spool; sr != nil {
+				logf("%s: drained in %.2fs (drained: %v); end to end %s msgs/s", modeLabels[m], sr.drain, sr.drained,
+					fmtRate(float64(run.m.okTotal)/(sr.load+sr.drain)))
+			}
 			if run.m.lastError != "" {
 				logf("%s: last error: %s", modeLabels[m], run.m.lastError)
 			}
@@ -301,11 +368,7 @@ func run(ctx context.Context, cfg *config) error {
 	for _, m := range cfg.modes {
 		rep.Results = append(rep.Results, b.result(aggs[m]))
 	}
-	rate := map[string]float64{}
-	for _, r := range rep.Results {
-		rate[r.Mode] = r.Rate
-	}
-	rep.Ratios = ratios(rate)
+	rep.Ratios = ratios(rates(rep.Results))
 	rep.Memory = b.measureMemory(ctx)
 	if err := b.purge(); err != nil {
 		b.note("final purge: %v", err)
@@ -363,12 +426,12 @@ func redact(u string) string {
 	return p.Redacted()
 }
 
-// cpuProbe samples the CPU of the service, this process and the broker.
+// cpuProbe samples the CPU of a service, this process and the broker.
 type cpuProbe struct{ svc, self, broker float64 }
 
-func (b *bench) sampleCPU() (p cpuProbe, svcOK, brokerOK bool) {
-	if b.svc != nil {
-		if v, err := procCPU(strconv.Itoa(b.svc.pid())); err == nil {
+func (b *bench) sampleCPU(svc *service) (p cpuProbe, svcOK, brokerOK bool) {
+	if svc != nil {
+		if v, err := procCPU(strconv.Itoa(svc.pid())); err == nil {
 			p.svc, svcOK = v, true
 		}
 	}
@@ -387,6 +450,7 @@ type modeRun struct {
 	wall                    float64
 	svcCPU, selfCPU, broker float64
 	svcOK, brokerOK         bool
+	spool                   *spoolRun // mode spooled only
 }
 
 // modeAgg accumulates a mode's runs over the rounds.
@@ -399,6 +463,12 @@ type modeAgg struct {
 	wall                    float64
 	svcCPU, selfCPU, broker float64
 	svcOK, brokerOK         bool
+	// mode spooled: sums over the rounds
+	spool                         bool
+	load, drain, confirmed        float64
+	drained, confOK, queuedOK     bool
+	queued                        int64
+	peakSpoolMsgs, peakSpoolBytes float64
 }
 
 func (a *modeAgg) add(r modeRun) {
@@ -418,6 +488,23 @@ func (a *modeAgg) add(r modeRun) {
 	a.broker += r.broker
 	a.svcOK = a.svcOK && r.svcOK
 	a.brokerOK = a.brokerOK && r.brokerOK
+	if sr := r.spool; sr != nil {
+		if !a.spool {
+			a.spool, a.drained, a.confOK, a.queuedOK = true, true, true, true
+		}
+		a.load += sr.load
+		a.drain += sr.drain
+		a.drained = a.drained && sr.drained
+		a.confirmed += sr.confirmed
+		a.confOK = a.confOK && sr.confOK
+		if sr.queued >= 0 {
+			a.queued += int64(sr.queued)
+		} else {
+			a.queuedOK = false
+		}
+		a.peakSpoolMsgs = max(a.peakSpoolMsgs, sr.peakMsgs)
+		a.peakSpoolBytes = max(a.peakSpoolBytes, sr.peakBytes)
+	}
 }
 
 func (b *bench) concLabel(mode string) string {
@@ -436,7 +523,11 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 	case <-time.After(b.cfg.pause):
 	}
 	logf("running %s at %s for %s (+%s warm-up)", modeLabels[mode], b.concLabel(mode), b.cfg.duration, b.cfg.warmup)
-	before, svcOK, brokerOK := b.sampleCPU()
+	svc := b.svc
+	if mode == modeSpooled {
+		svc = b.spoolSvc
+	}
+	before, svcOK, brokerOK := b.sampleCPU(svc)
 	w := newWindow(b.cfg.warmup, b.cfg.duration)
 	var run modeRun
 	var err error
@@ -449,17 +540,20 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 		run.m, err = b.runPipelined(ctx, w)
 	case modeMgmt:
 		run.m, err = b.runMgmt(ctx, w)
+	case modeSpooled:
+		run.m, run.spool, err = b.runSpooled(ctx, w)
 	}
 	if err != nil {
 		return modeRun{}, err
 	}
-	run.wall = time.Since(w.start).Seconds()
-	after, svcOK2, brokerOK2 := b.sampleCPU()
-	run.svcCPU, run.svcOK = after.svc-before.svc, mode == modeService && svcOK && svcOK2
+	run.wall = time.Since(w.start).Seconds() // mode spooled: the drain included
+	after, svcOK2, brokerOK2 := b.sampleCPU(svc)
+	isService := mode == modeService || mode == modeSpooled
+	run.svcCPU, run.svcOK = after.svc-before.svc, isService && svcOK && svcOK2
 	run.selfCPU = after.self - before.self
 	run.broker, run.brokerOK = after.broker-before.broker, brokerOK && brokerOK2
-	if mode == modeService && !b.svc.alive() {
-		return modeRun{}, fmt.Errorf("the service exited during its mode; log:\n%s", b.svc.logTail())
+	if isService && !svc.alive() {
+		return modeRun{}, fmt.Errorf("the %s exited during its mode; log:\n%s", svc.name, svc.logTail())
 	}
 	return run, nil
 }
@@ -468,7 +562,7 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 func (b *bench) result(a *modeAgg) *modeResult {
 	measured := float64(a.runs) * b.cfg.duration.Seconds()
 	r := &modeResult{
-		Mode: a.mode, Label: modeLabels[a.mode], Conc: b.concLabel(a.mode), Rounds: a.runs,
+		Mode: a.mode, Label: modeLabels[a.mode], Counted: modeCounts[a.mode], Conc: b.concLabel(a.mode), Rounds: a.runs,
 		Measured: len(a.lat), ConfirmedTotal: a.okTotal, Errors: a.errs, LastError: a.lastError,
 		Rate: float64(len(a.lat)) / measured, WallSeconds: a.wall,
 	}
@@ -484,6 +578,28 @@ func (b *bench) result(a *modeAgg) *modeResult {
 		if a.brokerOK {
 			r.BrokerCPUPerMsg, r.BrokerCPUCores = per(a.broker), cores(a.broker)
 		}
+	}
+	if a.spool {
+		sp := &spoolResult{
+			LoadSeconds: a.load, DrainSeconds: a.drain, Drained: a.drained, Accepted: a.okTotal,
+			PeakSpoolMsgs: a.peakSpoolMsgs, PeakSpoolBytes: a.peakSpoolBytes,
+			SpoolParent: b.cfg.spoolParent, SpoolParentTmpfs: isTmpfs(b.cfg.spoolParent),
+		}
+		if t := a.load + a.drain; t > 0 {
+			sp.EndToEndRate = float64(a.okTotal) / t
+		}
+		if a.confOK {
+			c := a.confirmed
+			sp.BrokerConfirmed = &c
+		}
+		if a.queuedOK {
+			q := a.queued
+			sp.InQueue = &q
+			if q < a.okTotal && a.drained {
+				b.note("spooled: %d messages were answered 202 but only %d are in the queue after the drain: LOST MESSAGES", a.okTotal, q)
+			}
+		}
+		r.Spool = sp
 	}
 	return r
 }
@@ -539,9 +655,20 @@ func printReport(rep *report) error {
 		return err
 	}
 	for _, r := range rep.Results {
-		if r.ServiceCPUCores != nil {
+		if r.ServiceCPUCores == nil {
+			continue
+		}
+		if r.Spool != nil {
+			fmt.Fprintf(w, "\nspooled service CPU: %.1f µs per accepted message, load and drain (%.2f cores busy meanwhile)\n",
+				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
+		} else {
 			fmt.Fprintf(w, "\nservice CPU: %.1f µs per confirmed message (%.2f cores busy during its mode)\n",
 				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
+		}
+	}
+	for _, r := range rep.Results {
+		if sp := r.Spool; sp != nil {
+			writeSpoolSummary(w, r)
 		}
 	}
 	if m := rep.Memory; m != nil {

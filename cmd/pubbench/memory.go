@@ -1,38 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 )
-
-// scrape reads the named metrics (each summed over its series) from the
-// service's /metrics.
-func (b *bench) scrape(client *http.Client, names ...string) (map[string]float64, error) {
-	resp, err := client.Get("http://" + b.svc.adminAddr + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := make(map[string]float64, len(names))
-	// one pass per name keeps sumMetric simple; /metrics is small
-	buf, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range names {
-		v, _, err := sumMetric(bytes.NewReader(buf), n)
-		if err != nil {
-			return nil, err
-		}
-		out[n] = v
-	}
-	return out, nil
-}
 
 // measureMemory reads the service's RSS while it holds cfg.memoryMessages
 // messages: a broker memory alarm blocks publishing, the messages are posted by
@@ -82,7 +56,7 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 
 	// wait (bounded) until the service has seen connection.blocked
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
-		m, err := b.scrape(metricsClient, "publisher_connection_blocked")
+		m, err := b.svc.scrape(metricsClient, "publisher_connection_blocked")
 		if err == nil && m["publisher_connection_blocked"] >= 1 {
 			break
 		}
@@ -144,7 +118,7 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 	stableSince, lastHeld := time.Now(), -1.0
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(200 * time.Millisecond)
-		m, err := b.scrape(metricsClient, names...)
+		m, err := b.svc.scrape(metricsClient, names...)
 		if err != nil {
 			continue
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +20,10 @@ import (
 // service is the publisher binary running as a child process.
 type service struct {
 	cmd       *exec.Cmd
+	name      string // for messages: "service" or "spooled service"
+	bin       string
 	dir       string // temporary: the binary (when built here) and the log
+	spoolDir  string // temporary PUBLISHER_SPOOL_DIR; empty without a spool
 	logPath   string
 	apiAddr   string
 	adminAddr string
@@ -38,15 +42,30 @@ func freeLoopbackAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// startService builds the service (unless bin is given), starts it on free
-// loopback ports against amqpURL and waits until /readyz answers 200.
-func startService(ctx context.Context, cfg *config) (*service, error) {
+// serviceOpts are what differs between the service children.
+type serviceOpts struct {
+	name string
+	bin  string // a binary built already; empty: cfg.serviceBin, or build one
+	// spoolParent, when not empty, gives the service a durable spool in a new
+	// temporary directory under it (removed by stop)
+	spoolParent string
+}
+
+// startService builds the service (unless a binary is given), starts it on
+// free loopback ports against amqpURL and waits until /readyz answers 200.
+func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service, error) {
 	dir, err := os.MkdirTemp("", "pubbench-")
 	if err != nil {
 		return nil, err
 	}
-	s := &service{dir: dir, logPath: filepath.Join(dir, "publisher.log"), exited: make(chan struct{})}
-	bin := cfg.serviceBin
+	s := &service{name: opts.name, dir: dir, logPath: filepath.Join(dir, "publisher.log"), exited: make(chan struct{})}
+	if s.name == "" {
+		s.name = "service"
+	}
+	bin := opts.bin
+	if bin == "" {
+		bin = cfg.serviceBin
+	}
 	if bin == "" {
 		bin = filepath.Join(dir, "publisher")
 		logf("building %s", cfg.servicePkg)
@@ -57,17 +76,24 @@ func startService(ctx context.Context, cfg *config) (*service, error) {
 			return nil, fmt.Errorf("go build %s: %w", cfg.servicePkg, err)
 		}
 	}
+	s.bin = bin
+	if opts.spoolParent != "" {
+		if s.spoolDir, err = os.MkdirTemp(opts.spoolParent, "pubbench-spool-"); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("spool directory: %w", err)
+		}
+	}
 	if s.apiAddr, err = freeLoopbackAddr(); err != nil {
-		os.RemoveAll(dir)
+		s.removeDirs()
 		return nil, err
 	}
 	if s.adminAddr, err = freeLoopbackAddr(); err != nil {
-		os.RemoveAll(dir)
+		s.removeDirs()
 		return nil, err
 	}
 	logFile, err := os.Create(s.logPath)
 	if err != nil {
-		os.RemoveAll(dir)
+		s.removeDirs()
 		return nil, err
 	}
 	defer logFile.Close() // the child has its own descriptor
@@ -90,17 +116,28 @@ func startService(ctx context.Context, cfg *config) (*service, error) {
 		env = append(env, "PUBLISHER_CHANNELS="+strconv.Itoa(cfg.serviceChannels))
 	}
 	env = append(env, cfg.serviceEnv...)
+	if s.spoolDir != "" {
+		// after -service-env: the spooled service always has its own fresh spool
+		env = append(env, "PUBLISHER_SPOOL_DIR="+s.spoolDir)
+		if cfg.spoolMaxBytes > 0 {
+			env = append(env, "PUBLISHER_SPOOL_MAX_BYTES="+strconv.FormatInt(cfg.spoolMaxBytes, 10))
+		}
+	}
 	s.cmd = exec.Command(bin)
 	s.cmd.Env = env
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
 	// the child must not outlive pubbench, even when pubbench is killed
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
-		os.RemoveAll(dir)
+		s.removeDirs()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	go func() { s.waitErr = s.cmd.Wait(); close(s.exited) }()
-	logf("service pid %d: api %s, admin %s", s.cmd.Process.Pid, s.apiAddr, s.adminAddr)
+	if s.spoolDir != "" {
+		logf("%s pid %d: api %s, admin %s, spool %s", s.name, s.cmd.Process.Pid, s.apiAddr, s.adminAddr, s.spoolDir)
+	} else {
+		logf("%s pid %d: api %s, admin %s", s.name, s.cmd.Process.Pid, s.apiAddr, s.adminAddr)
+	}
 	if err := s.waitReady(ctx, 30*time.Second); err != nil {
 		s.stop()
 		return nil, err
@@ -124,13 +161,13 @@ func (s *service) waitReady(ctx context.Context, timeout time.Duration) error {
 		}
 		select {
 		case <-s.exited:
-			return fmt.Errorf("service exited before it was ready (%v); log:\n%s", s.waitErr, s.logTail())
+			return fmt.Errorf("%s exited before it was ready (%v); log:\n%s", s.name, s.waitErr, s.logTail())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("service not ready within %s; log:\n%s", timeout, s.logTail())
+			return fmt.Errorf("%s not ready within %s; log:\n%s", s.name, timeout, s.logTail())
 		}
 	}
 }
@@ -160,10 +197,18 @@ func (s *service) logTail() string {
 	return string(b)
 }
 
+// removeDirs removes the temporary directory and the spool directory.
+func (s *service) removeDirs() {
+	os.RemoveAll(s.dir)
+	if s.spoolDir != "" {
+		os.RemoveAll(s.spoolDir)
+	}
+}
+
 // stop sends SIGTERM, waits up to 20 s, kills when needed and removes the
-// temporary directory.
+// temporary directories (the spool's too).
 func (s *service) stop() {
-	defer os.RemoveAll(s.dir)
+	defer s.removeDirs()
 	if !s.alive() {
 		return
 	}
@@ -171,13 +216,13 @@ func (s *service) stop() {
 	select {
 	case <-s.exited:
 	case <-time.After(20 * time.Second):
-		logf("service did not stop within 20s of SIGTERM; killing it")
+		logf("%s did not stop within 20s of SIGTERM; killing it", s.name)
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 	}
 	var ee *exec.ExitError
 	if s.waitErr != nil && !errors.As(s.waitErr, &ee) {
-		logf("service: %v", s.waitErr)
+		logf("%s: %v", s.name, s.waitErr)
 	}
 }
 
@@ -202,4 +247,44 @@ func procRSS(pid int) (int64, error) {
 		return 0, err
 	}
 	return parseVmRSS(string(b))
+}
+
+// scrape reads the named metrics (each summed over its series) from the
+// service's /metrics; a metric without samples is missing from the map.
+func (s *service) scrape(client *http.Client, names ...string) (map[string]float64, error) {
+	resp, err := client.Get("http://" + s.adminAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s /metrics: HTTP %d", s.name, resp.StatusCode)
+	}
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]float64, len(names))
+	// one pass per name keeps sumMetric simple; /metrics is small
+	for _, n := range names {
+		v, found, err := sumMetric(bytes.NewReader(buf), n)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out[n] = v // a metric without samples is left out
+		}
+	}
+	return out, nil
+}
+
+// isTmpfs reports whether dir is on a tmpfs (where fsync costs nothing, so a
+// spool measured there would flatter the service).
+func isTmpfs(dir string) bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return false
+	}
+	const tmpfsMagic = 0x01021994
+	return st.Type == tmpfsMagic
 }

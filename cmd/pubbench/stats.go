@@ -138,17 +138,37 @@ type ratio struct {
 	Valid bool    `json:"valid"`
 }
 
-// ratios returns (a)/(b), (a)/(c) and (a)/(d) of the modes' rates; a ratio is
-// invalid when either side is missing or its denominator is zero.
+// rateSpooledE2E is the key of mode spooled's end-to-end rate in the map
+// ratios takes.
+const rateSpooledE2E = modeSpooled + "_end_to_end"
+
+// rates returns the modes' rates by mode, and mode spooled's end-to-end rate
+// under rateSpooledE2E.
+func rates(results []*modeResult) map[string]float64 {
+	rate := map[string]float64{}
+	for _, r := range results {
+		rate[r.Mode] = r.Rate
+		if r.Spool != nil {
+			rate[rateSpooledE2E] = r.Spool.EndToEndRate
+		}
+	}
+	return rate
+}
+
+// ratios returns (a)/(b), (a)/(c), (a)/(d), (e)/(a) and (e) end-to-end/(a)
+// of the modes' rates; a ratio is invalid when either side is missing or its
+// denominator is zero.
 func ratios(rate map[string]float64) []ratio {
-	out := make([]ratio, 0, 3)
-	for _, d := range []struct{ label, mode string }{
-		{"(a)/(b) service/raw", modeRaw},
-		{"(a)/(c) service/pipelined", modePipelined},
-		{"(a)/(d) service/mgmt", modeMgmt},
+	out := make([]ratio, 0, 5)
+	for _, d := range []struct{ label, num, den string }{
+		{"(a)/(b) service/raw", modeService, modeRaw},
+		{"(a)/(c) service/pipelined", modeService, modePipelined},
+		{"(a)/(d) service/mgmt", modeService, modeMgmt},
+		{"(e)/(a) spooled vs synchronous", modeSpooled, modeService},
+		{"(e) end-to-end/(a)", rateSpooledE2E, modeService},
 	} {
-		a, okA := rate[modeService]
-		b, okB := rate[d.mode]
+		a, okA := rate[d.num]
+		b, okB := rate[d.den]
 		r := ratio{Name: d.label}
 		if okA && okB && b > 0 {
 			r.Value, r.Valid = a/b, true
@@ -161,30 +181,64 @@ func ratios(rate map[string]float64) []ratio {
 // writeTable prints the results table, the ratios and the CPU table.
 func writeTable(w io.Writer, results []*modeResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "mode\tconc\tmsgs/s\tp50 ms\tp99 ms\terrors\t\n")
-	rate := map[string]float64{}
+	fmt.Fprintf(tw, "mode\tconc\tmsgs/s\tp50 ms\tp99 ms\terrors\tdrain s\te2e msgs/s\t\n")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t\n", r.Label, r.Conc, fmtRate(r.Rate), fmtMs(r.P50), fmtMs(r.P99), r.Errors)
-		rate[r.Mode] = r.Rate
+		drain, e2e := "-", "-"
+		if sp := r.Spool; sp != nil {
+			drain = strconv.FormatFloat(sp.DrainSeconds, 'f', 2, 64)
+			e2e = fmtRate(sp.EndToEndRate)
+			if !sp.Drained {
+				drain, e2e = ">"+drain, "<"+e2e
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.Label, r.Conc, fmtRate(r.Rate), fmtMs(r.P50), fmtMs(r.P99), r.Errors, drain, e2e)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
-	for _, r := range ratios(rate) {
+	for _, r := range ratios(rates(results)) {
 		if r.Valid {
-			fmt.Fprintf(w, "%-27s %6.2f\n", r.Name, r.Value)
+			fmt.Fprintf(w, "%-31s %6.2f\n", r.Name, r.Value)
 		} else {
-			fmt.Fprintf(w, "%-27s %6s\n", r.Name, "n/a")
+			fmt.Fprintf(w, "%-31s %6s\n", r.Name, "n/a")
 		}
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "CPU µs per confirmed msg\tservice\tpubbench\tbroker\t\n")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", r.Label, fmtCPU(r.ServiceCPUPerMsg), fmtCPU(r.BenchCPUPerMsg), fmtCPU(r.BrokerCPUPerMsg))
+		label := r.Label
+		if r.Spool != nil {
+			label += " (per accepted msg, load+drain)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", label, fmtCPU(r.ServiceCPUPerMsg), fmtCPU(r.BenchCPUPerMsg), fmtCPU(r.BrokerCPUPerMsg))
 	}
 	return tw.Flush()
+}
+
+// writeSpoolSummary explains mode spooled's numbers, so nobody takes its
+// acceptance rate for a delivery rate.
+func writeSpoolSummary(w io.Writer, r *modeResult) {
+	sp := r.Spool
+	fmt.Fprintf(w, "\n%s: msgs/s counts 202 answers to \"Prefer: respond-async\" (durable on the service's disk, not yet confirmed by the broker).\n", r.Label)
+	drained := fmt.Sprintf("drained in %.2fs after the load", sp.DrainSeconds)
+	if !sp.Drained {
+		drained = fmt.Sprintf("NOT drained %.2fs after the load (-spool-drain-timeout)", sp.DrainSeconds)
+	}
+	fmt.Fprintf(w, "  %d accepted in %.2fs of load (warm-up included); the spool (peak %.0f messages, %s) %s;\n",
+		sp.Accepted, sp.LoadSeconds, sp.PeakSpoolMsgs, fmtBytes(int64(sp.PeakSpoolBytes)), drained)
+	fmt.Fprintf(w, "  end to end %s msgs/s = accepted / (load + drain)", fmtRate(sp.EndToEndRate))
+	if sp.BrokerConfirmed != nil {
+		fmt.Fprintf(w, "; broker confirmed %.0f", *sp.BrokerConfirmed)
+	}
+	if sp.InQueue != nil {
+		fmt.Fprintf(w, "; %d in the queue", *sp.InQueue)
+	}
+	fmt.Fprintln(w)
+	if sp.SpoolParentTmpfs {
+		fmt.Fprintf(w, "  the spool was on a tmpfs (%s): fsync cost nothing\n", sp.SpoolParent)
+	}
 }
 
 // fmtCPU formats CPU seconds per message as microseconds; "-" when unknown.

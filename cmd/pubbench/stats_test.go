@@ -113,9 +113,18 @@ publisher_publish_duration_seconds_bucket{le="0.1"} 3
 }
 
 func TestRatios(t *testing.T) {
-	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0})
-	if len(rs) != 3 {
-		t.Fatalf("%d ratios, want 3", len(rs))
+	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000})
+	if len(rs) != 5 {
+		t.Fatalf("%d ratios, want 5", len(rs))
+	}
+	if !rs[3].Valid || rs[3].Value != 1.5 {
+		t.Errorf("(e)/(a) = %+v, want 1.5", rs[3])
+	}
+	if !rs[4].Valid || rs[4].Value != 0.75 {
+		t.Errorf("(e) end-to-end/(a) = %+v, want 0.75", rs[4])
+	}
+	if rs := ratios(map[string]float64{modeSpooled: 12000}); rs[3].Valid || rs[4].Valid {
+		t.Errorf("spooled ratios without mode service are valid: %+v", rs)
 	}
 	if !rs[0].Valid || rs[0].Value != 2 {
 		t.Errorf("(a)/(b) = %+v, want 2", rs[0])
@@ -134,6 +143,8 @@ func TestWriteTable(t *testing.T) {
 		{Mode: modeService, Label: modeLabels[modeService], Conc: "64", Rate: 6000.4, P50: 10 * time.Millisecond, P99: 45500 * time.Microsecond, ServiceCPUPerMsg: &cpu},
 		{Mode: modeRaw, Label: modeLabels[modeRaw], Conc: "64", Rate: 5000, P50: 12 * time.Millisecond, P99: 40 * time.Millisecond, Errors: 3},
 		{Mode: modeMgmt, Label: modeLabels[modeMgmt], Conc: "64", Rate: 500, P50: 100 * time.Millisecond, P99: 200 * time.Millisecond},
+		{Mode: modeSpooled, Label: modeLabels[modeSpooled], Conc: "64", Rate: 9000, P50: 5 * time.Millisecond, P99: 20 * time.Millisecond, ServiceCPUPerMsg: &cpu,
+			Spool: &spoolResult{DrainSeconds: 3.25, Drained: true, EndToEndRate: 5400.4}},
 	}
 	var buf bytes.Buffer
 	if err := writeTable(&buf, results); err != nil {
@@ -146,14 +157,18 @@ func TestWriteTable(t *testing.T) {
 	}
 	out := strings.Join(lines, "\n")
 	for _, want := range []string{
-		"mode conc msgs/s p50 ms p99 ms errors",
-		"(a) service HTTP 64 6000 10.00 45.50 0",
-		"(b) raw amqp091 64 5000 12.00 40.00 3",
-		"(d) mgmt API 64 500 100.00 200.00 0",
+		"mode conc msgs/s p50 ms p99 ms errors drain s e2e msgs/s",
+		"(a) service HTTP 64 6000 10.00 45.50 0 - -",
+		"(b) raw amqp091 64 5000 12.00 40.00 3 - -",
+		"(d) mgmt API 64 500 100.00 200.00 0 - -",
+		"(e) service spooled 64 9000 5.00 20.00 0 3.25 5400",
 		"(a)/(b) service/raw 1.20",
 		"(a)/(c) service/pipelined n/a",
 		"(a)/(d) service/mgmt 12.00",
+		"(e)/(a) spooled vs synchronous 1.50",
+		"(e) end-to-end/(a) 0.90",
 		"(a) service HTTP 125.0 - -",
+		"(e) service spooled (per accepted msg, load+drain) 125.0 - -",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -174,10 +189,36 @@ func TestParseFlags(t *testing.T) {
 		{"-c", "0"},
 		{"-mgmt-url", "http://guest:guest@10.0.0.1:15672"},
 		{"-service-env", "FOO=1"},
+		{"-spool-drain-timeout", "0"},
+		{"-modes", "spooled", "-spool-parent", "/nonexistent/dir"},
 		{"extra"},
 	} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%q): no error", bad)
 		}
+	}
+}
+
+func TestWriteSpoolSummary(t *testing.T) {
+	confirmed := 70000.0
+	inQueue := int64(70000)
+	r := &modeResult{Mode: modeSpooled, Label: modeLabels[modeSpooled], Spool: &spoolResult{
+		LoadSeconds: 7, DrainSeconds: 3, Drained: true, Accepted: 70000, EndToEndRate: 7000,
+		BrokerConfirmed: &confirmed, InQueue: &inQueue, PeakSpoolMsgs: 20000, PeakSpoolBytes: 8 << 20,
+	}}
+	var buf bytes.Buffer
+	writeSpoolSummary(&buf, r)
+	out := buf.String()
+	for _, want := range []string{"not yet confirmed by the broker", "70000 accepted in 7.00s", "peak 20000 messages, 8.0 MiB", "drained in 3.00s",
+		"end to end 7000 msgs/s", "broker confirmed 70000", "70000 in the queue"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	r.Spool.Drained = false
+	buf.Reset()
+	writeSpoolSummary(&buf, r)
+	if !strings.Contains(buf.String(), "NOT drained") {
+		t.Errorf("undrained summary:\n%s", buf.String())
 	}
 }

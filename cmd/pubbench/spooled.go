@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Metrics of the spooled service read by mode (e).
+const (
+	metricSpoolMessages = "publisher_spool_messages"
+	metricSpoolBytes    = "publisher_spool_bytes"
+	metricMessagesTotal = "publisher_messages_total"
+)
+
+// spoolRun is what mode (e) measures beyond the closed loop: the drain of the
+// spool after the load, and what reached the broker.
+type spoolRun struct {
+	load      float64 // seconds from the start of the warm-up to the last answer
+	drain     float64 // seconds from the last answer until publisher_spool_messages was 0
+	drained   bool    // false: the drain timed out (or the service died)
+	confirmed float64 // increase of publisher_messages_total{outcome="confirmed"}
+	confOK    bool
+	queued    int     // messages in the queue after the drain (-1: unknown)
+	peakMsgs  float64 // highest publisher_spool_messages seen
+	peakBytes float64
+}
+
+// runSpooled is mode (e): c concurrent keep-alive HTTP clients posting to the
+// spooled service with "Prefer: respond-async"; a message counts when it is
+// answered 202 {"status":"spooled"}, that is durable on the service's disk,
+// not yet confirmed by the broker. After the load it waits (bounded by
+// -spool-drain-timeout) until the spool is empty, so the end-to-end rate can
+// be reported next to the acceptance rate.
+func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, error) {
+	svc := b.spoolSvc
+	metricsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer metricsClient.CloseIdleConnections()
+	sr := &spoolRun{queued: -1}
+	before, err := svc.scrape(metricsClient, metricSpoolMessages, metricMessagesTotal+`{outcome="confirmed"}`)
+	if err != nil {
+		return merged{}, nil, fmt.Errorf("spooled: %w", err)
+	}
+	if n := before[metricSpoolMessages]; n != 0 {
+		b.note("spooled: the spool held %.0f messages before the mode (an earlier drain did not finish)", n)
+	}
+	conf0, conf0OK := before[metricMessagesTotal+`{outcome="confirmed"}`]
+
+	// peak spool size while the load runs
+	loadDone := make(chan struct{})
+	peakDone := make(chan struct{})
+	go func() {
+		defer close(peakDone)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-loadDone:
+				return
+			case <-t.C:
+				if m, err := svc.scrape(metricsClient, metricSpoolMessages, metricSpoolBytes); err == nil {
+					sr.peakMsgs = max(sr.peakMsgs, m[metricSpoolMessages])
+					sr.peakBytes = max(sr.peakBytes, m[metricSpoolBytes])
+				}
+			}
+		}
+	}()
+	client := newHTTPClient(b.cfg.c, opTimeout)
+	defer client.CloseIdleConnections()
+	u, h := b.publishRequest(svc)
+	h.Set("Prefer", "respond-async")
+	want := []byte(`"spooled"`)
+	m := runClosedLoop(ctx, w, b.cfg.c, opTimeout, func(ctx context.Context, _ int) error {
+		return doPostStatus(ctx, client, u, h, b.body, http.StatusAccepted, want)
+	})
+	loadEnd := time.Now()
+	close(loadDone)
+	<-peakDone
+	sr.load = loadEnd.Sub(w.start).Seconds()
+
+	// drain: poll until the spool is empty
+	logf("%s: %d accepted; waiting (at most %s) for the spool to drain", modeLabels[modeSpooled], m.okTotal, b.cfg.spoolDrainTimeout)
+	deadline := loadEnd.Add(b.cfg.spoolDrainTimeout)
+	lastErr := error(nil)
+	for {
+		mm, err := svc.scrape(metricsClient, metricSpoolMessages, metricSpoolBytes)
+		now := time.Now()
+		if err == nil {
+			n, ok := mm[metricSpoolMessages]
+			if ok {
+				sr.peakMsgs = max(sr.peakMsgs, n)
+				sr.peakBytes = max(sr.peakBytes, mm[metricSpoolBytes])
+				if n == 0 {
+					sr.drain, sr.drained = now.Sub(loadEnd).Seconds(), true
+					break
+				}
+			} else {
+				err = fmt.Errorf("no %s", metricSpoolMessages)
+			}
+		}
+		if err != nil {
+			lastErr = err
+		}
+		if !svc.alive() {
+			return merged{}, nil, fmt.Errorf("the spooled service exited while its spool drained; log:\n%s", svc.logTail())
+		}
+		if now.After(deadline) || ctx.Err() != nil {
+			sr.drain = now.Sub(loadEnd).Seconds()
+			msg := fmt.Sprintf("spooled: the spool did not drain within %s", b.cfg.spoolDrainTimeout)
+			if lastErr != nil {
+				msg += fmt.Sprintf(" (last scrape error: %v)", lastErr)
+			}
+			if err == nil {
+				msg += fmt.Sprintf("; %.0f messages still spooled", mm[metricSpoolMessages])
+			}
+			b.note("%s; the end-to-end rate is an upper bound", msg)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if after, err := svc.scrape(metricsClient, metricMessagesTotal+`{outcome="confirmed"}`); err == nil && conf0OK {
+		if c, ok := after[metricMessagesTotal+`{outcome="confirmed"}`]; ok {
+			sr.confirmed, sr.confOK = c-conf0, true
+		}
+	}
+	if n, err := b.queueDepth(); err == nil {
+		sr.queued = n
+	} else {
+		b.note("spooled: queue depth: %v", err)
+	}
+	return m, sr, nil
+}
+
+// queueDepth returns the number of messages in the benchmark queue.
+func (b *bench) queueDepth() (int, error) {
+	conn, err := amqp.Dial(b.cfg.amqpURL)
+	if err != nil {
+		return 0, fmt.Errorf("dial %s: %w", redact(b.cfg.amqpURL), err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	q, err := ch.QueueDeclarePassive(b.cfg.queue, true, false, false, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	return q.Messages, nil
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/publisher-dev/publisher/internal/brokertest"
+	"github.com/publisher-dev/publisher/internal/faultproxy"
+)
+
+var async = map[string]string{"Prefer": "respond-async"}
+
+// spoolLoad runs n clients posting with Prefer: respond-async until stop
+// closes; it records the ids of every 2xx answer.
+func spoolLoad(p *proc, queue string, n int, stop <-chan struct{}, acked *sync.Map, codes *sync.Map) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, err := p.publish("amq.default", queue, []byte("spooled payload"), async)
+				code := 0
+				if err == nil {
+					code = r.code
+					if code/100 == 2 {
+						acked.Store(r.id, true)
+					}
+				}
+				v, _ := codes.LoadOrStore(code, new(atomic.Int64))
+				v.(*atomic.Int64).Add(1)
+			}
+		}()
+	}
+	return &wg
+}
+
+func proxyFor(t *testing.T, amqpURL string) *faultproxy.Proxy {
+	t.Helper()
+	u, _ := url.Parse(amqpURL)
+	proxy, err := faultproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	return proxy
+}
+
+// checkAllDelivered drains the queue and checks every acknowledged id is there.
+func checkAllDelivered(t *testing.T, amqpURL, queue string, acked *sync.Map) {
+	t.Helper()
+	got := brokertest.Drain(t, amqpURL, queue)
+	total, missing, dups := 0, 0, 0
+	acked.Range(func(k, _ any) bool {
+		total++
+		if got[k.(string)] == 0 {
+			missing++
+		}
+		return true
+	})
+	for _, c := range got {
+		dups += c - 1
+	}
+	t.Logf("%d messages answered 2xx; queue holds %d distinct, %d duplicates (at-least-once)", total, len(got), dups)
+	if total == 0 {
+		t.Fatal("no message was acknowledged")
+	}
+	if missing > 0 {
+		t.Fatalf("%d messages answered 2xx are missing from the queue", missing)
+	}
+}
+
+// The real binary with a spool under concurrent respond-async load, killed
+// with SIGKILL at random moments and started again on the same directory, the
+// broker unreachable part of the time: every message answered 2xx reaches the
+// queue.
+func TestSpoolSurvivesSIGKILL(t *testing.T) {
+	amqpURL := brokertest.SharedURL(t)
+	q := fmt.Sprintf("svc-spool-kill-%d", time.Now().UnixNano())
+	declare(t, amqpURL, q, nil)
+	proxy := proxyFor(t, amqpURL)
+	dir := t.TempDir()
+	env := map[string]string{
+		"PUBLISHER_AMQP_URLS":    proxy.AMQPURL(),
+		"PUBLISHER_SPOOL_DIR":    dir,
+		"PUBLISHER_MAX_RESTARTS": "1000",
+		"PUBLISHER_BACKOFF_MIN":  "10ms",
+		"PUBLISHER_BACKOFF_MAX":  "200ms",
+	}
+	var acked, codes sync.Map
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
+	for round := range 4 {
+		// Round 1 runs with the broker unreachable: only the spool takes them.
+		proxy.SetRefuse(round == 1)
+		if round == 1 {
+			proxy.CutAll()
+		}
+		p := startService(t, env)
+		waitFor(t, "service ready", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+		stop := make(chan struct{})
+		wg := spoolLoad(p, q, 16, stop, &acked, &codes)
+		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		p.wait(30 * time.Second)
+		close(stop)
+		wg.Wait()
+		t.Logf("round %d: killed", round)
+	}
+	proxy.SetRefuse(false)
+	p := startService(t, env)
+	p.waitReady()
+	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	codes.Range(func(k, v any) bool { t.Logf("status %v: %d", k, v.(*atomic.Int64).Load()); return true })
+	checkAllDelivered(t, amqpURL, q, &acked)
+}
+
+// A full spool answers 503 at once (nothing old is dropped) and accepts again
+// once the broker drained it.
+func TestSpoolFullThenAcceptsAgain(t *testing.T) {
+	amqpURL := brokertest.SharedURL(t)
+	q := fmt.Sprintf("svc-spool-full-%d", time.Now().UnixNano())
+	declare(t, amqpURL, q, nil)
+	proxy := proxyFor(t, amqpURL)
+	proxy.SetRefuse(true)
+	p := startService(t, map[string]string{
+		"PUBLISHER_AMQP_URLS":       proxy.AMQPURL(),
+		"PUBLISHER_SPOOL_DIR":       t.TempDir(),
+		"PUBLISHER_SPOOL_MAX_BYTES": "65536",
+		"PUBLISHER_ON_GIVE_UP":      "degrade",
+		"PUBLISHER_BACKOFF_MIN":     "10ms",
+		"PUBLISHER_BACKOFF_MAX":     "200ms",
+	})
+	waitFor(t, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	var acked sync.Map
+	body := make([]byte, 1024)
+	full := false
+	for i := range 200 {
+		r, err := p.publish("amq.default", q, body, async)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.code == 202 {
+			acked.Store(r.id, true)
+			continue
+		}
+		if r.code != 503 || r.retryAfter == "" {
+			t.Fatalf("publish %d: %+v, want 202 or 503 with Retry-After", i, r)
+		}
+		full = true
+		break
+	}
+	if !full {
+		t.Fatal("a 64 KiB spool took 200 KiB")
+	}
+	if c, _ := p.get("/readyz"); c != 503 {
+		t.Fatalf("/readyz = %d with a full spool, want 503", c)
+	}
+	proxy.SetRefuse(false)
+	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	r, err := p.publish("amq.default", q, body, async)
+	if err != nil || r.code != 202 {
+		t.Fatalf("publish after the drain: %+v %v", r, err)
+	}
+	acked.Store(r.id, true)
+	waitFor(t, "spool drained again", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	checkAllDelivered(t, amqpURL, q, &acked)
+}
+
+// A broker outage of a minute: the service keeps answering 202, the spool
+// grows, then drains when the broker returns; the metrics show it.
+func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a minute-long outage")
+	}
+	amqpURL := brokertest.SharedURL(t)
+	q := fmt.Sprintf("svc-spool-outage-%d", time.Now().UnixNano())
+	declare(t, amqpURL, q, nil)
+	proxy := proxyFor(t, amqpURL)
+	// Default restart intensity and backoff: a one-minute outage is ridden out.
+	p := startService(t, map[string]string{
+		"PUBLISHER_AMQP_URLS":       proxy.AMQPURL(),
+		"PUBLISHER_SPOOL_DIR":       t.TempDir(),
+		"PUBLISHER_CONFIRM_TIMEOUT": "1s",
+	})
+	p.waitReady()
+	var acked sync.Map
+	proxy.SetRefuse(true)
+	proxy.CutAll()
+	waitFor(t, "broker down", func() bool { return p.metric("publisher_connection_up") == 0 })
+	start := time.Now()
+	sent, peak := 0, 0.0
+	for time.Since(start) < time.Minute {
+		h := async
+		if sent%10 == 0 {
+			h = nil // a synchronous request: 202 after the confirm timeout
+		}
+		r, err := p.publish("amq.default", q, []byte(fmt.Sprint("outage-", sent)), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.code != 202 {
+			t.Fatalf("during the outage: %+v, want 202", r)
+		}
+		acked.Store(r.id, true)
+		sent++
+		if c, body := p.get("/readyz"); c != 200 {
+			t.Fatalf("/readyz %d during the outage with a spool: %s", c, body)
+		}
+		peak = max(peak, p.metric("publisher_spool_messages"))
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !p.running() {
+		t.Fatal("the service exited during a one-minute outage")
+	}
+	if peak < float64(sent)/2 {
+		t.Fatalf("spool_messages peaked at %v for %d messages sent during the outage", peak, sent)
+	}
+	proxy.SetRefuse(false)
+	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	t.Logf("%d messages during the outage, spool peaked at %v, drained %s after the broker returned", sent, peak, time.Since(start.Add(time.Minute)).Round(time.Millisecond))
+	checkAllDelivered(t, amqpURL, q, &acked)
+}
