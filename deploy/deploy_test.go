@@ -44,6 +44,13 @@ var specMetrics = []string{
 	"publisher_supervision_restarts_total",
 	"publisher_supervision_escalations_total",
 	"publisher_supervision_failures_total",
+	"publisher_http_requests_total",
+	"publisher_spool_messages",
+	"publisher_spool_bytes",
+	"publisher_spool_max_bytes",
+	"publisher_spool_fsync_duration_seconds",
+	"publisher_spool_corrupt_segments_total",
+	"publisher_spool_dead_lettered_total",
 }
 
 func knownMetric(name string) bool {

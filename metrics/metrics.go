@@ -146,7 +146,7 @@ type Spool struct {
 
 // NewSpool registers the spool's collectors on reg; stats is read at scrape
 // time (live messages and bytes).
-func NewSpool(reg prometheus.Registerer, stats func() (messages int, bytes int64)) (*Spool, error) {
+func NewSpool(reg prometheus.Registerer, maxBytes int64, stats func() (messages int, bytes int64)) (*Spool, error) {
 	s := &Spool{
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "publisher_spool_fsync_duration_seconds",
@@ -167,6 +167,8 @@ func NewSpool(reg prometheus.Registerer, stats func() (messages int, bytes int64
 			func() float64 { n, _ := stats(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_spool_bytes", Help: "Bytes of the messages held in the spool, framing included."},
 			func() float64 { _, b := stats(); return float64(b) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_spool_max_bytes", Help: "The spool's bound (PUBLISHER_SPOOL_MAX_BYTES); publishes get 503 beyond it."},
+			func() float64 { return float64(maxBytes) }),
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -234,6 +234,9 @@ type spoolResult struct {
 	InQueue          *int64   `json:"in_queue,omitempty"`         // queue depth after the drain
 	PeakSpoolMsgs    float64  `json:"peak_spool_messages"`
 	PeakSpoolBytes   float64  `json:"peak_spool_bytes"`
+	Fsyncs           *float64 `json:"fsyncs,omitempty"`             // group commits during load and drain
+	FsyncMeanSeconds *float64 `json:"fsync_mean_seconds,omitempty"` // their mean duration
+	MsgsPerFsync     *float64 `json:"messages_per_fsync,omitempty"` // accepted / fsyncs: the mean group size
 	SpoolParent      string   `json:"spool_parent"`
 	SpoolParentTmpfs bool     `json:"spool_parent_tmpfs"`
 }
@@ -469,6 +472,8 @@ type modeAgg struct {
 	drained, confOK, queuedOK     bool
 	queued                        int64
 	peakSpoolMsgs, peakSpoolBytes float64
+	fsyncs, fsyncSecs             float64
+	fsyncOK                       bool
 }
 
 func (a *modeAgg) add(r modeRun) {
@@ -490,8 +495,11 @@ func (a *modeAgg) add(r modeRun) {
 	a.brokerOK = a.brokerOK && r.brokerOK
 	if sr := r.spool; sr != nil {
 		if !a.spool {
-			a.spool, a.drained, a.confOK, a.queuedOK = true, true, true, true
+			a.spool, a.drained, a.confOK, a.queuedOK, a.fsyncOK = true, true, true, true, true
 		}
+		a.fsyncs += sr.fsyncs
+		a.fsyncSecs += sr.fsyncSecs
+		a.fsyncOK = a.fsyncOK && sr.fsyncOK
 		a.load += sr.load
 		a.drain += sr.drain
 		a.drained = a.drained && sr.drained
@@ -588,6 +596,10 @@ func (b *bench) result(a *modeAgg) *modeResult {
 		if t := a.load + a.drain; t > 0 {
 			sp.EndToEndRate = float64(a.okTotal) / t
 		}
+		if a.fsyncOK && a.fsyncs > 0 {
+			n, mean, per := a.fsyncs, a.fsyncSecs/a.fsyncs, float64(a.okTotal)/a.fsyncs
+			sp.Fsyncs, sp.FsyncMeanSeconds, sp.MsgsPerFsync = &n, &mean, &per
+		}
 		if a.confOK {
 			c := a.confirmed
 			sp.BrokerConfirmed = &c
@@ -654,15 +666,16 @@ func printReport(rep *report) error {
 	if err := writeTable(w, rep.Results); err != nil {
 		return err
 	}
+	fmt.Fprintln(w)
 	for _, r := range rep.Results {
 		if r.ServiceCPUCores == nil {
 			continue
 		}
 		if r.Spool != nil {
-			fmt.Fprintf(w, "\nspooled service CPU: %.1f µs per accepted message, load and drain (%.2f cores busy meanwhile)\n",
+			fmt.Fprintf(w, "spooled service CPU: %.1f µs per accepted message, load and drain (%.2f cores busy meanwhile)\n",
 				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
 		} else {
-			fmt.Fprintf(w, "\nservice CPU: %.1f µs per confirmed message (%.2f cores busy during its mode)\n",
+			fmt.Fprintf(w, "service CPU: %.1f µs per confirmed message (%.2f cores busy during its mode)\n",
 				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
 		}
 	}

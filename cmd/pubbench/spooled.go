@@ -14,6 +14,8 @@ const (
 	metricSpoolMessages = "publisher_spool_messages"
 	metricSpoolBytes    = "publisher_spool_bytes"
 	metricMessagesTotal = "publisher_messages_total"
+	metricFsyncCount    = "publisher_spool_fsync_duration_seconds_count"
+	metricFsyncSum      = "publisher_spool_fsync_duration_seconds_sum"
 )
 
 // spoolRun is what mode (e) measures beyond the closed loop: the drain of the
@@ -27,6 +29,9 @@ type spoolRun struct {
 	queued    int     // messages in the queue after the drain (-1: unknown)
 	peakMsgs  float64 // highest publisher_spool_messages seen
 	peakBytes float64
+	fsyncs    float64 // group commits (fdatasyncs) during load and drain
+	fsyncSecs float64 // their total duration
+	fsyncOK   bool
 }
 
 // runSpooled is mode (e): c concurrent keep-alive HTTP clients posting to the
@@ -40,7 +45,7 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 	metricsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	defer metricsClient.CloseIdleConnections()
 	sr := &spoolRun{queued: -1}
-	before, err := svc.scrape(metricsClient, metricSpoolMessages, metricMessagesTotal+`{outcome="confirmed"}`)
+	before, err := svc.scrape(metricsClient, metricSpoolMessages, metricMessagesTotal+`{outcome="confirmed"}`, metricFsyncCount, metricFsyncSum)
 	if err != nil {
 		return merged{}, nil, fmt.Errorf("spooled: %w", err)
 	}
@@ -121,9 +126,16 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if after, err := svc.scrape(metricsClient, metricMessagesTotal+`{outcome="confirmed"}`); err == nil && conf0OK {
-		if c, ok := after[metricMessagesTotal+`{outcome="confirmed"}`]; ok {
+	if after, err := svc.scrape(metricsClient, metricMessagesTotal+`{outcome="confirmed"}`, metricFsyncCount, metricFsyncSum); err == nil {
+		if c, ok := after[metricMessagesTotal+`{outcome="confirmed"}`]; ok && conf0OK {
 			sr.confirmed, sr.confOK = c-conf0, true
+		}
+		c1, ok1 := after[metricFsyncCount]
+		s1, ok2 := after[metricFsyncSum]
+		c0, ok3 := before[metricFsyncCount]
+		s0, ok4 := before[metricFsyncSum]
+		if ok1 && ok2 && ok3 && ok4 {
+			sr.fsyncs, sr.fsyncSecs, sr.fsyncOK = c1-c0, s1-s0, true
 		}
 	}
 	if n, err := b.queueDepth(); err == nil {

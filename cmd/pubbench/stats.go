@@ -236,6 +236,10 @@ func writeSpoolSummary(w io.Writer, r *modeResult) {
 		fmt.Fprintf(w, "; %d in the queue", *sp.InQueue)
 	}
 	fmt.Fprintln(w)
+	if sp.Fsyncs != nil {
+		fmt.Fprintf(w, "  spool group commits: %.0f fdatasyncs, mean %.2f ms, %.1f messages per fdatasync\n",
+			*sp.Fsyncs, *sp.FsyncMeanSeconds*1e3, *sp.MsgsPerFsync)
+	}
 	if sp.SpoolParentTmpfs {
 		fmt.Fprintf(w, "  the spool was on a tmpfs (%s): fsync cost nothing\n", sp.SpoolParent)
 	}

@@ -212,7 +212,7 @@ func newService(cfg *Config, topo *publisher.Topology, log *slog.Logger) (*servi
 // and the relay in front of the publisher.
 func (s *service) openSpool() error {
 	var sp *spool.Spool
-	sm, err := metrics.NewSpool(s.reg, func() (int, int64) {
+	sm, err := metrics.NewSpool(s.reg, s.cfg.SpoolMaxBytes, func() (int, int64) {
 		if sp == nil {
 			return 0, 0
 		}

@@ -100,7 +100,8 @@ func TestMetricsExistAndMove(t *testing.T) {
 // No dashboard panel or alert rule uses a metric the service does not expose.
 func TestDashboardAndRulesUseExposedMetrics(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
-	p := startService(t, map[string]string{"PUBLISHER_AMQP_URLS": amqpURL})
+	// With a spool, so its metrics exist too.
+	p := startService(t, map[string]string{"PUBLISHER_AMQP_URLS": amqpURL, "PUBLISHER_SPOOL_DIR": t.TempDir()})
 	p.waitReady()
 	_, body := p.get("/metrics")
 	names := exposed(body)
