@@ -73,6 +73,10 @@ func New(reg prometheus.Registerer, src Source, ready func() bool) (*Metrics, er
 		publisher.OutcomeRejected, publisher.OutcomeFailed, publisher.OutcomeTimeout} {
 		m.outcomes[o] = messages.WithLabelValues(string(o))
 	}
+	// The answers of SPEC.md exist from the first scrape (at 0).
+	for _, code := range []string{"200", "202", "400", "401", "403", "404", "413", "422", "502", "503", "504"} {
+		m.requests.WithLabelValues(code)
+	}
 	gauge := func(name, help string, f func(publisher.State) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(src.State()) })
 	}
