@@ -1,0 +1,221 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/spool"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakePublisher records submissions; the test settles them by hand.
+type fakePublisher struct {
+	mu        sync.Mutex
+	submitted []*publisher.Message
+	pending   []func(error)
+	missing   map[string]bool // exchanges that do not exist
+	arrived   chan struct{}
+}
+
+func newFake() *fakePublisher {
+	return &fakePublisher{missing: map[string]bool{}, arrived: make(chan struct{}, 1000)}
+}
+
+func (f *fakePublisher) Submit(_ context.Context, msg *publisher.Message, done func(error)) error {
+	f.mu.Lock()
+	f.submitted = append(f.submitted, msg)
+	f.pending = append(f.pending, done)
+	f.mu.Unlock()
+	f.arrived <- struct{}{}
+	return nil
+}
+
+func (f *fakePublisher) CheckExchange(_ context.Context, ex string) error {
+	if f.missing[ex] {
+		return &publisher.ChannelError{Code: 404, Reason: "NOT_FOUND - no exchange '" + ex + "' in vhost '/'"}
+	}
+	return nil
+}
+
+// settle answers the oldest unsettled submission.
+func (f *fakePublisher) settle(err error) {
+	f.mu.Lock()
+	done := f.pending[0]
+	f.pending = f.pending[1:]
+	f.mu.Unlock()
+	done(err)
+}
+
+func (f *fakePublisher) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.submitted)
+}
+
+func (f *fakePublisher) waitSubmissions(t *testing.T, n int) {
+	t.Helper()
+	for f.count() < n {
+		select {
+		case <-f.arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d submissions, want %d", f.count(), n)
+		}
+	}
+}
+
+func setup(t *testing.T) (*Relay, *fakePublisher, *spool.Spool, string) {
+	t.Helper()
+	dir := t.TempDir()
+	sp, err := spool.Open(dir, spool.Options{SegmentBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	f := newFake()
+	r := New(Config{Spool: sp, Publisher: f, ConfirmTimeout: 50 * time.Millisecond, MaxAttempts: 3,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return r, f, sp, dir
+}
+
+func serve(t *testing.T, r *Relay) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}
+}
+
+func TestConfirmedWithinTimeoutIsNil(t *testing.T) {
+	r, f, sp, _ := setup(t)
+	defer serve(t, r)()
+	go func() {
+		f.waitSubmissions(t, 1)
+		f.settle(nil)
+	}()
+	if err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}); err != nil {
+		t.Fatalf("Publish = %v, want nil", err)
+	}
+	waitLive(t, sp, 0)
+}
+
+func TestUnconfirmedIsSpooledThenDelivered(t *testing.T) {
+	r, f, sp, _ := setup(t)
+	defer serve(t, r)()
+	if err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}); !errors.Is(err, ErrSpooled) {
+		t.Fatalf("Publish = %v, want ErrSpooled after the confirm timeout", err)
+	}
+	if err := r.PublishAsync(context.Background(), &publisher.Message{RoutingKey: "q"}); !errors.Is(err, ErrSpooled) {
+		t.Fatalf("PublishAsync = %v, want ErrSpooled", err)
+	}
+	f.waitSubmissions(t, 2)
+	if n, _ := sp.Stats(); n != 2 {
+		t.Fatalf("%d live records, want 2", n)
+	}
+	f.settle(nil)
+	f.settle(nil)
+	waitLive(t, sp, 0)
+}
+
+func TestMissingExchangeIsNotSpooled(t *testing.T) {
+	r, f, sp, _ := setup(t)
+	f.missing["nope"] = true
+	err := r.PublishAsync(context.Background(), &publisher.Message{Exchange: "nope"})
+	if !errors.Is(err, publisher.ErrExchangeNotFound) {
+		t.Fatalf("PublishAsync = %v, want ErrExchangeNotFound", err)
+	}
+	if n, _ := sp.Stats(); n != 0 {
+		t.Fatalf("%d records spooled for a missing exchange", n)
+	}
+}
+
+// A permanent refusal is dead-lettered (and answered to a waiting caller);
+// a transient failure is submitted again, up to MaxAttempts.
+func TestPermanentDeadLetteredTransientRetried(t *testing.T) {
+	r, f, sp, dir := setup(t)
+	defer serve(t, r)()
+	res := make(chan error, 1)
+	go func() { res <- r.Publish(context.Background(), &publisher.Message{RoutingKey: "gone", MessageID: "m1"}) }()
+	f.waitSubmissions(t, 1)
+	f.settle(&publisher.ReturnError{Code: 312, Text: "NO_ROUTE"})
+	if err := <-res; !errors.Is(err, publisher.ErrUnroutable) && !errors.Is(err, ErrSpooled) {
+		t.Fatalf("Publish = %v", err)
+	}
+	waitLive(t, sp, 0)
+	b, err := os.ReadFile(filepath.Join(dir, "dead-letter.log"))
+	if err != nil || !strings.Contains(string(b), "NO_ROUTE") {
+		t.Fatalf("dead-letter.log: %q %v", b, err)
+	}
+
+	if err := r.PublishAsync(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "m2"}); !errors.Is(err, ErrSpooled) {
+		t.Fatal(err)
+	}
+	f.waitSubmissions(t, 2)
+	f.settle(publisher.ErrTooManyAttempts) // transient: submitted again
+	f.waitSubmissions(t, 3)
+	if id := f.submitted[2].MessageID; id != "m2" {
+		t.Fatalf("resubmitted %q, want m2", id)
+	}
+	f.settle(nil)
+	waitLive(t, sp, 0)
+}
+
+// Records handed to the publisher by a forwarder incarnation that then died
+// are not submitted a second time by the next incarnation; their outcome
+// still settles them.
+func TestRestartedForwarderSkipsPending(t *testing.T) {
+	r, f, sp, _ := setup(t)
+	stop := serve(t, r)
+	for range 3 {
+		if err := r.PublishAsync(context.Background(), &publisher.Message{RoutingKey: "q"}); !errors.Is(err, ErrSpooled) {
+			t.Fatal(err)
+		}
+	}
+	f.waitSubmissions(t, 3)
+	stop() // the forwarder crashes / restarts
+	defer serve(t, r)()
+	if err := r.PublishAsync(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "fourth"}); !errors.Is(err, ErrSpooled) {
+		t.Fatal(err)
+	}
+	f.waitSubmissions(t, 4)
+	if id := f.submitted[3].MessageID; id != "fourth" {
+		t.Fatalf("the restarted forwarder submitted %q again", id)
+	}
+	for range 4 {
+		f.settle(nil)
+	}
+	waitLive(t, sp, 0)
+	if n := f.count(); n != 4 {
+		t.Fatalf("%d submissions, want 4", n)
+	}
+}
+
+func waitLive(t *testing.T, sp *spool.Spool, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, _ := sp.Stats()
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d live records, want %d", n, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
