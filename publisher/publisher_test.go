@@ -279,31 +279,6 @@ func load(t *testing.T, pub *publisher.Publisher, queue string, n int, stop <-ch
 	return confirmed, failed
 }
 
-func checkDelivered(t *testing.T, url, queue string, confirmed []string, failed int) {
-	t.Helper()
-	got := brokertest.Drain(t, url, queue)
-	missing, dups := 0, 0
-	for _, id := range confirmed {
-		if got[id] == 0 {
-			missing++
-		}
-	}
-	for _, c := range got {
-		if c > 1 {
-			dups += c - 1
-		}
-	}
-	total := len(confirmed) + failed
-	t.Logf("%d publishes: %d confirmed, %d failed; queue holds %d distinct, %d duplicates (at-least-once)",
-		total, len(confirmed), failed, len(got), dups)
-	if missing > 0 {
-		t.Fatalf("%d confirmed messages are missing from the queue", missing)
-	}
-	if total == 0 || float64(len(confirmed)) < 0.99*float64(total) {
-		t.Fatalf("only %d of %d publishes succeeded, want >= 99%%", len(confirmed), total)
-	}
-}
-
 // Every connection cut every 500 ms for 10 s under 16 concurrent publishers:
 // nothing confirmed is lost and >= 99% succeed.
 func TestConnectionCutsUnderLoad(t *testing.T) {
@@ -329,7 +304,7 @@ func TestConnectionCutsUnderLoad(t *testing.T) {
 		}
 	}()
 	confirmed, failed := load(t, tr.pub, q, 16, stop)
-	checkDelivered(t, url, q, confirmed, failed)
+	brokertest.CheckDelivered(t, url, q, confirmed, len(confirmed)+failed)
 	if n := tr.count(supervision.EventRestart, "publisher"); n < 5 {
 		t.Fatalf("only %d restarts of the publisher seen for 20 cuts", n)
 	}
@@ -360,7 +335,7 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 		time.Sleep(2 * time.Second)
 	}()
 	confirmed, failed := load(t, tr.pub, q, 16, stop)
-	checkDelivered(t, node.URL(), q, confirmed, failed)
+	brokertest.CheckDelivered(t, node.URL(), q, confirmed, len(confirmed)+failed)
 	if n := tr.count(supervision.EventFailure, "publisher"); n == 0 {
 		t.Fatal("no publisher failure seen across a broker restart")
 	}

@@ -150,7 +150,9 @@ func TestPermanentDeadLetteredTransientRetried(t *testing.T) {
 	r, f, sp, dir := setup(t)
 	defer serve(t, r)()
 	res := make(chan error, 1)
-	go func() { res <- r.Publish(context.Background(), &publisher.Message{RoutingKey: "gone", MessageID: "m1"}) }()
+	go func() {
+		res <- r.Publish(context.Background(), &publisher.Message{RoutingKey: "gone", MessageID: "m1"})
+	}()
 	f.waitSubmissions(t, 1)
 	f.settle(&publisher.ReturnError{Code: 312, Text: "NO_ROUTE"})
 	if err := <-res; !errors.Is(err, publisher.ErrUnroutable) && !errors.Is(err, ErrSpooled) {

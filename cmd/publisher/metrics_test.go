@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
-	"github.com/publisher-dev/publisher/internal/faultproxy"
 	"github.com/publisher-dev/publisher/internal/promnames"
 )
 
@@ -42,12 +41,7 @@ func TestMetricsExistAndMove(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := fmt.Sprintf("svc-metrics-%d", time.Now().UnixNano())
 	declare(t, amqpURL, q, nil)
-	u, _ := url.Parse(amqpURL)
-	proxy, err := faultproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	proxy := proxyFor(t, amqpURL)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":    proxy.AMQPURL(),
 		"PUBLISHER_MAX_RESTARTS": "1000",

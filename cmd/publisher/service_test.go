@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
-	"github.com/publisher-dev/publisher/internal/faultproxy"
 )
 
 // specVariables are the configuration variables SPEC.md names.
@@ -248,38 +246,12 @@ func httpLoad(t *testing.T, p *proc, queue string, n int, stop <-chan struct{}) 
 	return ok, total, codes
 }
 
-func checkQueue(t *testing.T, amqpURL, queue string, ok []string, total int, codes map[int]int) {
-	t.Helper()
-	got := brokertest.Drain(t, amqpURL, queue)
-	missing, dups := 0, 0
-	for _, id := range ok {
-		if got[id] == 0 {
-			missing++
-		}
-	}
-	for _, c := range got {
-		dups += c - 1
-	}
-	t.Logf("%d requests, codes %v; %d 2xx; queue holds %d distinct (%d duplicates)", total, codes, len(ok), len(got), dups)
-	if missing != 0 {
-		t.Fatalf("%d messages answered 2xx are missing from the queue", missing)
-	}
-	if total == 0 || float64(len(ok)) < 0.99*float64(total) {
-		t.Fatalf("%d of %d requests got 2xx, want >= 99%%", len(ok), total)
-	}
-}
-
 // Load through HTTP with the broker connections cut every 500 ms for 10 s.
 func TestHTTPLoadWithConnectionCuts(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := fmt.Sprintf("svc-cuts-%d", time.Now().UnixNano())
 	declare(t, amqpURL, q, nil)
-	u, _ := url.Parse(amqpURL)
-	proxy, err := faultproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	proxy := proxyFor(t, amqpURL)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":            proxy.AMQPURL(),
 		"PUBLISHER_CONFIRM_TIMEOUT":      "30s",
@@ -300,7 +272,8 @@ func TestHTTPLoadWithConnectionCuts(t *testing.T) {
 		}
 	}()
 	ok, total, codes := httpLoad(t, p, q, 16, stop)
-	checkQueue(t, amqpURL, q, ok, total, codes)
+	t.Logf("status codes: %v", codes)
+	brokertest.CheckDelivered(t, amqpURL, q, ok, total)
 	if n := p.metric("publisher_supervision_restarts_total", `child="publisher"`); n < 5 {
 		t.Fatalf("publisher restarts = %v for 20 cuts", n)
 	}
@@ -344,12 +317,7 @@ func TestDegradeStaysUpAndRecovers(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := fmt.Sprintf("svc-degrade-%d", time.Now().UnixNano())
 	declare(t, amqpURL, q, nil)
-	u, _ := url.Parse(amqpURL)
-	proxy, err := faultproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	proxy := proxyFor(t, amqpURL)
 	proxy.SetRefuse(true)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":         proxy.AMQPURL(),
@@ -422,17 +390,8 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d after SIGTERM, want 0", code)
 	}
-	got := brokertest.Drain(t, amqpURL, q)
-	missing := 0
-	for _, id := range r.ok {
-		if got[id] == 0 {
-			missing++
-		}
-	}
 	t.Logf("%d requests, codes %v (0 = connection refused/closed after shutdown)", r.total, r.codes)
-	if missing != 0 {
-		t.Fatalf("%d messages answered 2xx are missing", missing)
-	}
+	brokertest.CheckDelivered(t, amqpURL, q, r.ok, 0)
 	for c := range r.codes {
 		if c != 0 && c != 200 && c != 503 {
 			t.Fatalf("unexpected status %d during shutdown: %v", c, r.codes)

@@ -108,3 +108,33 @@ func (n *Node) Drain(t testing.TB, queue string) map[string]int {
 	t.Helper()
 	return Drain(t, n.URL(), queue)
 }
+
+// CheckDelivered drains queue and fails the test when a message whose id is
+// in acked (acknowledged to its sender) is missing. With attempts > 0 it also
+// fails when fewer than 99% of the attempts were acknowledged. Duplicates are
+// allowed (at-least-once) and reported; it returns their number.
+func CheckDelivered(t testing.TB, amqpURL, queue string, acked []string, attempts int) (duplicates int) {
+	t.Helper()
+	got := Drain(t, amqpURL, queue)
+	missing := 0
+	for _, id := range acked {
+		if got[id] == 0 {
+			missing++
+		}
+	}
+	for _, c := range got {
+		duplicates += c - 1
+	}
+	t.Logf("%d acknowledged of %d attempts; queue holds %d distinct, %d duplicates (at-least-once)",
+		len(acked), attempts, len(got), duplicates)
+	if len(acked) == 0 {
+		t.Fatal("brokertest: no message was acknowledged")
+	}
+	if missing > 0 {
+		t.Fatalf("brokertest: %d acknowledged messages are missing from %s", missing, queue)
+	}
+	if attempts > 0 && float64(len(acked)) < 0.99*float64(attempts) {
+		t.Fatalf("brokertest: %d of %d attempts acknowledged, want >= 99%%", len(acked), attempts)
+	}
+	return duplicates
+}
