@@ -3,6 +3,7 @@ package publisher_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ func BenchmarkPublish(b *testing.B) {
 	const parallelism = 32 // x GOMAXPROCS(2) = 64 goroutines
 
 	b.Run("publisher", func(b *testing.B) {
-		pub, err := publisher.New(publisher.Config{URLs: []string{url}})
+		pub, err := publisher.New(publisher.Config{URLs: []string{url}, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
