@@ -4,6 +4,8 @@
 # the tests start on free ports). Fails loudly on the first problem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Go may be installed but not on a CI runner's PATH.
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 
 bash scripts/ensure-deps.sh
 

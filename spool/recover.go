@@ -214,7 +214,7 @@ func (s *Spool) setAside(seg *segment, buf []byte, recs []recLoc, cause error) e
 	salvage := seg.path + salvageSuffix
 	var out []recLoc
 	if len(recs) > 0 {
-		f, err := s.fs.OpenFile(salvage, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := s.fs.OpenFile(salvage, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return diskErr(err)
 		}
@@ -261,7 +261,7 @@ func (s *Spool) setAside(seg *segment, buf []byte, recs []recLoc, cause error) e
 }
 
 func (s *Spool) createEmpty(path string) error {
-	f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err == nil {
 		err = f.Close()
 		if err == nil {

@@ -198,7 +198,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 		kickClean:  make(chan struct{}, 1),
 		avail:      make(chan struct{}),
 	}
-	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
+	if err := s.fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDisk, err)
 	}
 	if err := s.recover(); err != nil {
@@ -470,7 +470,7 @@ func (s *Spool) newSegment(need int64) error {
 		}
 		capacity = sz
 	} else {
-		f, err = s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		f, err = s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err
 		}
@@ -527,7 +527,7 @@ func (s *Spool) spareLoop() {
 			continue
 		}
 		size := s.opts.SegmentBytes
-		f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			s.log.Warn("spool: cannot create spare segment", "err", err)
 			continue
@@ -762,7 +762,7 @@ func (s *Spool) DeadLetter(seq uint64, data []byte, reason string) error {
 		return ErrClosed
 	}
 	if s.dl == nil {
-		f, err := s.fs.OpenFile(filepath.Join(s.dir, deadLetterName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		f, err := s.fs.OpenFile(filepath.Join(s.dir, deadLetterName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrDisk, err)
 		}
