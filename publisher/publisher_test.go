@@ -19,6 +19,7 @@ import (
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
 	"github.com/publisher-dev/publisher/internal/faultproxy"
+	"github.com/publisher-dev/publisher/internal/loadtest"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/supervision"
 )
@@ -243,40 +244,15 @@ func TestPoisonMessageFailsAfterMaxAttempts(t *testing.T) {
 	}
 }
 
-// load runs n publishers until stop closes and returns the ids of the
-// messages whose Publish returned nil, and the count of failures.
-func load(t *testing.T, pub *publisher.Publisher, queue string, n int, stop <-chan struct{}) (confirmed []string, failed int) {
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := map[string]int{}
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				m := msg(queue)
-				err := pub.Publish(context.Background(), m)
-				mu.Lock()
-				if err == nil {
-					confirmed = append(confirmed, m.MessageID)
-				} else {
-					failed++
-					errs[err.Error()]++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		t.Logf("publish errors: %v", errs)
-	}
-	return confirmed, failed
+// load runs n publishers until stop closes.
+func load(pub *publisher.Publisher, queue string, n int, stop <-chan struct{}) *loadtest.Result {
+	return loadtest.Run(n, stop, func() (string, bool, string) {
+		m := msg(queue)
+		if err := pub.Publish(context.Background(), m); err != nil {
+			return m.MessageID, false, err.Error()
+		}
+		return m.MessageID, true, "confirmed"
+	})
 }
 
 // Every connection cut every 500 ms for 10 s under 16 concurrent publishers:
@@ -303,8 +279,9 @@ func TestConnectionCutsUnderLoad(t *testing.T) {
 			proxy.CutAll()
 		}
 	}()
-	confirmed, failed := load(t, tr.pub, q, 16, stop)
-	brokertest.CheckDelivered(t, url, q, confirmed, len(confirmed)+failed)
+	res := load(tr.pub, q, 16, stop)
+	t.Logf("outcomes: %v", res.Outcomes)
+	brokertest.CheckDelivered(t, url, q, res.Acked, res.Total)
 	if n := tr.count(supervision.EventRestart, "publisher"); n < 5 {
 		t.Fatalf("only %d restarts of the publisher seen for 20 cuts", n)
 	}
@@ -334,8 +311,9 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 		waitFor(t, "reconnect", tr.pub.Ready)
 		time.Sleep(2 * time.Second)
 	}()
-	confirmed, failed := load(t, tr.pub, q, 16, stop)
-	brokertest.CheckDelivered(t, node.URL(), q, confirmed, len(confirmed)+failed)
+	res := load(tr.pub, q, 16, stop)
+	t.Logf("outcomes: %v", res.Outcomes)
+	brokertest.CheckDelivered(t, node.URL(), q, res.Acked, res.Total)
 	if n := tr.count(supervision.EventFailure, "publisher"); n == 0 {
 		t.Fatal("no publisher failure seen across a broker restart")
 	}

@@ -67,16 +67,7 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 		t.Fatal("cannot tell which node the service is connected to")
 	}
 	stop := make(chan struct{})
-	type result struct {
-		ok    []string
-		total int
-		codes map[int]int
-	}
-	res := make(chan result, 1)
-	go func() {
-		ok, total, codes := httpLoad(t, p, q, 16, stop)
-		res <- result{ok, total, codes}
-	}()
+	res := httpLoad(p, q, 16, nil, stop)
 	waitFor(t, "load running", func() bool { return p.metric("publisher_messages_total", `outcome="confirmed"`) > 100 })
 	stopped := time.Now()
 	if err := nodes[victim].Stop(); err != nil {
@@ -97,8 +88,8 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 	close(stop)
 	r := <-res
 	other := nodes[(victim+1)%3]
-	t.Logf("status codes: %v", r.codes)
-	brokertest.CheckDelivered(t, other.URL(), q, r.ok, r.total)
+	t.Logf("status codes: %v", r.Outcomes)
+	brokertest.CheckDelivered(t, other.URL(), q, r.Acked, r.Total)
 	if n := p.metric("publisher_supervision_restarts_total", `child="publisher"`); n < 1 {
 		t.Fatal("no publisher restart recorded for the failover")
 	}

@@ -7,8 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
+	"github.com/publisher-dev/publisher/internal/loadtest"
 )
 
 // specVariables are the configuration variables SPEC.md names.
@@ -212,38 +213,16 @@ func TestEveryStatusCode(t *testing.T) {
 	}
 }
 
-// httpLoad runs n HTTP clients publishing to queue until stop closes.
-func httpLoad(t *testing.T, p *proc, queue string, n int, stop <-chan struct{}) (ok []string, total int, codes map[int]int) {
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	codes = map[int]int{}
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				r, err := p.publish("amq.default", queue, []byte("payload"), nil)
-				mu.Lock()
-				total++
-				if err != nil {
-					codes[0]++
-				} else {
-					codes[r.code]++
-					if r.code/100 == 2 {
-						ok = append(ok, r.id)
-					}
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return ok, total, codes
+// httpLoad runs n HTTP clients publishing to queue (with headers) until stop
+// closes; a 2xx answer is an acknowledgement, outcome "0" a connection error.
+func httpLoad(p *proc, queue string, n int, headers map[string]string, stop <-chan struct{}) <-chan *loadtest.Result {
+	return loadtest.Start(n, stop, func() (string, bool, string) {
+		r, err := p.publish("amq.default", queue, []byte("payload"), headers)
+		if err != nil {
+			return "", false, "0"
+		}
+		return r.id, r.code/100 == 2, strconv.Itoa(r.code)
+	})
 }
 
 // Load through HTTP with the broker connections cut every 500 ms for 10 s.
@@ -271,9 +250,9 @@ func TestHTTPLoadWithConnectionCuts(t *testing.T) {
 			proxy.CutAll()
 		}
 	}()
-	ok, total, codes := httpLoad(t, p, q, 16, stop)
-	t.Logf("status codes: %v", codes)
-	brokertest.CheckDelivered(t, amqpURL, q, ok, total)
+	res := <-httpLoad(p, q, 16, nil, stop)
+	t.Logf("status codes: %v", res.Outcomes)
+	brokertest.CheckDelivered(t, amqpURL, q, res.Acked, res.Total)
 	if n := p.metric("publisher_supervision_restarts_total", `child="publisher"`); n < 5 {
 		t.Fatalf("publisher restarts = %v for 20 cuts", n)
 	}
@@ -365,23 +344,14 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	})
 	p.waitReady()
 	stop := make(chan struct{})
-	type result struct {
-		ok    []string
-		total int
-		codes map[int]int
-	}
-	res := make(chan result, 1)
-	go func() {
-		ok, total, codes := httpLoad(t, p, q, 16, stop)
-		res <- result{ok, total, codes}
-	}()
+	res := httpLoad(p, q, 16, nil, stop)
 	waitFor(t, "some confirmed", func() bool { return p.metric("publisher_messages_total", `outcome="confirmed"`) > 200 })
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	code := p.wait(30 * time.Second)
 	close(stop)
-	var r result
+	var r *loadtest.Result
 	select {
 	case r = <-res:
 	case <-time.After(90 * time.Second):
@@ -390,11 +360,11 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d after SIGTERM, want 0", code)
 	}
-	t.Logf("%d requests, codes %v (0 = connection refused/closed after shutdown)", r.total, r.codes)
-	brokertest.CheckDelivered(t, amqpURL, q, r.ok, 0)
-	for c := range r.codes {
-		if c != 0 && c != 200 && c != 503 {
-			t.Fatalf("unexpected status %d during shutdown: %v", c, r.codes)
+	t.Logf("%d requests, codes %v (0 = connection refused/closed after shutdown)", r.Total, r.Outcomes)
+	brokertest.CheckDelivered(t, amqpURL, q, r.Acked, 0)
+	for c := range r.Outcomes {
+		if c != "0" && c != "200" && c != "503" {
+			t.Fatalf("unexpected status %s during shutdown: %v", c, r.Outcomes)
 		}
 	}
 	if !strings.Contains(p.Logs(), "shutdown complete") {

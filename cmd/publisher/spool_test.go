@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,36 +14,6 @@ import (
 
 var async = map[string]string{"Prefer": "respond-async"}
 
-// spoolLoad runs n clients posting with Prefer: respond-async until stop
-// closes; it records the ids of every 2xx answer.
-func spoolLoad(p *proc, queue string, n int, stop <-chan struct{}, acked *sync.Map, codes *sync.Map) *sync.WaitGroup {
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				r, err := p.publish("amq.default", queue, []byte("spooled payload"), async)
-				code := 0
-				if err == nil {
-					code = r.code
-					if code/100 == 2 {
-						acked.Store(r.id, true)
-					}
-				}
-				v, _ := codes.LoadOrStore(code, new(atomic.Int64))
-				v.(*atomic.Int64).Add(1)
-			}
-		}()
-	}
-	return &wg
-}
-
 func proxyFor(t *testing.T, amqpURL string) *faultproxy.Proxy {
 	t.Helper()
 	u, _ := url.Parse(amqpURL)
@@ -55,14 +23,6 @@ func proxyFor(t *testing.T, amqpURL string) *faultproxy.Proxy {
 	}
 	t.Cleanup(func() { proxy.Close() })
 	return proxy
-}
-
-// checkAllDelivered checks every id acknowledged (2xx) is in the queue.
-func checkAllDelivered(t *testing.T, amqpURL, queue string, acked *sync.Map) {
-	t.Helper()
-	var ids []string
-	acked.Range(func(k, _ any) bool { ids = append(ids, k.(string)); return true })
-	brokertest.CheckDelivered(t, amqpURL, queue, ids, 0)
 }
 
 // The real binary with a spool under concurrent respond-async load, killed
@@ -82,7 +42,8 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 		"PUBLISHER_BACKOFF_MIN":  "10ms",
 		"PUBLISHER_BACKOFF_MAX":  "200ms",
 	}
-	var acked, codes sync.Map
+	var acked []string
+	codes := map[string]int{}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
 	for round := range 4 {
 		// Round 1 runs with the broker unreachable: only the spool takes them.
@@ -93,22 +54,26 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 		p := startService(t, env)
 		waitFor(t, "service ready", func() bool { c, _ := p.get("/readyz"); return c == 200 })
 		stop := make(chan struct{})
-		wg := spoolLoad(p, q, 16, stop, &acked, &codes)
+		res := httpLoad(p, q, 16, async, stop)
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		p.wait(30 * time.Second)
 		close(stop)
-		wg.Wait()
+		r := <-res
+		acked = append(acked, r.Acked...)
+		for c, n := range r.Outcomes {
+			codes[c] += n
+		}
 		t.Logf("round %d: killed", round)
 	}
 	proxy.SetRefuse(false)
 	p := startService(t, env)
 	p.waitReady()
 	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
-	codes.Range(func(k, v any) bool { t.Logf("status %v: %d", k, v.(*atomic.Int64).Load()); return true })
-	checkAllDelivered(t, amqpURL, q, &acked)
+	t.Logf("status codes over the rounds: %v", codes)
+	brokertest.CheckDelivered(t, amqpURL, q, acked, 0)
 }
 
 // A full spool answers 503 at once (nothing old is dropped) and accepts again
@@ -128,7 +93,7 @@ func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 		"PUBLISHER_BACKOFF_MAX":     "200ms",
 	})
 	waitFor(t, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
-	var acked sync.Map
+	var acked []string
 	body := make([]byte, 1024)
 	full := false
 	for i := range 200 {
@@ -137,7 +102,7 @@ func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 			t.Fatal(err)
 		}
 		if r.code == 202 {
-			acked.Store(r.id, true)
+			acked = append(acked, r.id)
 			continue
 		}
 		if r.code != 503 || r.retryAfter == "" {
@@ -158,9 +123,9 @@ func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 	if err != nil || r.code != 202 {
 		t.Fatalf("publish after the drain: %+v %v", r, err)
 	}
-	acked.Store(r.id, true)
+	acked = append(acked, r.id)
 	waitFor(t, "spool drained again", func() bool { return p.metric("publisher_spool_messages") == 0 })
-	checkAllDelivered(t, amqpURL, q, &acked)
+	brokertest.CheckDelivered(t, amqpURL, q, acked, 0)
 }
 
 // A broker outage of a minute: the service keeps answering 202, the spool
@@ -180,7 +145,7 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 		"PUBLISHER_CONFIRM_TIMEOUT": "1s",
 	})
 	p.waitReady()
-	var acked sync.Map
+	var acked []string
 	proxy.SetRefuse(true)
 	proxy.CutAll()
 	waitFor(t, "broker down", func() bool { return p.metric("publisher_connection_up") == 0 })
@@ -198,7 +163,7 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 		if r.code != 202 {
 			t.Fatalf("during the outage: %+v, want 202", r)
 		}
-		acked.Store(r.id, true)
+		acked = append(acked, r.id)
 		sent++
 		if c, body := p.get("/readyz"); c != 200 {
 			t.Fatalf("/readyz %d during the outage with a spool: %s", c, body)
@@ -215,5 +180,5 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 	proxy.SetRefuse(false)
 	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	t.Logf("%d messages during the outage, spool peaked at %v, drained %s after the broker returned", sent, peak, time.Since(start.Add(time.Minute)).Round(time.Millisecond))
-	checkAllDelivered(t, amqpURL, q, &acked)
+	brokertest.CheckDelivered(t, amqpURL, q, acked, 0)
 }
