@@ -316,7 +316,12 @@ func (inc *incarnation) drainBacklog() {
 		inc.backlog = inc.backlog[1:]
 		inc.dispatch(r)
 	}
-	inc.p.carried.Store(int64(len(inc.backlog)))
+	// Everything taken from the mailbox and not in flight counts as buffered.
+	waiting := 0
+	for _, w := range inc.waiting {
+		waiting += len(w)
+	}
+	inc.p.carried.Store(int64(len(inc.backlog) + len(inc.delayed) + waiting))
 }
 
 // dispatch publishes r, or parks it until its exchange is known to exist: a

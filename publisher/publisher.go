@@ -355,7 +355,7 @@ type State struct {
 	Blocked   bool   // the broker sent connection.blocked (memory or disk alarm)
 	Channels  int    // confirm channels open now
 	Inflight  int    // published, not yet confirmed
-	Buffered  int    // taken, waiting to be published (mailbox plus carried over)
+	Buffered  int    // taken, waiting to be published (mailbox, carried over, nacked awaiting retry)
 	URL       string // the broker URL in use, password redacted
 }
 
