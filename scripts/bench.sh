@@ -78,12 +78,18 @@ EOF
 mkdir -p "$d/mnesia" "$d/log"
 chown -R rabbitmq:rabbitmq "$d"
 
+# The broker shares the machine's cores with the load generator and the
+# service: stop its schedulers from busy-waiting, the usual setting for a
+# RabbitMQ node on a shared host (BENCH_ERL_ARGS="" keeps Erlang's default).
+erl_args=${BENCH_ERL_ARGS-+sbwt none +sbwtdcpu none +sbwtdio none}
+
 echo "bench: starting $node (amqp 127.0.0.1:$amqp_port, management 127.0.0.1:$mgmt_port) in $d" >&2
 env RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
   RABBITMQ_NODE_PORT="$amqp_port" RABBITMQ_DIST_PORT="$dist_port" \
   RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" RABBITMQ_MNESIA_BASE="$d/mnesia" \
   RABBITMQ_LOG_BASE="$d/log" RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins" \
   RABBITMQ_PID_FILE="$d/pid" \
+  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$erl_args" \
   rabbitmq-server -detached
 
 # wait for AMQP, then for the management API to answer
