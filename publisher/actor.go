@@ -127,6 +127,7 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 		}
 		for _, e := range cfg.Topology.Exchanges {
 			inc.known[e.Name] = true
+			p.exchanges.Store(e.Name, true)
 		}
 	}
 
@@ -458,6 +459,7 @@ func (inc *incarnation) channelClosed(pc *pubChannel, cause *amqp.Error) {
 	culprit, isNotFound := missingExchange(cause)
 	if isNotFound {
 		delete(inc.known, culprit)
+		inc.p.exchanges.Delete(culprit)
 	}
 	connLost := inc.conn.IsClosed()
 	if !connLost {
@@ -541,11 +543,13 @@ func (inc *incarnation) judge(v verdict) {
 	delete(inc.waiting, v.exchange)
 	if v.err == nil {
 		inc.known[v.exchange] = true
+		inc.p.exchanges.Store(v.exchange, true)
 		inc.backlog = append(inc.backlog, waiting...)
 		return
 	}
 	var ae *amqp.Error
 	if errors.As(v.err, &ae) && !inc.conn.IsClosed() && ae.Code != amqp.ChannelError {
+		inc.p.exchanges.Delete(v.exchange)
 		for _, r := range waiting {
 			r.finish(&ChannelError{Code: ae.Code, Reason: ae.Reason})
 		}

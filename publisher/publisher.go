@@ -24,6 +24,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -157,6 +158,10 @@ type Publisher struct {
 	log     *slog.Logger
 	mailbox *supervision.Mailbox[*request]
 	checks  chan *request // CheckExchange requests, read by the running incarnation
+	// exchanges caches the names seen to exist (by any incarnation), so that
+	// CheckExchange answers known ones without a round trip to the actor. A
+	// name is dropped when the broker says it is gone.
+	exchanges sync.Map
 
 	// carry holds the requests that were in flight (or waiting) when the last
 	// incarnation ended, oldest first. Only the running incarnation touches it;
@@ -282,6 +287,9 @@ var ErrCannotCheck = errors.New("publisher: cannot check the exchange now")
 // ErrCannotCheck. It does not queue behind buffered messages.
 func (p *Publisher) CheckExchange(ctx context.Context, exchange string) error {
 	if exchange == "" || strings.HasPrefix(exchange, "amq.") {
+		return nil
+	}
+	if _, ok := p.exchanges.Load(exchange); ok {
 		return nil
 	}
 	if !p.connected.Load() {

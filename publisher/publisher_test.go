@@ -508,3 +508,37 @@ func TestNackedMessageRetriedUntilDeadline(t *testing.T) {
 		t.Fatalf("queue holds %q (%v %v), want %s", d.MessageId, ok, err, second.MessageID)
 	}
 }
+
+func TestCheckExchange(t *testing.T) {
+	url := brokertest.SharedURL(t)
+	ex := fmt.Sprintf("pubtest-check-%d", time.Now().UnixNano())
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ExchangeDeclare(ex, "fanout", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
+	waitFor(t, "connect", tr.pub.Ready)
+	ctx := context.Background()
+	for _, name := range []string{"", "amq.direct", ex, ex} { // the second look comes from the cache
+		if err := tr.pub.CheckExchange(ctx, name); err != nil {
+			t.Fatalf("CheckExchange(%q) = %v", name, err)
+		}
+	}
+	if err := tr.pub.CheckExchange(ctx, ex+"-missing"); !errors.Is(err, publisher.ErrExchangeNotFound) {
+		t.Fatalf("CheckExchange(missing) = %v, want ErrExchangeNotFound", err)
+	}
+	// Publishing still works after the checker's channel was closed by a 404.
+	m := msg("")
+	m.Exchange, m.Mandatory = ex, false
+	if err := tr.pub.Publish(ctx, m); err != nil {
+		t.Fatalf("Publish to %s: %v", ex, err)
+	}
+}
