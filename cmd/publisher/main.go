@@ -126,15 +126,23 @@ type service struct {
 	treeAlive atomic.Bool // root supervisor running (liveness)
 }
 
-func newService(cfg *Config, topo *publisher.Topology, log *slog.Logger) (*service, error) {
+func newService(cfg *Config, topo *publisher.Topology, log *slog.Logger) (_ *service, err error) {
 	s := &service{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
-	var err error
+	defer func() {
+		if err != nil {
+			for _, ln := range []net.Listener{s.apiLn, s.adminLn} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
+			s.closeSpool()
+		}
+	}()
 	// Listening before the tree starts makes a taken port fail at once.
 	if s.apiLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
 		return nil, fmt.Errorf("PUBLISHER_LISTEN_ADDR: %w", err)
 	}
 	if s.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
-		s.apiLn.Close()
 		return nil, fmt.Errorf("PUBLISHER_ADMIN_ADDR: %w", err)
 	}
 	obs := &observer{}
@@ -149,8 +157,6 @@ func newService(cfg *Config, topo *publisher.Topology, log *slog.Logger) (*servi
 		Observer:           obs,
 	})
 	if err != nil {
-		s.apiLn.Close()
-		s.adminLn.Close()
 		return nil, err
 	}
 	if s.metrics, err = metrics.New(s.reg, s.pub, s.ready); err != nil {
@@ -179,8 +185,6 @@ func newService(cfg *Config, topo *publisher.Topology, log *slog.Logger) (*servi
 	}
 	if cfg.SpoolDir != "" {
 		if err := s.openSpool(); err != nil {
-			s.apiLn.Close()
-			s.adminLn.Close()
 			return nil, err
 		}
 		// Started after the publisher, so stopped before it.

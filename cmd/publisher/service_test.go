@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -434,5 +435,23 @@ bindings:
 			t.Fatal("message not delivered to the quorum queue")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A listen address in use is a runtime error (exit 1) that names the variable.
+func TestListenAddressInUseExits1(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := exec.Command(binary)
+	cmd.Env = append(os.Environ(), "PUBLISHER_LISTEN_ADDR="+ln.Addr().String(), "PUBLISHER_ADMIN_ADDR=127.0.0.1:0")
+	out, _ := cmd.CombinedOutput()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 {
+		t.Fatalf("exit %v, want status 1; output:\n%s", cmd.ProcessState, out)
+	}
+	if !bytes.Contains(out, []byte("PUBLISHER_LISTEN_ADDR")) {
+		t.Fatalf("message does not name PUBLISHER_LISTEN_ADDR:\n%s", out)
 	}
 }
