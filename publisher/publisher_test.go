@@ -472,15 +472,7 @@ func hostPort(t *testing.T, rawURL string) string {
 func TestNackedMessageRetriedUntilDeadline(t *testing.T) {
 	url := brokertest.SharedURL(t)
 	q := fmt.Sprintf("pubtest-nack-%d", time.Now().UnixNano())
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := brokertest.Channel(t, url)
 	if _, err := ch.QueueDeclare(q, false, true, false, false, amqp.Table{"x-max-length": int64(1), "x-overflow": "reject-publish"}); err != nil {
 		t.Fatal(err)
 	}
@@ -512,15 +504,7 @@ func TestNackedMessageRetriedUntilDeadline(t *testing.T) {
 func TestCheckExchange(t *testing.T) {
 	url := brokertest.SharedURL(t)
 	ex := fmt.Sprintf("pubtest-check-%d", time.Now().UnixNano())
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := brokertest.Channel(t, url)
 	if err := ch.ExchangeDeclare(ex, "fanout", false, true, false, false, nil); err != nil {
 		t.Fatal(err)
 	}

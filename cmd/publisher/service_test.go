@@ -78,15 +78,7 @@ func TestInvalidConfigurationExits2NamingTheVariable(t *testing.T) {
 
 func declare(t *testing.T, amqpURL, queue string, args amqp.Table) {
 	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := brokertest.Channel(t, amqpURL)
 	if _, err := ch.QueueDeclare(queue, true, false, false, false, args); err != nil {
 		t.Fatal(err)
 	}
@@ -409,15 +401,7 @@ bindings:
 	if err != nil || r.code != 200 {
 		t.Fatalf("publish: %+v %v", r, err)
 	}
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := brokertest.Channel(t, amqpURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {

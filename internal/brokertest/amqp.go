@@ -39,8 +39,9 @@ func redact(u string) string {
 	return "(unparsable URL)"
 }
 
-// dialChannel opens a connection and channel, closed at the end of the test.
-func dialChannel(t testing.TB, amqpURL string) *amqp.Channel {
+// Channel opens a connection and a channel to the broker at amqpURL, both
+// closed at the end of the test.
+func Channel(t testing.TB, amqpURL string) *amqp.Channel {
 	t.Helper()
 	c, err := amqp.DialConfig(amqpURL, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
@@ -58,7 +59,7 @@ func dialChannel(t testing.TB, amqpURL string) *amqp.Channel {
 // DeclareQueue declares a durable classic queue on the broker at url.
 func DeclareQueue(t testing.TB, amqpURL, queue string) {
 	t.Helper()
-	ch := dialChannel(t, amqpURL)
+	ch := Channel(t, amqpURL)
 	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
 		t.Fatalf("brokertest: declare %q: %v", queue, err)
 	}
@@ -68,7 +69,7 @@ func DeclareQueue(t testing.TB, amqpURL, queue string) {
 // Purge removes all ready messages from queue and returns how many.
 func Purge(t testing.TB, amqpURL, queue string) int {
 	t.Helper()
-	ch := dialChannel(t, amqpURL)
+	ch := Channel(t, amqpURL)
 	n, err := ch.QueuePurge(queue, false)
 	if err != nil {
 		t.Fatalf("brokertest: purge %q: %v", queue, err)
@@ -81,7 +82,7 @@ func Purge(t testing.TB, amqpURL, queue string) int {
 // message-id -> count (messages without a message-id count under "").
 func Drain(t testing.TB, amqpURL, queue string) map[string]int {
 	t.Helper()
-	ch := dialChannel(t, amqpURL)
+	ch := Channel(t, amqpURL)
 	got := map[string]int{}
 	for {
 		d, ok, err := ch.Get(queue, true)
