@@ -36,9 +36,11 @@ func exposed(body string) map[string]bool {
 	return names
 }
 
-// The real service, scraped: every SPEC metric exists and moves as it should.
+// The real service against a private broker, scraped: every SPEC metric
+// exists and moves as it should.
 func TestMetricsExistAndMove(t *testing.T) {
-	amqpURL := brokertest.SharedURL(t)
+	node := brokertest.Start(t, brokertest.Options{})
+	amqpURL := node.URL()
 	q := fmt.Sprintf("svc-metrics-%d", time.Now().UnixNano())
 	declare(t, amqpURL, q, nil)
 	proxy := proxyFor(t, amqpURL)
