@@ -90,12 +90,19 @@ func New(reg prometheus.Registerer, src Source, ready func() bool) (*Metrics, er
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := register(reg, cs); err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+func register(reg prometheus.Registerer, cs []prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func b2f(b bool) float64 {
@@ -174,10 +181,8 @@ func NewSpool(reg prometheus.Registerer, maxBytes int64, stats func() (messages 
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_spool_max_bytes", Help: "The spool's bound (PUBLISHER_SPOOL_MAX_BYTES); publishes get 503 beyond it."},
 			func() float64 { return float64(maxBytes) }),
 	}
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := register(reg, cs); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

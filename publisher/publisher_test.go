@@ -9,7 +9,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -174,28 +173,14 @@ func TestMissingExchangeCostsOnlyThatRequest(t *testing.T) {
 	brokertest.DeclareQueue(t, url, q)
 	tr := startTree(t, publisher.Config{URLs: []string{url}, Channels: 2}, treeOpts{})
 
-	var good, goodFailed atomic.Int64
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := tr.pub.Publish(context.Background(), msg(q)); err != nil {
-					goodFailed.Add(1)
-					t.Errorf("good publish failed: %v", err)
-					return
-				}
-				good.Add(1)
-			}
-		}()
-	}
+	good := loadtest.Start(8, stop, func() (string, bool, string) {
+		m := msg(q)
+		if err := tr.pub.Publish(context.Background(), m); err != nil {
+			return m.MessageID, false, err.Error()
+		}
+		return m.MessageID, true, "confirmed"
+	})
 	for i := range 50 {
 		m := msg(q)
 		m.Exchange = fmt.Sprintf("missing-exchange-%d", i%5)
@@ -206,20 +191,17 @@ func TestMissingExchangeCostsOnlyThatRequest(t *testing.T) {
 		}
 	}
 	close(stop)
-	wg.Wait()
-	if good.Load() == 0 {
+	res := <-good
+	if len(res.Acked) == 0 {
 		t.Fatal("no good publishes ran concurrently")
 	}
-	if goodFailed.Load() != 0 {
-		t.Fatalf("%d good publishes failed", goodFailed.Load())
+	if len(res.Acked) != res.Total {
+		t.Fatalf("good publishes failed: %v", res.Outcomes)
 	}
 	if n := tr.count(supervision.EventFailure, "publisher"); n != 0 {
 		t.Fatalf("publisher failed %d times, want 0 (no connection restart)", n)
 	}
-	got := brokertest.Drain(t, url, q)
-	if int64(len(got)) != good.Load() {
-		t.Fatalf("queue holds %d distinct messages, %d were confirmed", len(got), good.Load())
-	}
+	brokertest.CheckDelivered(t, url, q, res.Acked, res.Total)
 }
 
 // A message the broker refuses by closing the channel every time (an invalid
@@ -269,16 +251,7 @@ func TestConnectionCutsUnderLoad(t *testing.T) {
 	tr := startTree(t, publisher.Config{URLs: []string{proxy.AMQPURL()}, ConfirmTimeout: 20 * time.Second, MaxPublishAttempts: 10}, treeOpts{})
 	waitFor(t, "first connect", tr.pub.Ready)
 
-	stop := make(chan struct{})
-	go func() {
-		defer close(stop)
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for range 20 {
-			<-tick.C
-			proxy.CutAll()
-		}
-	}()
+	stop := proxy.CutEvery(500*time.Millisecond, 20) // for 10 s
 	res := load(tr.pub, q, 16, stop)
 	t.Logf("outcomes: %v", res.Outcomes)
 	brokertest.CheckDelivered(t, url, q, res.Acked, res.Total)

@@ -233,16 +233,7 @@ func TestHTTPLoadWithConnectionCuts(t *testing.T) {
 		"PUBLISHER_BACKOFF_MAX":          "200ms",
 	})
 	p.waitReady()
-	stop := make(chan struct{})
-	go func() {
-		defer close(stop)
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for range 20 {
-			<-tick.C
-			proxy.CutAll()
-		}
-	}()
+	stop := proxy.CutEvery(500*time.Millisecond, 20) // for 10 s
 	res := <-httpLoad(p, q, 16, nil, stop)
 	t.Logf("status codes: %v", res.Outcomes)
 	brokertest.CheckDelivered(t, amqpURL, q, res.Acked, res.Total)

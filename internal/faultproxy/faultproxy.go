@@ -292,3 +292,19 @@ func (p *Proxy) pipe(c *pair, dst, src net.Conn) error {
 	}
 	return rerr
 }
+
+// CutEvery calls CutAll every interval, times times, in the background; the
+// returned channel is closed after the last cut.
+func (p *Proxy) CutEvery(every time.Duration, times int) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for range times {
+			<-tick.C
+			p.CutAll()
+		}
+	}()
+	return done
+}
