@@ -198,6 +198,9 @@ func TestComposeServices(t *testing.T) {
 	if got := env["PUBLISHER_LISTEN_ADDR"]; got != "0.0.0.0:8080" {
 		t.Errorf("PUBLISHER_LISTEN_ADDR = %q, want 0.0.0.0:8080", got)
 	}
+	if got := env["GOMAXPROCS"]; got != "1" {
+		t.Errorf("GOMAXPROCS = %q, want \"1\" (what scripts/bench.sh measures)", got)
+	}
 	for _, p := range []string{"8080:8080", "9464:9464"} {
 		if !contains(pub.Ports, p) {
 			t.Errorf("publisher: port %s not published (ports %q)", p, pub.Ports)
@@ -470,6 +473,12 @@ func TestKubernetesSidecar(t *testing.T) {
 	env := map[string]k8sEnv{}
 	for _, e := range pub.Env {
 		env[e.Name] = e
+	}
+
+	// The bench (scripts/bench.sh, -service-gomaxprocs) measures the service
+	// as it is deployed here.
+	if got := env["GOMAXPROCS"].Value; got != "1" {
+		t.Errorf("sidecar GOMAXPROCS = %q, want \"1\" (what scripts/bench.sh measures)", got)
 	}
 
 	// Shutdown timing.

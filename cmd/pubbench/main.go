@@ -67,6 +67,7 @@ type config struct {
 	serviceBin            string
 	serviceChannels       int
 	serviceBuffer         int
+	serviceGOMAXPROCS     int
 	serviceConfirmTimeout time.Duration
 	serviceEnv            []string
 	rabbitmqctl           string
@@ -78,6 +79,7 @@ type config struct {
 	spoolMaxBytes         int64
 	spoolDrainTimeout     time.Duration
 	jsonOut               bool
+	httpClient            string
 }
 
 type stringList []string
@@ -105,8 +107,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.serviceBin, "service-bin", "", "a prebuilt service binary (skips the build)")
 	fs.IntVar(&cfg.serviceChannels, "service-channels", 0, "PUBLISHER_CHANNELS of the service (0: its default)")
 	fs.IntVar(&cfg.serviceBuffer, "service-buffer", 10000, "PUBLISHER_BUFFER_SIZE of the service")
+	fs.IntVar(&cfg.serviceGOMAXPROCS, "service-gomaxprocs", 1, "GOMAXPROCS of the service, as deploy/ runs the sidecar (0: Go's default, the number of CPUs)")
 	fs.DurationVar(&cfg.serviceConfirmTimeout, "service-confirm-timeout", 90*time.Second, "PUBLISHER_CONFIRM_TIMEOUT of the service (long: the memory measurement holds messages)")
-	fs.Var((*stringList)(&cfg.serviceEnv), "service-env", "extra NAME=value for the service (repeatable)")
+	fs.Var((*stringList)(&cfg.serviceEnv), "service-env", "extra NAME=value in the service's environment, e.g. PUBLISHER_CHANNELS=4 or GOGC=200 (repeatable)")
 	fs.StringVar(&cfg.rabbitmqctl, "rabbitmqctl", "rabbitmqctl", "rabbitmqctl command")
 	fs.StringVar(&cfg.node, "rabbitmqctl-node", "", "broker node name for rabbitmqctl -n; empty skips the memory measurement")
 	fs.StringVar(&cfg.brokerPidFile, "broker-pid-file", "", "the broker's pid file, to report its CPU per message (optional)")
@@ -116,6 +119,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.Int64Var(&cfg.spoolMaxBytes, "spool-max-bytes", 0, "PUBLISHER_SPOOL_MAX_BYTES of the spooled service (0: its default)")
 	fs.DurationVar(&cfg.spoolDrainTimeout, "spool-drain-timeout", 3*time.Minute, "mode spooled: how long to wait after the load for the spool to drain")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the results as JSON instead of a table")
+	fs.StringVar(&cfg.httpClient, "http-client", "lean", "HTTP client of modes service and spooled: lean (one prepared request per keep-alive connection, little CPU) or net/http")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -149,6 +153,10 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("-memory-messages: must be 0..15000 (each is a connection)")
 	case cfg.memoryConc < 1:
 		return nil, errors.New("-memory-dials: must be positive")
+	case cfg.httpClient != "lean" && cfg.httpClient != "net/http":
+		return nil, fmt.Errorf("-http-client: %q: want lean or net/http", cfg.httpClient)
+	case cfg.serviceGOMAXPROCS < 0 || cfg.serviceGOMAXPROCS > 1024:
+		return nil, errors.New("-service-gomaxprocs: must be 0..1024")
 	case cfg.rounds < 1 || cfg.rounds > 100:
 		return nil, errors.New("-rounds: must be 1..100")
 	case cfg.queue == "":
@@ -164,8 +172,8 @@ func parseFlags(args []string) (*config, error) {
 		}
 	}
 	for _, kv := range cfg.serviceEnv {
-		if !strings.HasPrefix(kv, "PUBLISHER_") || !strings.Contains(kv, "=") {
-			return nil, fmt.Errorf("-service-env %q: want PUBLISHER_NAME=value", kv)
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
+			return nil, fmt.Errorf("-service-env %q: want NAME=value (PUBLISHER_CHANNELS=4, GOMAXPROCS=1, ...)", kv)
 		}
 	}
 	if slicesContains(cfg.modes, modeMgmt) {
@@ -300,6 +308,7 @@ func run(ctx context.Context, cfg *config) error {
 		"c": cfg.c, "size": cfg.size, "duration": cfg.duration.String(), "warmup": cfg.warmup.String(),
 		"persistent": cfg.persistent, "rounds": cfg.rounds, "queue": cfg.queue, "pipe_channels": cfg.pipeChannels,
 		"pipe_window": cfg.pipeWindow, "service_channels": cfg.serviceChannels,
+		"service_gomaxprocs": gomaxprocsLabel(cfg.serviceGOMAXPROCS), "http_client": cfg.httpClient,
 	}}
 	if slicesContains(cfg.modes, modeSpooled) {
 		rep.Params["spool_parent"] = cfg.spoolParent
@@ -661,8 +670,10 @@ func printReport(rep *report) error {
 	w := os.Stdout
 	fmt.Fprintf(w, "machine: %s cpus (%s), %s RAM; broker RabbitMQ %s on Erlang %s, same machine\n",
 		rep.Machine["cpus"], rep.Machine["cpu"], rep.Machine["memory"], orDash(rep.Machine["rabbitmq"]), orDash(rep.Machine["erlang"]))
-	fmt.Fprintf(w, "params: c=%v size=%vB persistent=%v duration=%v x %v round(s) warmup=%v queue=%v (durable)\n\n",
+	fmt.Fprintf(w, "params: c=%v size=%vB persistent=%v duration=%v x %v round(s) warmup=%v queue=%v (durable)\n",
 		rep.Params["c"], rep.Params["size"], rep.Params["persistent"], rep.Params["duration"], rep.Params["rounds"], rep.Params["warmup"], rep.Params["queue"])
+	fmt.Fprintf(w, "service: GOMAXPROCS=%v, PUBLISHER_CHANNELS=%v; HTTP client of the HTTP modes: %v\n\n",
+		rep.Params["service_gomaxprocs"], channelsLabel(rep.Params["service_channels"]), rep.Params["http_client"])
 	if err := writeTable(w, rep.Results); err != nil {
 		return err
 	}
@@ -723,4 +734,20 @@ func (b *bench) rabbitmqctl(args ...string) error {
 		return fmt.Errorf("%s -n %s %s: %w: %s", b.cfg.rabbitmqctl, b.cfg.node, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// gomaxprocsLabel is -service-gomaxprocs as printed: 0 is Go's default.
+func gomaxprocsLabel(n int) string {
+	if n == 0 {
+		return "default (" + strconv.Itoa(runtime.NumCPU()) + ")"
+	}
+	return strconv.Itoa(n)
+}
+
+// channelsLabel is -service-channels as printed: 0 is the service's default.
+func channelsLabel(v any) string {
+	if n, ok := v.(int); ok && n == 0 {
+		return "default"
+	}
+	return fmt.Sprint(v)
 }

@@ -232,13 +232,51 @@ func (b *bench) publishRequest(svc *service) (string, http.Header) {
 
 // runService is mode (a): c concurrent HTTP clients posting to the service.
 func (b *bench) runService(ctx context.Context, w window) (merged, error) {
-	client := newHTTPClient(b.cfg.c, opTimeout)
-	defer client.CloseIdleConnections()
 	u, h := b.serviceRequest()
-	want := []byte(`"confirmed"`)
-	return runClosedLoop(ctx, w, b.cfg.c, opTimeout, func(ctx context.Context, _ int) error {
-		return doPost(ctx, client, u, h, b.body, want)
-	}), nil
+	op, done, err := b.poster(u, h, b.body, http.StatusOK, []byte(`"confirmed"`))
+	if err != nil {
+		return merged{}, err
+	}
+	defer done()
+	return runClosedLoop(ctx, w, b.cfg.c, opTimeout, op), nil
+}
+
+// poster returns the operation of one worker of an HTTP mode: post body to u
+// and fail unless the answer has status code and contains want. With
+// -http-client lean every worker has a leanConn of its own; with net/http
+// they share one keep-alive client. done releases the connections.
+func (b *bench) poster(u string, h http.Header, body []byte, code int, want []byte) (op func(context.Context, int) error, done func(), err error) {
+	if b.cfg.httpClient == "net/http" {
+		client := newHTTPClient(b.cfg.c, opTimeout)
+		return func(ctx context.Context, _ int) error {
+			return doPostStatus(ctx, client, u, h, body, code, want)
+		}, client.CloseIdleConnections, nil
+	}
+	conns := make([]*leanConn, b.cfg.c)
+	for i := range conns {
+		if conns[i], err = newLeanConn(u, h, body); err != nil {
+			return nil, nil, err
+		}
+	}
+	op = func(ctx context.Context, i int) error {
+		got, resp, err := conns[i].do(ctx)
+		if err != nil {
+			return err
+		}
+		if got != code {
+			return fmt.Errorf("HTTP %d: %s", got, bytes.TrimSpace(resp))
+		}
+		if !bytes.Contains(resp, want) {
+			return fmt.Errorf("HTTP %d without %s: %s", got, want, bytes.TrimSpace(resp))
+		}
+		return nil
+	}
+	done = func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}
+	return op, done, nil
 }
 
 // runMgmt is mode (d): c concurrent clients of the management API's publish
@@ -270,10 +308,10 @@ func (b *bench) runMgmt(ctx context.Context, w window) (merged, error) {
 	if err != nil {
 		return merged{}, err
 	}
-	client := newHTTPClient(b.cfg.c, opTimeout)
-	defer client.CloseIdleConnections()
-	want := []byte(`"routed":true`)
-	return runClosedLoop(ctx, w, b.cfg.c, opTimeout, func(ctx context.Context, _ int) error {
-		return doPost(ctx, client, u, h, payload, want)
-	}), nil
+	op, done, err := b.poster(u, h, payload, http.StatusOK, []byte(`"routed":true`))
+	if err != nil {
+		return merged{}, err
+	}
+	defer done()
+	return runClosedLoop(ctx, w, b.cfg.c, opTimeout, op), nil
 }

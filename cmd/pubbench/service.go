@@ -99,7 +99,7 @@ func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service,
 	defer logFile.Close() // the child has its own descriptor
 	env := []string{}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PUBLISHER_") {
+		if !strings.HasPrefix(kv, "PUBLISHER_") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
 			env = append(env, kv)
 		}
 	}
@@ -112,6 +112,9 @@ func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service,
 		// the memory measurement holds messages behind a broker alarm for a while
 		"PUBLISHER_CONFIRM_TIMEOUT="+cfg.serviceConfirmTimeout.String(),
 	)
+	if cfg.serviceGOMAXPROCS > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(cfg.serviceGOMAXPROCS))
+	}
 	if cfg.serviceChannels > 0 {
 		env = append(env, "PUBLISHER_CHANNELS="+strconv.Itoa(cfg.serviceChannels))
 	}

@@ -73,14 +73,16 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 			}
 		}
 	}()
-	client := newHTTPClient(b.cfg.c, opTimeout)
-	defer client.CloseIdleConnections()
 	u, h := b.publishRequest(svc)
 	h.Set("Prefer", "respond-async")
-	want := []byte(`"spooled"`)
-	m := runClosedLoop(ctx, w, b.cfg.c, opTimeout, func(ctx context.Context, _ int) error {
-		return doPostStatus(ctx, client, u, h, b.body, http.StatusAccepted, want)
-	})
+	op, done, err := b.poster(u, h, b.body, http.StatusAccepted, []byte(`"spooled"`))
+	if err != nil {
+		close(loadDone)
+		<-peakDone
+		return merged{}, nil, err
+	}
+	m := runClosedLoop(ctx, w, b.cfg.c, opTimeout, op)
+	done()
 	loadEnd := time.Now()
 	close(loadDone)
 	<-peakDone

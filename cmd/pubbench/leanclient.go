@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// leanConn is a minimal HTTP/1.1 keep-alive client for one connection: it
+// sends one prepared request again and again and reads the answers. It exists
+// because the load generator shares the machine's two cores with the service
+// and the broker: net/http's client spends about 50 µs of CPU per request
+// here (its transport runs two goroutines per connection and allocates a
+// request, a response and their headers each time), CPU taken from the system
+// under test. leanConn spends a write and a read syscall. Mode service can use
+// either (-http-client); the report says which one ran.
+//
+// It understands exactly what the service answers: a status line, headers
+// with a Content-Length (or "Transfer-Encoding: chunked", read through
+// net/http's parser as a fallback), and "Connection: close". Anything else is
+// an error, and the connection is dialled again for the next request.
+type leanConn struct {
+	addr string
+	req  []byte // the whole request, body included
+	conn net.Conn
+	br   *bufio.Reader
+	body []byte // the last answer's body, reused
+}
+
+// newLeanConn prepares POST u with header and body.
+func newLeanConn(u string, header http.Header, body []byte) (*leanConn, error) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return nil, err
+	}
+	if pu.Scheme != "http" {
+		return nil, fmt.Errorf("lean client: %s: only http:// is supported", u)
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\n", pu.RequestURI(), pu.Host)
+	for k, vs := range header {
+		for _, v := range vs {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n", len(body))
+	b.Write(body)
+	return &leanConn{addr: pu.Host, req: b.Bytes()}, nil
+}
+
+// do sends the request and reads the answer; it returns the status code and
+// the body (valid until the next call).
+func (c *leanConn) do(ctx context.Context) (int, []byte, error) {
+	if c.conn == nil {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", c.addr)
+		if err != nil {
+			return 0, nil, err
+		}
+		c.conn = conn
+		if c.br == nil {
+			c.br = bufio.NewReaderSize(conn, 4096)
+		} else {
+			c.br.Reset(conn)
+		}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.conn.SetDeadline(dl)
+	} else {
+		_ = c.conn.SetDeadline(time.Time{})
+	}
+	code, body, keep, err := c.roundTrip()
+	if err != nil || !keep {
+		c.close()
+	}
+	return code, body, err
+}
+
+func (c *leanConn) roundTrip() (code int, body []byte, keep bool, err error) {
+	if _, err := c.conn.Write(c.req); err != nil {
+		return 0, nil, false, err
+	}
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		return 0, nil, false, err
+	}
+	// "HTTP/1.1 200 OK\r\n"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.1 ")) {
+		return 0, nil, false, fmt.Errorf("lean client: bad status line %q", line)
+	}
+	code, err = strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, nil, false, fmt.Errorf("lean client: bad status line %q", line)
+	}
+	keep = true
+	length := -1
+	chunked := false
+	for {
+		h, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return code, nil, false, err
+		}
+		h = bytes.TrimRight(h, "\r\n")
+		if len(h) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(h, []byte(":"))
+		if !ok {
+			return code, nil, false, fmt.Errorf("lean client: bad header line %q", h)
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length, err = strconv.Atoi(string(value)); err != nil || length < 0 {
+				return code, nil, false, fmt.Errorf("lean client: bad Content-Length %q", value)
+			}
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			chunked = bytes.EqualFold(value, []byte("chunked"))
+		case bytes.EqualFold(name, []byte("Connection")):
+			if bytes.EqualFold(value, []byte("close")) {
+				keep = false
+			}
+		}
+	}
+	switch {
+	case chunked:
+		// Never answered by the service; read it correctly all the same.
+		resp, err := http.ReadResponse(bufio.NewReader(io.MultiReader(
+			bytes.NewReader([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")), c.br)), nil)
+		if err != nil {
+			return code, nil, false, err
+		}
+		c.body, err = io.ReadAll(io.LimitReader(resp.Body, 64*1024))
+		return code, c.body, false, err // the reader above may have buffered past the answer
+	case length < 0:
+		return code, nil, false, errors.New("lean client: answer without Content-Length")
+	case length > 64*1024:
+		return code, nil, false, fmt.Errorf("lean client: answer of %d bytes", length)
+	}
+	if cap(c.body) < length {
+		c.body = make([]byte, length)
+	}
+	c.body = c.body[:length]
+	if _, err := io.ReadFull(c.br, c.body); err != nil {
+		return code, nil, false, err
+	}
+	return code, c.body, keep, nil
+}
+
+func (c *leanConn) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+}
