@@ -30,7 +30,11 @@ type Metrics struct {
 	failures    *prometheus.CounterVec
 	escalations *prometheus.CounterVec
 	requests    *prometheus.CounterVec
-	ready       func() bool
+	// byCode holds the requests counter of each answer of SPEC.md, resolved
+	// once: HTTPResponse runs for every request, and WithLabelValues would
+	// hash the label and take the vector's lock each time. Read-only after New.
+	byCode map[int]prometheus.Counter
+	ready  func() bool
 }
 
 // New creates and registers every collector on reg. src feeds the connection
@@ -74,8 +78,9 @@ func New(reg prometheus.Registerer, src Source, ready func() bool) (*Metrics, er
 		m.outcomes[o] = messages.WithLabelValues(string(o))
 	}
 	// The answers of SPEC.md exist from the first scrape (at 0).
-	for _, code := range []string{"200", "202", "400", "401", "403", "404", "413", "422", "502", "503", "504"} {
-		m.requests.WithLabelValues(code)
+	m.byCode = map[int]prometheus.Counter{}
+	for _, code := range []int{200, 202, 400, 401, 403, 404, 413, 422, 502, 503, 504} {
+		m.byCode[code] = m.requests.WithLabelValues(strconv.Itoa(code))
 	}
 	gauge := func(name, help string, f func(publisher.State) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(src.State()) })
@@ -124,7 +129,13 @@ func (m *Metrics) Published(o publisher.Outcome, d time.Duration) {
 func (m *Metrics) Republished(n int) { m.republished.Add(float64(n)) }
 
 // HTTPResponse counts one answered publish request.
-func (m *Metrics) HTTPResponse(code int) { m.requests.WithLabelValues(strconv.Itoa(code)).Inc() }
+func (m *Metrics) HTTPResponse(code int) {
+	if c, ok := m.byCode[code]; ok {
+		c.Inc()
+		return
+	}
+	m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+}
 
 // Event consumes the supervision event stream (use as supervision.Spec.EventHook).
 func (m *Metrics) Event(ev supervision.Event) {

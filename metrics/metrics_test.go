@@ -122,3 +122,35 @@ func counterOf(t *testing.T, reg *prometheus.Registry, name, outcome string) pro
 	t.Fatalf("no %s{outcome=%q}", name, outcome)
 	return nil
 }
+
+// TestHTTPResponses counts the answers of SPEC.md (counters resolved once) and
+// any other code (405, the 499 of a client that went away) alike.
+func TestHTTPResponses(t *testing.T) {
+	m, reg, _ := newMetrics(t)
+	for _, code := range []int{200, 200, 202, 503, 405, 499, 499} {
+		m.HTTPResponse(code)
+	}
+	want := map[string]float64{"200": 2, "202": 1, "503": 1, "405": 1, "499": 2, "400": 0, "504": 0}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "publisher_http_requests_total" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "code" {
+					got[l.GetValue()] = s.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	for code, n := range want {
+		if v, ok := got[code]; !ok || v != n {
+			t.Errorf("publisher_http_requests_total{code=%q} = %v (present %v), want %v", code, v, ok, n)
+		}
+	}
+}
