@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path"
 	"strconv"
 	"strings"
@@ -173,11 +174,7 @@ func newHandler(cfg Config) *router {
 		h.log = slog.Default()
 	}
 
-	mux := http.NewServeMux()
-	mux.Handle("/v1/publish/{exchange}/{routing_key...}", h)
-	mux.Handle("/v1/publish/{exchange}", h)
-	mux.HandleFunc("/", notFound)
-	return &router{mux: mux, h: h}
+	return &router{h: h}
 }
 
 // retryAfterSeconds formats d as whole seconds, rounded up; d <= 0 means 1s.
@@ -189,24 +186,69 @@ func retryAfterSeconds(d time.Duration) string {
 	return strconv.FormatInt(int64(s), 10)
 }
 
-// router answers non-canonical paths itself instead of letting ServeMux
-// redirect them, then hands over to the mux.
+// router matches the two publish routes itself: it answers non-canonical
+// paths with 400 (a ServeMux would redirect them, and a redirect could move a
+// POST to another exchange), and it splits the path without the allocations of
+// ServeMux's pattern matching, which ran on every request.
 type router struct {
-	mux *http.ServeMux
-	h   *handler
+	h *handler
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.EscapedPath()
 	if r.Method != http.MethodConnect && cleanPath(p) != p {
-		if strings.HasPrefix(p, "/v1/publish/") {
+		if strings.HasPrefix(p, publishPrefix) {
 			rt.h.fail(w, r, http.StatusBadRequest, "malformed path: percent-encode empty, '.' and '..' segments of the routing key", "")
 			return
 		}
 		notFound(w, r)
 		return
 	}
-	rt.mux.ServeHTTP(w, r)
+	exchange, key, ok, bad := splitPublishPath(p)
+	switch {
+	case bad:
+		rt.h.fail(w, r, http.StatusBadRequest, "malformed path: invalid percent-encoding", "")
+	case !ok:
+		notFound(w, r)
+	default:
+		rt.h.serve(w, r, exchange, key)
+	}
+}
+
+const publishPrefix = "/v1/publish/"
+
+// splitPublishPath matches the escaped path p against
+// /v1/publish/{exchange} and /v1/publish/{exchange}/{routing_key...}: the
+// exchange is the first segment after the prefix (not empty), the routing key
+// the rest after its '/', possibly empty or holding more '/'; both are
+// percent-decoded ("%2F" decodes to a '/' that does not split). ok is false
+// when p is not a publish path; bad when a segment's encoding is invalid.
+func splitPublishPath(p string) (exchange, key string, ok, bad bool) {
+	rest, found := strings.CutPrefix(p, publishPrefix)
+	if !found {
+		return "", "", false, false
+	}
+	seg, tail, _ := strings.Cut(rest, "/")
+	if seg == "" {
+		return "", "", false, false
+	}
+	exchange, err := unescape(seg)
+	if err != nil {
+		return "", "", true, true
+	}
+	if key, err = unescape(tail); err != nil {
+		return "", "", true, true
+	}
+	return exchange, key, true, false
+}
+
+// unescape percent-decodes a path (or part of one) without allocating when
+// there is nothing to decode.
+func unescape(s string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	return url.PathUnescape(s)
 }
 
 // cleanPath is net/http's canonical form of a request path: what ServeMux
@@ -274,7 +316,10 @@ func (h *handler) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(got[:], h.authDigest[:]) == 1
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// serve answers one request on a publish path; pathExchange is the exchange
+// as named in the path ("amq.default" for the default exchange) and key the
+// routing key, both decoded.
+func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, key string) {
 	if r.Method != http.MethodPost {
 		w.Header()["Allow"] = []string{http.MethodPost}
 		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", "")
@@ -285,7 +330,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", "")
 		return
 	}
-	exchange := exchangeFromPath(r.PathValue("exchange"))
+	exchange := exchangeFromPath(pathExchange)
 	if h.allowed != nil {
 		if _, ok := h.allowed[exchange]; !ok {
 			h.fail(w, r, http.StatusForbidden, "exchange not allowed", "")
@@ -296,7 +341,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes", "")
 		return
 	}
-	msg, errText := h.parse(r, exchange)
+	msg, errText := h.parse(r, exchange, key)
 	if errText != "" {
 		h.fail(w, r, http.StatusBadRequest, errText, msg.MessageID)
 		return
@@ -391,7 +436,7 @@ var stringHeaders = [...]struct {
 // parse builds the message from the path and headers (not the body). A
 // non-empty errText is the 400 answer; msg.MessageID is the client's id when it
 // was valid.
-func (h *handler) parse(r *http.Request, exchange string) (msg *publisher.Message, errText string) {
+func (h *handler) parse(r *http.Request, exchange, key string) (msg *publisher.Message, errText string) {
 	msg = &publisher.Message{Exchange: exchange, Persistent: true, Mandatory: true}
 	hdr := r.Header
 
@@ -410,7 +455,7 @@ func (h *handler) parse(r *http.Request, exchange string) (msg *publisher.Messag
 	if !validExchangeName(exchange) {
 		return msg, "invalid exchange name: use letters, digits, '-', '_', '.', ':' (at most 255 bytes)"
 	}
-	msg.RoutingKey = r.PathValue("routing_key")
+	msg.RoutingKey = key
 	if len(msg.RoutingKey) > maxShortStr {
 		return msg, "routing key longer than 255 bytes"
 	}

@@ -295,6 +295,8 @@ func TestHandler(t *testing.T) {
 		{name: "unknown path", target: "/v2/publish/ex/rk", header: auth, wantCode: 404, notRoute: true},
 		{name: "root", method: http.MethodGet, target: "/", wantCode: 404, notRoute: true},
 		{name: "publish without exchange", target: "/v1/publish/", header: auth, wantCode: 404, notRoute: true},
+		{name: "publish prefix only", target: "/v1/publish", header: auth, wantCode: 404, notRoute: true},
+		{name: "longer first segment", target: "/v1/publishers/ex/rk", header: auth, wantCode: 404, notRoute: true},
 		{name: "unclean unknown path", target: "/v2//x", header: auth, wantCode: 404, notRoute: true},
 
 		// 503 from Accepting
@@ -689,5 +691,34 @@ func TestLogsNoSecrets(t *testing.T) {
 	}
 	if s := logs.String(); strings.Contains(s, testToken) || strings.Contains(s, body) {
 		t.Fatalf("secret in the logs:\n%s", s)
+	}
+}
+
+// TestSplitPublishPath pins the routing the handler does without ServeMux:
+// what the patterns /v1/publish/{exchange} and
+// /v1/publish/{exchange}/{routing_key...} would match, decoded.
+func TestSplitPublishPath(t *testing.T) {
+	for _, c := range []struct {
+		path, exchange, key string
+		ok, bad             bool
+	}{
+		{path: "/v1/publish/ex/rk", exchange: "ex", key: "rk", ok: true},
+		{path: "/v1/publish/ex", exchange: "ex", ok: true},
+		{path: "/v1/publish/ex/", exchange: "ex", ok: true},
+		{path: "/v1/publish/ex/a/b/c", exchange: "ex", key: "a/b/c", ok: true},
+		{path: "/v1/publish/a%2Fb/c%2Fd%20e", exchange: "a/b", key: "c/d e", ok: true},
+		{path: "/v1/publish/amq.default/q", exchange: "amq.default", key: "q", ok: true},
+		{path: "/v1/publish/"},
+		{path: "/v1/publish"},
+		{path: "/v1/publishers/ex/rk"},
+		{path: "/"},
+		{path: "/v1/publish/e%zz/rk", ok: true, bad: true},
+		{path: "/v1/publish/ex/r%2", ok: true, bad: true},
+	} {
+		ex, key, ok, bad := splitPublishPath(c.path)
+		if ok != c.ok || bad != c.bad || (ok && !bad && (ex != c.exchange || key != c.key)) {
+			t.Errorf("splitPublishPath(%q) = %q, %q, ok %v, bad %v; want %q, %q, ok %v, bad %v",
+				c.path, ex, key, ok, bad, c.exchange, c.key, c.ok, c.bad)
+		}
 	}
 }
