@@ -204,12 +204,12 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		notFound(w, r)
 		return
 	}
-	exchange, key, ok, bad := splitPublishPath(p)
+	exchange, key, ok, err := splitPublishPath(p)
 	switch {
-	case bad:
-		rt.h.fail(w, r, http.StatusBadRequest, "malformed path: invalid percent-encoding", "")
 	case !ok:
 		notFound(w, r)
+	case err != nil:
+		rt.h.fail(w, r, http.StatusBadRequest, "malformed path: invalid percent-encoding", "")
 	default:
 		rt.h.serve(w, r, exchange, key)
 	}
@@ -222,24 +222,21 @@ const publishPrefix = "/v1/publish/"
 // exchange is the first segment after the prefix (not empty), the routing key
 // the rest after its '/', possibly empty or holding more '/'; both are
 // percent-decoded ("%2F" decodes to a '/' that does not split). ok is false
-// when p is not a publish path; bad when a segment's encoding is invalid.
-func splitPublishPath(p string) (exchange, key string, ok, bad bool) {
+// when p is not a publish path; err is set when it is one with an invalid
+// percent-encoding.
+func splitPublishPath(p string) (exchange, key string, ok bool, err error) {
 	rest, found := strings.CutPrefix(p, publishPrefix)
 	if !found {
-		return "", "", false, false
+		return "", "", false, nil
 	}
 	seg, tail, _ := strings.Cut(rest, "/")
 	if seg == "" {
-		return "", "", false, false
+		return "", "", false, nil
 	}
-	exchange, err := unescape(seg)
-	if err != nil {
-		return "", "", true, true
+	if exchange, err = unescape(seg); err == nil {
+		key, err = unescape(tail)
 	}
-	if key, err = unescape(tail); err != nil {
-		return "", "", true, true
-	}
-	return exchange, key, true, false
+	return exchange, key, true, err
 }
 
 // unescape percent-decodes a path (or part of one) without allocating when

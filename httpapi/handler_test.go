@@ -715,7 +715,8 @@ func TestSplitPublishPath(t *testing.T) {
 		{path: "/v1/publish/e%zz/rk", ok: true, bad: true},
 		{path: "/v1/publish/ex/r%2", ok: true, bad: true},
 	} {
-		ex, key, ok, bad := splitPublishPath(c.path)
+		ex, key, ok, err := splitPublishPath(c.path)
+		bad := err != nil
 		if ok != c.ok || bad != c.bad || (ok && !bad && (ex != c.exchange || key != c.key)) {
 			t.Errorf("splitPublishPath(%q) = %q, %q, ok %v, bad %v; want %q, %q, ok %v, bad %v",
 				c.path, ex, key, ok, bad, c.exchange, c.key, c.ok, c.bad)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"time"
@@ -24,8 +25,8 @@ import (
 // either (-http-client); the report says which one ran.
 //
 // It understands exactly what the service answers: a status line, headers
-// with a Content-Length (or "Transfer-Encoding: chunked", read through
-// net/http's parser as a fallback), and "Connection: close". Anything else is
+// with a Content-Length (or "Transfer-Encoding: chunked", after which the
+// connection is closed), and "Connection: close". Anything else is
 // an error, and the connection is dialled again for the next request.
 type leanConn struct {
 	addr string
@@ -132,14 +133,11 @@ func (c *leanConn) roundTrip() (code int, body []byte, keep bool, err error) {
 	}
 	switch {
 	case chunked:
-		// Never answered by the service; read it correctly all the same.
-		resp, err := http.ReadResponse(bufio.NewReader(io.MultiReader(
-			bytes.NewReader([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")), c.br)), nil)
-		if err != nil {
-			return code, nil, false, err
-		}
-		c.body, err = io.ReadAll(io.LimitReader(resp.Body, 64*1024))
-		return code, c.body, false, err // the reader above may have buffered past the answer
+		// Not what the service answers; read correctly all the same. The
+		// chunked reader stops at the last chunk and leaves the trailer
+		// unread, so the connection is not used again.
+		c.body, err = io.ReadAll(io.LimitReader(httputil.NewChunkedReader(c.br), 64*1024))
+		return code, c.body, false, err
 	case length < 0:
 		return code, nil, false, errors.New("lean client: answer without Content-Length")
 	case length > 64*1024:
