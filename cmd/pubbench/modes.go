@@ -206,11 +206,16 @@ func doPostStatus(ctx context.Context, client *http.Client, u string, header htt
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != code {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(got)))
+	return checkAnswer(resp.StatusCode, got, code, want)
+}
+
+// checkAnswer returns an error unless status is code and body contains want.
+func checkAnswer(status int, body []byte, code int, want []byte) error {
+	if status != code {
+		return fmt.Errorf("HTTP %d: %s", status, bytes.TrimSpace(body))
 	}
-	if !bytes.Contains(got, want) {
-		return fmt.Errorf("HTTP %d without %s: %s", code, want, strings.TrimSpace(string(got)))
+	if !bytes.Contains(body, want) {
+		return fmt.Errorf("HTTP %d without %s: %s", status, want, bytes.TrimSpace(body))
 	}
 	return nil
 }
@@ -259,17 +264,11 @@ func (b *bench) poster(u string, h http.Header, body []byte, code int, want []by
 		}
 	}
 	op = func(ctx context.Context, i int) error {
-		got, resp, err := conns[i].do(ctx)
+		status, resp, err := conns[i].do(ctx)
 		if err != nil {
 			return err
 		}
-		if got != code {
-			return fmt.Errorf("HTTP %d: %s", got, bytes.TrimSpace(resp))
-		}
-		if !bytes.Contains(resp, want) {
-			return fmt.Errorf("HTTP %d without %s: %s", got, want, bytes.TrimSpace(resp))
-		}
-		return nil
+		return checkAnswer(status, resp, code, want)
 	}
 	done = func() {
 		for _, c := range conns {
