@@ -317,25 +317,32 @@ func (h *handler) authorized(r *http.Request) bool {
 // as named in the path ("amq.default" for the default exchange) and key the
 // routing key, both decoded.
 func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, key string) {
+	// The client's own id, when it gave a usable one, is echoed by the
+	// rejections that come before the headers are parsed, so every answer to
+	// a request with an X-Message-Id names it.
+	clientID, ok := single(r.Header, "X-Message-Id")
+	if !ok || len(clientID) > maxShortStr {
+		clientID = ""
+	}
 	if r.Method != http.MethodPost {
 		w.Header()["Allow"] = []string{http.MethodPost}
-		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", "")
+		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", clientID)
 		return
 	}
 	if h.auth && !h.authorized(r) {
 		w.Header()["Www-Authenticate"] = []string{"Bearer"}
-		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", "")
+		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", clientID)
 		return
 	}
 	exchange := exchangeFromPath(pathExchange)
 	if h.allowed != nil {
 		if _, ok := h.allowed[exchange]; !ok {
-			h.fail(w, r, http.StatusForbidden, "exchange not allowed", "")
+			h.fail(w, r, http.StatusForbidden, "exchange not allowed", clientID)
 			return
 		}
 	}
 	if r.ContentLength > h.maxBody {
-		h.fail(w, r, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes", "")
+		h.fail(w, r, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes", clientID)
 		return
 	}
 	msg, errText := h.parse(r, exchange, key)

@@ -238,6 +238,19 @@ func TestHandler(t *testing.T) {
 		{name: "two authorization headers", target: "/v1/publish/ex/rk",
 			header: [][2]string{{"Authorization", "Bearer " + testToken}, {"Authorization", "Bearer " + testToken}}, wantCode: 401},
 		{name: "405 before auth", method: http.MethodGet, target: "/v1/publish/ex/rk", wantCode: 405},
+		// The client's id is echoed by the early rejections too.
+		{name: "401 echoes the client id", target: "/v1/publish/ex/rk", header: [][2]string{{"X-Message-Id", "m-401"}},
+			wantCode: 401, wantID: "m-401"},
+		{name: "403 echoes the client id", cfg: allow("orders"), target: "/v1/publish/payments/rk",
+			header: with([2]string{"X-Message-Id", "m-403"}), wantCode: 403, wantID: "m-403"},
+		{name: "413 echoes the client id", target: "/v1/publish/ex/rk", header: with([2]string{"X-Message-Id", "m-413"}),
+			body: strings.Repeat("b", 17), wantCode: 413, wantID: "m-413"},
+		{name: "405 echoes the client id", method: http.MethodPut, target: "/v1/publish/ex/rk",
+			header: [][2]string{{"X-Message-Id", "m-405"}}, wantCode: 405, wantID: "m-405"},
+		{name: "an unusable client id is not echoed", target: "/v1/publish/ex/rk",
+			header: [][2]string{{"X-Message-Id", "a"}, {"X-Message-Id", "b"}}, wantCode: 401},
+		{name: "a too long client id is not echoed", target: "/v1/publish/ex/rk",
+			header: [][2]string{{"X-Message-Id", long}}, wantCode: 401},
 
 		// 403 allow-list
 		{name: "exchange not allowed", cfg: allow("orders", "amq.default"), target: "/v1/publish/payments/rk", header: auth,
