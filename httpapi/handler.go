@@ -317,32 +317,25 @@ func (h *handler) authorized(r *http.Request) bool {
 // as named in the path ("amq.default" for the default exchange) and key the
 // routing key, both decoded.
 func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, key string) {
-	// The client's own id, when it gave a usable one, is echoed by the
-	// rejections that come before the headers are parsed, so every answer to
-	// a request with an X-Message-Id names it.
-	clientID, ok := single(r.Header, "X-Message-Id")
-	if !ok || len(clientID) > maxShortStr {
-		clientID = ""
-	}
 	if r.Method != http.MethodPost {
 		w.Header()["Allow"] = []string{http.MethodPost}
-		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", clientID)
+		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", clientID(r))
 		return
 	}
 	if h.auth && !h.authorized(r) {
 		w.Header()["Www-Authenticate"] = []string{"Bearer"}
-		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", clientID)
+		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", clientID(r))
 		return
 	}
 	exchange := exchangeFromPath(pathExchange)
 	if h.allowed != nil {
 		if _, ok := h.allowed[exchange]; !ok {
-			h.fail(w, r, http.StatusForbidden, "exchange not allowed", clientID)
+			h.fail(w, r, http.StatusForbidden, "exchange not allowed", clientID(r))
 			return
 		}
 	}
 	if r.ContentLength > h.maxBody {
-		h.fail(w, r, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes", clientID)
+		h.fail(w, r, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes", clientID(r))
 		return
 	}
 	msg, errText := h.parse(r, exchange, key)
@@ -388,6 +381,17 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, ke
 	if h.onResponse != nil {
 		h.onResponse(code)
 	}
+}
+
+// clientID is the request's own X-Message-Id when it gave exactly one of at
+// most 255 bytes, else "". The rejections that come before parse echo it, so
+// every answer to a request with an X-Message-Id names it.
+func clientID(r *http.Request) string {
+	id, ok := single(r.Header, "X-Message-Id")
+	if !ok || len(id) > maxShortStr {
+		return ""
+	}
+	return id
 }
 
 func asyncOf(p Publisher) AsyncPublisher {
