@@ -23,7 +23,6 @@ func BenchmarkPublish(b *testing.B) {
 	url := brokertest.SharedURL(b)
 	q := fmt.Sprintf("pubbench-%d", time.Now().UnixNano())
 	brokertest.DeclareQueue(b, url, q)
-	b.Cleanup(func() { brokertest.Purge(b, url, q) })
 	body := make([]byte, 256)
 	const parallelism = 32 // x GOMAXPROCS(2) = 64 goroutines
 

@@ -445,10 +445,8 @@ func hostPort(t *testing.T, rawURL string) string {
 func TestNackedMessageRetriedUntilDeadline(t *testing.T) {
 	url := brokertest.SharedURL(t)
 	q := fmt.Sprintf("pubtest-nack-%d", time.Now().UnixNano())
+	brokertest.DeclareQueueArgs(t, url, q, amqp.Table{"x-max-length": int64(1), "x-overflow": "reject-publish"})
 	ch := brokertest.Channel(t, url)
-	if _, err := ch.QueueDeclare(q, false, true, false, false, amqp.Table{"x-max-length": int64(1), "x-overflow": "reject-publish"}); err != nil {
-		t.Fatal(err)
-	}
 	tr := startTree(t, publisher.Config{URLs: []string{url}, ConfirmTimeout: 30 * time.Second}, treeOpts{})
 	if err := tr.pub.Publish(context.Background(), msg(q)); err != nil {
 		t.Fatal(err)
@@ -481,6 +479,13 @@ func TestCheckExchange(t *testing.T) {
 	if err := ch.ExchangeDeclare(ex, "fanout", false, true, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
+	// Never bound, so auto-delete never removes it: the shared broker must not
+	// collect one exchange per run.
+	t.Cleanup(func() {
+		if err := ch.ExchangeDelete(ex, false, false); err != nil {
+			t.Errorf("delete exchange %s: %v", ex, err)
+		}
+	})
 	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
 	waitFor(t, "connect", tr.pub.Ready)
 	ctx := context.Background()

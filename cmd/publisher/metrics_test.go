@@ -42,7 +42,7 @@ func TestMetricsExistAndMove(t *testing.T) {
 	node := brokertest.Start(t, brokertest.Options{})
 	amqpURL := node.URL()
 	q := fmt.Sprintf("svc-metrics-%d", time.Now().UnixNano())
-	declare(t, amqpURL, q, nil)
+	brokertest.DeclareQueue(t, amqpURL, q)
 	proxy := proxyFor(t, amqpURL)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":    proxy.AMQPURL(),

@@ -76,22 +76,6 @@ func TestInvalidConfigurationExits2NamingTheVariable(t *testing.T) {
 	}
 }
 
-func declare(t *testing.T, amqpURL, queue string, args amqp.Table) {
-	t.Helper()
-	ch := brokertest.Channel(t, amqpURL)
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, args); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := amqp.Dial(amqpURL); err == nil {
-			if ch, err := c.Channel(); err == nil {
-				_, _ = ch.QueueDelete(queue, false, false, false)
-			}
-			c.Close()
-		}
-	})
-}
-
 // Every status code of SPEC.md from a real request against a real broker;
 // afterwards the service still publishes and no bad input restarted anything.
 func TestEveryStatusCode(t *testing.T) {
@@ -99,8 +83,8 @@ func TestEveryStatusCode(t *testing.T) {
 	stamp := time.Now().UnixNano()
 	q := fmt.Sprintf("svc-status-%d", stamp)
 	full := fmt.Sprintf("svc-full-%d", stamp)
-	declare(t, amqpURL, q, nil)
-	declare(t, amqpURL, full, amqp.Table{"x-max-length": int64(1), "x-overflow": "reject-publish"})
+	brokertest.DeclareQueue(t, amqpURL, q)
+	brokertest.DeclareQueueArgs(t, amqpURL, full, amqp.Table{"x-max-length": int64(1), "x-overflow": "reject-publish"})
 	const token = "t0ken-for-tests"
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":         amqpURL,
@@ -222,7 +206,7 @@ func httpLoad(p *proc, queue string, n int, headers map[string]string, stop <-ch
 func TestHTTPLoadWithConnectionCuts(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := fmt.Sprintf("svc-cuts-%d", time.Now().UnixNano())
-	declare(t, amqpURL, q, nil)
+	brokertest.DeclareQueue(t, amqpURL, q)
 	proxy := proxyFor(t, amqpURL)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":            proxy.AMQPURL(),
@@ -279,7 +263,7 @@ func TestUnreachableBrokerExits3(t *testing.T) {
 func TestDegradeStaysUpAndRecovers(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := fmt.Sprintf("svc-degrade-%d", time.Now().UnixNano())
-	declare(t, amqpURL, q, nil)
+	brokertest.DeclareQueue(t, amqpURL, q)
 	proxy := proxyFor(t, amqpURL)
 	proxy.SetRefuse(true)
 	p := startService(t, map[string]string{
@@ -321,7 +305,7 @@ func TestDegradeStaysUpAndRecovers(t *testing.T) {
 func TestSIGTERMUnderLoad(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := fmt.Sprintf("svc-sigterm-%d", time.Now().UnixNano())
-	declare(t, amqpURL, q, nil)
+	brokertest.DeclareQueue(t, amqpURL, q)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":        amqpURL,
 		"PUBLISHER_SHUTDOWN_TIMEOUT": "10s",

@@ -32,7 +32,7 @@ func proxyFor(t *testing.T, amqpURL string) *faultproxy.Proxy {
 func TestSpoolSurvivesSIGKILL(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := fmt.Sprintf("svc-spool-kill-%d", time.Now().UnixNano())
-	declare(t, amqpURL, q, nil)
+	brokertest.DeclareQueue(t, amqpURL, q)
 	proxy := proxyFor(t, amqpURL)
 	dir := t.TempDir()
 	env := map[string]string{
@@ -81,7 +81,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := fmt.Sprintf("svc-spool-full-%d", time.Now().UnixNano())
-	declare(t, amqpURL, q, nil)
+	brokertest.DeclareQueue(t, amqpURL, q)
 	proxy := proxyFor(t, amqpURL)
 	proxy.SetRefuse(true)
 	p := startService(t, map[string]string{
@@ -136,7 +136,7 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 	}
 	amqpURL := brokertest.SharedURL(t)
 	q := fmt.Sprintf("svc-spool-outage-%d", time.Now().UnixNano())
-	declare(t, amqpURL, q, nil)
+	brokertest.DeclareQueue(t, amqpURL, q)
 	proxy := proxyFor(t, amqpURL)
 	// Default restart intensity and backoff: a one-minute outage is ridden out.
 	p := startService(t, map[string]string{

@@ -56,14 +56,44 @@ func Channel(t testing.TB, amqpURL string) *amqp.Channel {
 	return ch
 }
 
-// DeclareQueue declares a durable classic queue on the broker at url.
+// DeclareQueue declares a durable classic queue on the broker at url and
+// deletes it, with its messages, at the end of the test: the shared broker
+// outlives every test run and must not collect their queues.
 func DeclareQueue(t testing.TB, amqpURL, queue string) {
 	t.Helper()
+	DeclareQueueArgs(t, amqpURL, queue, nil)
+}
+
+// DeclareQueueArgs is DeclareQueue with queue arguments (x-queue-type,
+// x-max-length, ...).
+func DeclareQueueArgs(t testing.TB, amqpURL, queue string, args amqp.Table) {
+	t.Helper()
 	ch := Channel(t, amqpURL)
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, args); err != nil {
 		t.Fatalf("brokertest: declare %q: %v", queue, err)
 	}
 	ch.Close()
+	t.Cleanup(func() {
+		if err := deleteQueue(amqpURL, queue); err != nil {
+			t.Errorf("brokertest: delete %q: %v", queue, err)
+		}
+	})
+}
+
+// deleteQueue deletes queue on a connection of its own (the test's may be
+// closed by now). A queue already gone (a private node stopped) is no error.
+func deleteQueue(amqpURL, queue string) error {
+	c, err := amqp.DialConfig(amqpURL, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		return nil // the broker is gone with its queue (a private node stopped)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		return err
+	}
+	_, err = ch.QueueDelete(queue, false, false, false)
+	return err
 }
 
 // Purge removes all ready messages from queue and returns how many.
