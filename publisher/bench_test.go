@@ -2,10 +2,8 @@ package publisher_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"testing"
-	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -21,8 +19,7 @@ import (
 // 1e9/ns_op); `go run ./cmd/pubbench` prints the ratio for the whole service.
 func BenchmarkPublish(b *testing.B) {
 	url := brokertest.SharedURL(b)
-	q := fmt.Sprintf("pubbench-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(b, url, q)
+	q := brokertest.TempQueue(b, url, "pubbench")
 	body := make([]byte, 256)
 	const parallelism = 32 // x GOMAXPROCS(2) = 64 goroutines
 

@@ -114,8 +114,7 @@ func msg(queue string) *publisher.Message {
 
 func TestPublishConfirmedAndDelivered(t *testing.T) {
 	url := brokertest.SharedURL(t)
-	q := fmt.Sprintf("pubtest-basic-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, url, q)
+	q := brokertest.TempQueue(t, url, "pubtest-basic")
 	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
 	m := msg(q)
 	m.Headers = map[string]any{"k": "v"}
@@ -149,8 +148,7 @@ func TestUnroutableMandatoryIsReturned(t *testing.T) {
 
 func TestInvalidHeaderFailsOnlyThatMessage(t *testing.T) {
 	url := brokertest.SharedURL(t)
-	q := fmt.Sprintf("pubtest-invalid-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, url, q)
+	q := brokertest.TempQueue(t, url, "pubtest-invalid")
 	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
 	bad := msg(q)
 	bad.Headers = map[string]any{"ch": make(chan int)}
@@ -209,8 +207,7 @@ func TestMissingExchangeCostsOnlyThatRequest(t *testing.T) {
 // MaxPublishAttempts, never crash-looping anything.
 func TestPoisonMessageFailsAfterMaxAttempts(t *testing.T) {
 	url := brokertest.SharedURL(t)
-	q := fmt.Sprintf("pubtest-poison-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, url, q)
+	q := brokertest.TempQueue(t, url, "pubtest-poison")
 	tr := startTree(t, publisher.Config{URLs: []string{url}, MaxPublishAttempts: 3}, treeOpts{})
 	bad := msg(q)
 	bad.Expiration = "not-a-number"
@@ -241,8 +238,7 @@ func load(pub *publisher.Publisher, queue string, n int, stop <-chan struct{}) *
 // nothing confirmed is lost and >= 99% succeed.
 func TestConnectionCutsUnderLoad(t *testing.T) {
 	url := brokertest.SharedURL(t)
-	q := fmt.Sprintf("pubtest-cuts-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, url, q)
+	q := brokertest.TempQueue(t, url, "pubtest-cuts")
 	proxy, err := faultproxy.New(hostPort(t, url))
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
 	"github.com/publisher-dev/publisher/internal/promnames"
@@ -41,8 +40,7 @@ func exposed(body string) map[string]bool {
 func TestMetricsExistAndMove(t *testing.T) {
 	node := brokertest.Start(t, brokertest.Options{})
 	amqpURL := node.URL()
-	q := fmt.Sprintf("svc-metrics-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, amqpURL, q)
+	q := brokertest.TempQueue(t, amqpURL, "svc-metrics")
 	proxy := proxyFor(t, amqpURL)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":    proxy.AMQPURL(),

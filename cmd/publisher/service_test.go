@@ -205,8 +205,7 @@ func httpLoad(p *proc, queue string, n int, headers map[string]string, stop <-ch
 // Load through HTTP with the broker connections cut every 500 ms for 10 s.
 func TestHTTPLoadWithConnectionCuts(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
-	q := fmt.Sprintf("svc-cuts-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, amqpURL, q)
+	q := brokertest.TempQueue(t, amqpURL, "svc-cuts")
 	proxy := proxyFor(t, amqpURL)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":            proxy.AMQPURL(),
@@ -262,8 +261,7 @@ func TestUnreachableBrokerExits3(t *testing.T) {
 // 503 with Retry-After, and recovers when the broker returns.
 func TestDegradeStaysUpAndRecovers(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
-	q := fmt.Sprintf("svc-degrade-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, amqpURL, q)
+	q := brokertest.TempQueue(t, amqpURL, "svc-degrade")
 	proxy := proxyFor(t, amqpURL)
 	proxy.SetRefuse(true)
 	p := startService(t, map[string]string{
@@ -304,8 +302,7 @@ func TestDegradeStaysUpAndRecovers(t *testing.T) {
 // hanging.
 func TestSIGTERMUnderLoad(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
-	q := fmt.Sprintf("svc-sigterm-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, amqpURL, q)
+	q := brokertest.TempQueue(t, amqpURL, "svc-sigterm")
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":        amqpURL,
 		"PUBLISHER_SHUTDOWN_TIMEOUT": "10s",

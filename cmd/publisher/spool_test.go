@@ -31,8 +31,7 @@ func proxyFor(t *testing.T, amqpURL string) *faultproxy.Proxy {
 // queue.
 func TestSpoolSurvivesSIGKILL(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
-	q := fmt.Sprintf("svc-spool-kill-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, amqpURL, q)
+	q := brokertest.TempQueue(t, amqpURL, "svc-spool-kill")
 	proxy := proxyFor(t, amqpURL)
 	dir := t.TempDir()
 	env := map[string]string{
@@ -80,8 +79,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 // once the broker drained it.
 func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
-	q := fmt.Sprintf("svc-spool-full-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, amqpURL, q)
+	q := brokertest.TempQueue(t, amqpURL, "svc-spool-full")
 	proxy := proxyFor(t, amqpURL)
 	proxy.SetRefuse(true)
 	p := startService(t, map[string]string{
@@ -135,8 +133,7 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 		t.Skip("a minute-long outage")
 	}
 	amqpURL := brokertest.SharedURL(t)
-	q := fmt.Sprintf("svc-spool-outage-%d", time.Now().UnixNano())
-	brokertest.DeclareQueue(t, amqpURL, q)
+	q := brokertest.TempQueue(t, amqpURL, "svc-spool-outage")
 	proxy := proxyFor(t, amqpURL)
 	// Default restart intensity and backoff: a one-minute outage is ridden out.
 	p := startService(t, map[string]string{

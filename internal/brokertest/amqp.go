@@ -3,6 +3,7 @@ package brokertest
 import (
 	"net/url"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -62,6 +63,16 @@ func Channel(t testing.TB, amqpURL string) *amqp.Channel {
 func DeclareQueue(t testing.TB, amqpURL, queue string) {
 	t.Helper()
 	DeclareQueueArgs(t, amqpURL, queue, nil)
+}
+
+// TempQueue declares a durable classic queue named prefix-<nanoseconds>, so
+// runs never share one, deletes it at the end of the test (see DeclareQueue)
+// and returns its name.
+func TempQueue(t testing.TB, amqpURL, prefix string) string {
+	t.Helper()
+	q := prefix + "-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	DeclareQueueArgs(t, amqpURL, q, nil)
+	return q
 }
 
 // DeclareQueueArgs is DeclareQueue with queue arguments (x-queue-type,
