@@ -107,7 +107,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.serviceBin, "service-bin", "", "a prebuilt service binary (skips the build)")
 	fs.IntVar(&cfg.serviceChannels, "service-channels", 0, "PUBLISHER_CHANNELS of the service (0: its default)")
 	fs.IntVar(&cfg.serviceBuffer, "service-buffer", 10000, "PUBLISHER_BUFFER_SIZE of the service")
-	fs.IntVar(&cfg.serviceGOMAXPROCS, "service-gomaxprocs", 1, "GOMAXPROCS of the service, as deploy/ runs the sidecar (0: Go's default, the number of CPUs)")
+	fs.IntVar(&cfg.serviceGOMAXPROCS, "service-gomaxprocs", 0, "GOMAXPROCS of the service (0: Go's default, the number of CPUs, as the raw modes run; 1: as deploy/ runs the sidecar under its half-core CPU limit)")
 	fs.DurationVar(&cfg.serviceConfirmTimeout, "service-confirm-timeout", 90*time.Second, "PUBLISHER_CONFIRM_TIMEOUT of the service (long: the memory measurement holds messages)")
 	fs.Var((*stringList)(&cfg.serviceEnv), "service-env", "extra NAME=value in the service's environment, e.g. PUBLISHER_CHANNELS=4 or GOGC=200 (repeatable)")
 	fs.StringVar(&cfg.rabbitmqctl, "rabbitmqctl", "rabbitmqctl", "rabbitmqctl command")
@@ -210,8 +210,10 @@ type modeResult struct {
 	Conc           string        `json:"concurrency"`
 	Rounds         int           `json:"rounds"`
 	Rate           float64       `json:"msgs_per_sec"`
+	Mean           time.Duration `json:"-"`
 	P50            time.Duration `json:"-"`
 	P99            time.Duration `json:"-"`
+	MeanMs         float64       `json:"mean_ms"`
 	P50Ms          float64       `json:"p50_ms"`
 	P99Ms          float64       `json:"p99_ms"`
 	Measured       int           `json:"confirmed_measured"`
@@ -225,6 +227,8 @@ type modeResult struct {
 	BrokerCPUPerMsg  *float64 `json:"broker_cpu_sec_per_msg,omitempty"`
 	ServiceCPUCores  *float64 `json:"service_cpu_cores,omitempty"`
 	BrokerCPUCores   *float64 `json:"broker_cpu_cores,omitempty"`
+	// mode service only: where a request's time went
+	Split *latencySplit `json:"latency_split,omitempty"`
 	// mode spooled only
 	Spool *spoolResult `json:"spool,omitempty"`
 }
@@ -463,6 +467,9 @@ type modeRun struct {
 	svcCPU, selfCPU, broker float64
 	svcOK, brokerOK         bool
 	spool                   *spoolRun // mode spooled only
+	// mode service only: increase of publisher_publish_duration_seconds
+	pubCount, pubSecs float64
+	pubOK             bool
 }
 
 // modeAgg accumulates a mode's runs over the rounds.
@@ -475,6 +482,9 @@ type modeAgg struct {
 	wall                    float64
 	svcCPU, selfCPU, broker float64
 	svcOK, brokerOK         bool
+	// mode service: sums over the rounds
+	pubCount, pubSecs float64
+	pubOK             bool
 	// mode spooled: sums over the rounds
 	spool                         bool
 	load, drain, confirmed        float64
@@ -487,8 +497,11 @@ type modeAgg struct {
 
 func (a *modeAgg) add(r modeRun) {
 	if a.runs == 0 {
-		a.svcOK, a.brokerOK = true, true
+		a.svcOK, a.brokerOK, a.pubOK = true, true, true
 	}
+	a.pubCount += r.pubCount
+	a.pubSecs += r.pubSecs
+	a.pubOK = a.pubOK && r.pubOK
 	a.runs++
 	a.lat = append(a.lat, r.m.lat...)
 	a.okTotal += r.m.okTotal
@@ -544,6 +557,10 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 	if mode == modeSpooled {
 		svc = b.spoolSvc
 	}
+	var pub0 map[string]float64
+	if mode == modeService {
+		pub0 = b.scrapePublish(svc)
+	}
 	before, svcOK, brokerOK := b.sampleCPU(svc)
 	w := newWindow(b.cfg.warmup, b.cfg.duration)
 	var run modeRun
@@ -572,7 +589,50 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 	if isService && !svc.alive() {
 		return modeRun{}, fmt.Errorf("the %s exited during its mode; log:\n%s", svc.name, svc.logTail())
 	}
+	if pub0 != nil {
+		if pub1 := b.scrapePublish(svc); pub1 != nil {
+			run.pubCount = pub1[metricPublishCount] - pub0[metricPublishCount]
+			run.pubSecs = pub1[metricPublishSum] - pub0[metricPublishSum]
+			run.pubOK = run.pubCount > 0
+		}
+	}
 	return run, nil
+}
+
+// scrapePublish reads the service's publisher_publish_duration_seconds count
+// and sum; nil when they cannot be read (the latency split is then left out).
+func (b *bench) scrapePublish(svc *service) map[string]float64 {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections()
+	m, err := svc.scrape(client, metricPublishCount, metricPublishSum)
+	if err != nil || len(m) != 2 {
+		return nil
+	}
+	return m
+}
+
+// latencySplit divides the mean latency of mode (a) between the service's
+// Publish (from the handler's call to the broker's confirm: mailbox, publish,
+// broker, confirm back to the handler) and the rest (the HTTP hop both ways:
+// load generator, kernel, the service's HTTP server). Publish's mean comes
+// from publisher_publish_duration_seconds over the whole mode, warm-up
+// included; the client's over the measured window.
+type latencySplit struct {
+	ClientMeanMs  float64 `json:"client_mean_ms"`
+	PublishMeanMs float64 `json:"publish_mean_ms"`
+	HTTPMeanMs    float64 `json:"http_mean_ms"`
+}
+
+func newLatencySplit(clientMean time.Duration, pubSecs, pubCount float64) *latencySplit {
+	if pubCount <= 0 {
+		return nil
+	}
+	s := &latencySplit{
+		ClientMeanMs:  float64(clientMean) / 1e6,
+		PublishMeanMs: pubSecs / pubCount * 1e3,
+	}
+	s.HTTPMeanMs = s.ClientMeanMs - s.PublishMeanMs
+	return s
 }
 
 // result turns a mode's runs into its line of the table.
@@ -583,8 +643,12 @@ func (b *bench) result(a *modeAgg) *modeResult {
 		Measured: len(a.lat), ConfirmedTotal: a.okTotal, Errors: a.errs, LastError: a.lastError,
 		Rate: float64(len(a.lat)) / measured, WallSeconds: a.wall,
 	}
+	r.Mean = mean(a.lat)
 	r.P50, r.P99 = latencySummary(a.lat)
-	r.P50Ms, r.P99Ms = float64(r.P50)/1e6, float64(r.P99)/1e6
+	r.MeanMs, r.P50Ms, r.P99Ms = float64(r.Mean)/1e6, float64(r.P50)/1e6, float64(r.P99)/1e6
+	if a.mode == modeService && a.pubOK && len(a.lat) > 0 {
+		r.Split = newLatencySplit(r.Mean, a.pubSecs, a.pubCount)
+	}
 	if a.okTotal > 0 && a.wall > 0 {
 		per := func(d float64) *float64 { v := d / float64(a.okTotal); return &v }
 		cores := func(d float64) *float64 { v := d / a.wall; return &v }
@@ -688,6 +752,12 @@ func printReport(rep *report) error {
 		} else {
 			fmt.Fprintf(w, "service CPU: %.1f µs per confirmed message (%.2f cores busy during its mode)\n",
 				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
+		}
+	}
+	for _, r := range rep.Results {
+		if s := r.Split; s != nil {
+			fmt.Fprintf(w, "%s latency: mean %.2f ms per answer; %.2f ms of it inside the service's Publish (mailbox, broker, confirm), %.2f ms the HTTP hop both ways\n",
+				r.Label, s.ClientMeanMs, s.PublishMeanMs, s.HTTPMeanMs)
 		}
 	}
 	for _, r := range rep.Results {

@@ -16,6 +16,9 @@ const (
 	metricMessagesTotal = "publisher_messages_total"
 	metricFsyncCount    = "publisher_spool_fsync_duration_seconds_count"
 	metricFsyncSum      = "publisher_spool_fsync_duration_seconds_sum"
+	// read by mode (a): the time requests spent inside Publish
+	metricPublishCount = "publisher_publish_duration_seconds_count"
+	metricPublishSum   = "publisher_publish_duration_seconds_sum"
 )
 
 // spoolRun is what mode (e) measures beyond the closed loop: the drain of the

@@ -35,6 +35,19 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[rank-1]
 }
 
+// mean returns the arithmetic mean of lat; 0 for an empty slice. In a closed
+// loop of C workers it is what the rate follows: rate = C / mean.
+func mean(lat []time.Duration) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	return sum / time.Duration(len(lat))
+}
+
 // latencySummary sorts lat in place and returns its p50 and p99.
 func latencySummary(lat []time.Duration) (p50, p99 time.Duration) {
 	slices.Sort(lat)
@@ -181,7 +194,7 @@ func ratios(rate map[string]float64) []ratio {
 // writeTable prints the results table, the ratios and the CPU table.
 func writeTable(w io.Writer, results []*modeResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "mode\tconc\tmsgs/s\tp50 ms\tp99 ms\terrors\tdrain s\te2e msgs/s\t\n")
+	fmt.Fprintf(tw, "mode\tconc\tmsgs/s\tmean ms\tp50 ms\tp99 ms\terrors\tdrain s\te2e msgs/s\t\n")
 	for _, r := range results {
 		drain, e2e := "-", "-"
 		if sp := r.Spool; sp != nil {
@@ -191,7 +204,7 @@ func writeTable(w io.Writer, results []*modeResult) error {
 				drain, e2e = ">"+drain, "<"+e2e
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.Label, r.Conc, fmtRate(r.Rate), fmtMs(r.P50), fmtMs(r.P99), r.Errors, drain, e2e)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.Label, r.Conc, fmtRate(r.Rate), fmtMs(r.Mean), fmtMs(r.P50), fmtMs(r.P99), r.Errors, drain, e2e)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -140,7 +141,7 @@ func TestRatios(t *testing.T) {
 func TestWriteTable(t *testing.T) {
 	cpu := 0.000125
 	results := []*modeResult{
-		{Mode: modeService, Label: modeLabels[modeService], Conc: "64", Rate: 6000.4, P50: 10 * time.Millisecond, P99: 45500 * time.Microsecond, ServiceCPUPerMsg: &cpu},
+		{Mode: modeService, Label: modeLabels[modeService], Conc: "64", Rate: 6000.4, Mean: 10660 * time.Microsecond, P50: 10 * time.Millisecond, P99: 45500 * time.Microsecond, ServiceCPUPerMsg: &cpu},
 		{Mode: modeRaw, Label: modeLabels[modeRaw], Conc: "64", Rate: 5000, P50: 12 * time.Millisecond, P99: 40 * time.Millisecond, Errors: 3},
 		{Mode: modeMgmt, Label: modeLabels[modeMgmt], Conc: "64", Rate: 500, P50: 100 * time.Millisecond, P99: 200 * time.Millisecond},
 		{Mode: modeSpooled, Label: modeLabels[modeSpooled], Conc: "64", Rate: 9000, P50: 5 * time.Millisecond, P99: 20 * time.Millisecond, ServiceCPUPerMsg: &cpu,
@@ -157,11 +158,11 @@ func TestWriteTable(t *testing.T) {
 	}
 	out := strings.Join(lines, "\n")
 	for _, want := range []string{
-		"mode conc msgs/s p50 ms p99 ms errors drain s e2e msgs/s",
-		"(a) service HTTP 64 6000 10.00 45.50 0 - -",
-		"(b) raw amqp091 64 5000 12.00 40.00 3 - -",
-		"(d) mgmt API 64 500 100.00 200.00 0 - -",
-		"(e) service spooled 64 9000 5.00 20.00 0 3.25 5400",
+		"mode conc msgs/s mean ms p50 ms p99 ms errors drain s e2e msgs/s",
+		"(a) service HTTP 64 6000 10.66 10.00 45.50 0 - -",
+		"(b) raw amqp091 64 5000 0.00 12.00 40.00 3 - -",
+		"(d) mgmt API 64 500 0.00 100.00 200.00 0 - -",
+		"(e) service spooled 64 9000 0.00 5.00 20.00 0 3.25 5400",
 		"(a)/(b) service/raw 1.20",
 		"(a)/(c) service/pipelined n/a",
 		"(a)/(d) service/mgmt 12.00",
@@ -222,5 +223,25 @@ func TestWriteSpoolSummary(t *testing.T) {
 	writeSpoolSummary(&buf, r)
 	if !strings.Contains(buf.String(), "NOT drained") {
 		t.Errorf("undrained summary:\n%s", buf.String())
+	}
+}
+
+func TestNewLatencySplit(t *testing.T) {
+	lat := []time.Duration{3 * time.Millisecond, 5 * time.Millisecond}
+	if got := mean(lat); got != 4*time.Millisecond {
+		t.Fatalf("mean = %v, want 4ms", got)
+	}
+	if got := mean(nil); got != 0 {
+		t.Errorf("mean of nothing = %v, want 0", got)
+	}
+	s := newLatencySplit(mean(lat), 0.3, 100) // Publish: 3 ms mean
+	if s == nil {
+		t.Fatal("nil split")
+	}
+	if math.Abs(s.ClientMeanMs-4) > 1e-9 || math.Abs(s.PublishMeanMs-3) > 1e-9 || math.Abs(s.HTTPMeanMs-1) > 1e-9 {
+		t.Errorf("split = %+v, want client 4, publish 3, http 1", *s)
+	}
+	if newLatencySplit(mean(lat), 0, 0) != nil {
+		t.Error("a split without Publish samples")
 	}
 }
