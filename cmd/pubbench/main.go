@@ -468,8 +468,8 @@ type modeRun struct {
 	svcOK, brokerOK         bool
 	spool                   *spoolRun // mode spooled only
 	// mode service only: increase of publisher_publish_duration_seconds
+	// (count 0: it could not be read)
 	pubCount, pubSecs float64
-	pubOK             bool
 }
 
 // modeAgg accumulates a mode's runs over the rounds.
@@ -501,7 +501,7 @@ func (a *modeAgg) add(r modeRun) {
 	}
 	a.pubCount += r.pubCount
 	a.pubSecs += r.pubSecs
-	a.pubOK = a.pubOK && r.pubOK
+	a.pubOK = a.pubOK && r.pubCount > 0
 	a.runs++
 	a.lat = append(a.lat, r.m.lat...)
 	a.okTotal += r.m.okTotal
@@ -593,7 +593,6 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 		if pub1 := b.scrapePublish(svc); pub1 != nil {
 			run.pubCount = pub1[metricPublishCount] - pub0[metricPublishCount]
 			run.pubSecs = pub1[metricPublishSum] - pub0[metricPublishSum]
-			run.pubOK = run.pubCount > 0
 		}
 	}
 	return run, nil
