@@ -328,7 +328,7 @@ func (inc *incarnation) drainBacklog() {
 // dispatch publishes r, or parks it until its exchange is known to exist: a
 // message to a missing exchange must not close a channel other messages share.
 func (inc *incarnation) dispatch(r *request) {
-	if r.ctx.Err() != nil {
+	if r.gone(time.Now()) {
 		// The caller has its answer already; publishing now would only make a
 		// message nobody waits for.
 		r.finish(ErrConfirmTimeout)
@@ -372,9 +372,9 @@ func (inc *incarnation) publish(r *request) {
 		return
 	}
 	m := r.msg
-	if err := pc.ch.PublishWithContext(r.ctx, m.Exchange, m.RoutingKey, m.Mandatory, false, r.pub); err != nil {
+	if err := pc.ch.PublishWithContext(r.ctx, m.Exchange, m.RoutingKey, m.Mandatory, false, publishing(m)); err != nil {
 		switch {
-		case r.ctx.Err() != nil:
+		case r.gone(time.Now()):
 			r.finish(ErrConfirmTimeout)
 		default:
 			// Headers were validated by Publish, so this is the channel or the
@@ -410,7 +410,7 @@ func (inc *incarnation) handle(ev chanEvent) error {
 		// The oldest unconfirmed message with this id on this channel is the one.
 		var oldest uint64
 		for tag, r := range pc.inflight {
-			if r.returned == nil && r.pub.MessageId == ev.ret.MessageId && (oldest == 0 || tag < oldest) {
+			if r.returned == nil && r.msg.MessageID == ev.ret.MessageId && (oldest == 0 || tag < oldest) {
 				oldest = tag
 			}
 		}
@@ -598,12 +598,13 @@ func (inc *incarnation) saveCarry() {
 	inc.delayed = nil
 	// Requests whose callers have gone need no second publish.
 	live := carry[:0]
+	now := time.Now()
 	for _, r := range carry {
 		if r.checkOnly {
 			r.finish(ErrCannotCheck)
 			continue
 		}
-		if r.ctx.Err() != nil {
+		if r.gone(now) {
 			r.finish(ErrConfirmTimeout)
 			continue
 		}
@@ -629,7 +630,7 @@ func (inc *incarnation) nacked(r *request) {
 	r.nacks++
 	delay := nackRetryMin << min(r.nacks-1, 10)
 	delay = min(delay, nackRetryMax)
-	deadline, ok := r.ctx.Deadline()
+	deadline, ok := r.deadlineAt()
 	if !ok || time.Until(deadline) <= delay {
 		r.finish(ErrNacked)
 		return

@@ -500,3 +500,53 @@ func TestCheckExchange(t *testing.T) {
 		t.Fatalf("Publish to %s: %v", ex, err)
 	}
 }
+
+// Publish is bounded by ConfirmTimeout also while no incarnation serves the
+// mailbox (the broker refuses connections), and a message whose caller was
+// told ErrConfirmTimeout is not published once the broker is back: only the
+// message published afterwards reaches the queue.
+func TestConfirmTimeoutWhileUnreachableNotPublishedLater(t *testing.T) {
+	url := brokertest.SharedURL(t)
+	q := brokertest.TempQueue(t, url, "pubtest-timeout")
+	proxy, err := faultproxy.New(hostPort(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	proxy.SetRefuse(true)
+	tr := startTree(t, publisher.Config{URLs: []string{proxy.AMQPURL()}, ConfirmTimeout: 300 * time.Millisecond}, treeOpts{})
+
+	// Twice: the second Publish reuses the first one's timer.
+	for i := range 2 {
+		m := msg(q)
+		m.MessageID = fmt.Sprintf("timed-out-%d", i)
+		if err := tr.pub.Publish(context.Background(), m); !errors.Is(err, publisher.ErrConfirmTimeout) {
+			t.Fatalf("Publish %d while the broker is unreachable = %v, want ErrConfirmTimeout", i, err)
+		}
+	}
+
+	proxy.SetRefuse(false)
+	waitFor(t, "connect", tr.pub.Ready)
+	m := msg(q)
+	m.MessageID = "after"
+	// A loaded machine may need more than 300 ms for a confirm: try again
+	// (a timed-out attempt may still arrive, so "after" may be there twice).
+	for i := 0; ; i++ {
+		err := tr.pub.Publish(context.Background(), m)
+		if err == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("Publish after the broker came back: %v", err)
+		}
+	}
+	got := brokertest.Drain(t, url, q)
+	for id := range got {
+		if id != "after" {
+			t.Errorf("queue holds %q (%d), told ErrConfirmTimeout while the broker was unreachable", id, got[id])
+		}
+	}
+	if got["after"] == 0 {
+		t.Errorf("queue lacks the message published after the outage: %v", got)
+	}
+}
