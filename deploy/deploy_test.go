@@ -604,8 +604,14 @@ func TestKubernetesSidecar(t *testing.T) {
 			t.Errorf("publisher: no %s request", kind)
 		}
 	}
-	if pub.Resources.Limits["memory"] == "" {
+	// A full default buffer measured 187 MiB (README, "Performance"): a lower
+	// limit gets the sidecar OOM-killed exactly when the broker blocks.
+	if lim := pub.Resources.Limits["memory"]; lim == "" {
 		t.Error("publisher: no memory limit")
+	} else if mib, ok := strings.CutSuffix(lim, "Mi"); !ok {
+		t.Errorf("publisher: memory limit %q, want a value in Mi", lim)
+	} else if n, err := strconv.Atoi(mib); err != nil || n < 192 {
+		t.Errorf("publisher: memory limit %q is below what a full default buffer needs (187 MiB measured)", lim)
 	}
 }
 
