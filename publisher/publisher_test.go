@@ -239,7 +239,7 @@ func load(pub *publisher.Publisher, queue string, n int, stop <-chan struct{}) *
 func TestConnectionCutsUnderLoad(t *testing.T) {
 	url := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, url, "pubtest-cuts")
-	proxy := proxyTo(t, url)
+	proxy := faultproxy.ForURL(t, url)
 	tr := startTree(t, publisher.Config{URLs: []string{proxy.AMQPURL()}, ConfirmTimeout: 20 * time.Second, MaxPublishAttempts: 10}, treeOpts{})
 	waitFor(t, "first connect", tr.pub.Ready)
 
@@ -422,27 +422,6 @@ func TestRedactURL(t *testing.T) {
 	}
 }
 
-// proxyTo starts a fault proxy in front of the broker at url, closed when the
-// test ends (after the tree startTree stops, as cleanups run last first).
-func proxyTo(t *testing.T, url string) *faultproxy.Proxy {
-	t.Helper()
-	proxy, err := faultproxy.New(hostPort(t, url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
-	return proxy
-}
-
-func hostPort(t *testing.T, rawURL string) string {
-	t.Helper()
-	u, err := amqp.ParseURI(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return net.JoinHostPort(u.Host, fmt.Sprint(u.Port))
-}
-
 // A nack (here: a full queue with overflow=reject-publish) is retried with
 // backoff; once the queue has room the message is confirmed. With no room
 // until the deadline, the answer is ErrNacked.
@@ -516,7 +495,7 @@ func TestCheckExchange(t *testing.T) {
 func TestConfirmTimeoutWhileUnreachableNotPublishedLater(t *testing.T) {
 	url := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, url, "pubtest-timeout")
-	proxy := proxyTo(t, url)
+	proxy := faultproxy.ForURL(t, url)
 	proxy.SetRefuse(true)
 	tr := startTree(t, publisher.Config{URLs: []string{proxy.AMQPURL()}, ConfirmTimeout: 300 * time.Millisecond}, treeOpts{})
 

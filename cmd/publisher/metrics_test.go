@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
+	"github.com/publisher-dev/publisher/internal/faultproxy"
 	"github.com/publisher-dev/publisher/internal/promnames"
 )
 
@@ -41,7 +42,7 @@ func TestMetricsExistAndMove(t *testing.T) {
 	node := brokertest.Start(t, brokertest.Options{})
 	amqpURL := node.URL()
 	q := brokertest.TempQueue(t, amqpURL, "svc-metrics")
-	proxy := proxyFor(t, amqpURL)
+	proxy := faultproxy.ForURL(t, amqpURL)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":    proxy.AMQPURL(),
 		"PUBLISHER_MAX_RESTARTS": "1000",

@@ -17,6 +17,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
+	"github.com/publisher-dev/publisher/internal/faultproxy"
 	"github.com/publisher-dev/publisher/internal/loadtest"
 )
 
@@ -206,7 +207,7 @@ func httpLoad(p *proc, queue string, n int, headers map[string]string, stop <-ch
 func TestHTTPLoadWithConnectionCuts(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, amqpURL, "svc-cuts")
-	proxy := proxyFor(t, amqpURL)
+	proxy := faultproxy.ForURL(t, amqpURL)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":            proxy.AMQPURL(),
 		"PUBLISHER_CONFIRM_TIMEOUT":      "30s",
@@ -262,7 +263,7 @@ func TestUnreachableBrokerExits3(t *testing.T) {
 func TestDegradeStaysUpAndRecovers(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, amqpURL, "svc-degrade")
-	proxy := proxyFor(t, amqpURL)
+	proxy := faultproxy.ForURL(t, amqpURL)
 	proxy.SetRefuse(true)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":         proxy.AMQPURL(),

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"net/url"
 	"syscall"
 	"testing"
 	"time"
@@ -14,17 +13,6 @@ import (
 
 var async = map[string]string{"Prefer": "respond-async"}
 
-func proxyFor(t *testing.T, amqpURL string) *faultproxy.Proxy {
-	t.Helper()
-	u, _ := url.Parse(amqpURL)
-	proxy, err := faultproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
-	return proxy
-}
-
 // The real binary with a spool under concurrent respond-async load, killed
 // with SIGKILL at random moments and started again on the same directory, the
 // broker unreachable part of the time: every message answered 2xx reaches the
@@ -32,7 +20,7 @@ func proxyFor(t *testing.T, amqpURL string) *faultproxy.Proxy {
 func TestSpoolSurvivesSIGKILL(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, amqpURL, "svc-spool-kill")
-	proxy := proxyFor(t, amqpURL)
+	proxy := faultproxy.ForURL(t, amqpURL)
 	dir := t.TempDir()
 	env := map[string]string{
 		"PUBLISHER_AMQP_URLS":    proxy.AMQPURL(),
@@ -80,7 +68,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, amqpURL, "svc-spool-full")
-	proxy := proxyFor(t, amqpURL)
+	proxy := faultproxy.ForURL(t, amqpURL)
 	proxy.SetRefuse(true)
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":       proxy.AMQPURL(),
@@ -134,7 +122,7 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 	}
 	amqpURL := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, amqpURL, "svc-spool-outage")
-	proxy := proxyFor(t, amqpURL)
+	proxy := faultproxy.ForURL(t, amqpURL)
 	// Default restart intensity and backoff: a one-minute outage is ridden out.
 	p := startService(t, map[string]string{
 		"PUBLISHER_AMQP_URLS":       proxy.AMQPURL(),

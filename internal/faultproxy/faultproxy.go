@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 )
 
@@ -44,6 +45,24 @@ func New(target string) (*Proxy, error) {
 	p.wg.Add(1)
 	go p.acceptLoop()
 	return p, nil
+}
+
+// ForURL starts a proxy in front of the host:port of rawURL (e.g. a broker's
+// amqp:// URL) for the test t, and closes it when the test ends: after the
+// cleanups registered later (a supervision tree or a service started behind
+// it), as cleanups run last first.
+func ForURL(t testing.TB, rawURL string) *Proxy {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Port() == "" {
+		t.Fatalf("faultproxy: %q: want a URL with host:port", rawURL)
+	}
+	p, err := New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
 }
 
 // Addr is the proxy's listening address, 127.0.0.1:port.
