@@ -570,6 +570,10 @@ func (n *Node) halt() {
 }
 
 func (n *Node) cleanup(t testing.TB) {
+	if t.Failed() {
+		// The directory goes away below: keep what the node said.
+		t.Logf("brokertest: node %s after the failure:\n%s", n.Name, n.LogTail(60))
+	}
 	n.halt()
 	if pid, err := n.pid(); err == nil && alive(pid) {
 		t.Errorf("brokertest: node %s (pid %d) still running; leaving %s", n.Name, pid, n.Dir)
