@@ -66,6 +66,16 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 	if victim < 0 {
 		t.Fatal("cannot tell which node the service is connected to")
 	}
+	// The two survivors must hold a majority of the queue.
+	seen := ""
+	waitFor(t, "the quorum queue online on all three nodes", func() bool {
+		members, online, err := nodes[victim].QuorumMembers(q)
+		if now := fmt.Sprintf("members %v, online %v, error %v", members, online, err); now != seen {
+			seen = now
+			t.Logf("quorum queue %s: %s", q, now)
+		}
+		return err == nil && len(members) == 3 && len(online) == 3
+	})
 	stop := make(chan struct{})
 	res := httpLoad(p, q, 16, nil, stop)
 	waitFor(t, "load running", func() bool { return p.metric("publisher_messages_total", `outcome="confirmed"`) > 100 })

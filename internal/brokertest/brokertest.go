@@ -10,6 +10,7 @@ package brokertest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -538,6 +539,31 @@ func (n *Node) RunningNodes() ([]string, error) {
 	}
 	line := strings.SplitN(out, "\n", 2)[0]
 	return strings.Split(strings.TrimSpace(line), ","), nil
+}
+
+// QuorumMembers returns the members of the quorum queue and those of them
+// online, as this node sees them. A quorum queue takes its members when it is
+// declared, so a test that stops one node should first check that the queue
+// lives on all of them (else the survivors may hold no majority).
+func (n *Node) QuorumMembers(queue string) (members, online []string, err error) {
+	out, err := n.Ctl("list_queues", "-q", "name", "members", "online", "--formatter", "json")
+	if err != nil {
+		return nil, nil, err
+	}
+	var qs []struct {
+		Name    string   `json:"name"`
+		Members []string `json:"members"`
+		Online  []string `json:"online"`
+	}
+	if err := json.Unmarshal([]byte(out), &qs); err != nil {
+		return nil, nil, fmt.Errorf("brokertest: list_queues on %s: %w: %s", n.Name, err, out)
+	}
+	for _, q := range qs {
+		if q.Name == queue {
+			return q.Members, q.Online, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("brokertest: no queue %q on %s", queue, n.Name)
 }
 
 // LogTail returns the last lines of the node's log (for error messages).
