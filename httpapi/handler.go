@@ -2,9 +2,12 @@
 // (POST /v1/publish/{exchange}/{routing_key}) and the admin listener (/metrics,
 // /healthz, /readyz).
 //
-// Every answer is JSON with Content-Type application/json. A 2xx answer is only
-// ever given after Publisher.Publish returned nil, that is after the broker
-// confirmed the message.
+// Every answer is JSON with Content-Type application/json. A 200 answer is
+// only ever given when Publisher.Publish returned publisher.Confirmed (the
+// broker confirmed the message), a 202 only when it returned
+// publisher.Spooled (durably held on local disk, not confirmed yet); every
+// error is a 4xx or 5xx. The contract users rely on (routes, headers, status
+// codes) is the README's "HTTP API" section.
 package httpapi
 
 import (
@@ -20,30 +23,21 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/relay"
 )
 
-// Publisher is what the handler needs of publisher.Publisher.
+// Publisher is what the handler needs to publish: the publisher itself (which
+// only confirms) or the durable spool in front of it (package relay).
 type Publisher interface {
-	Publish(ctx context.Context, msg *publisher.Message) error
-}
-
-// AsyncPublisher is implemented by a Publisher that can answer before the
-// broker confirmed (the durable spool). When the request says
-// "Prefer: respond-async" (RFC 7240), PublishAsync is called instead of
-// Publish; without it the preference is ignored, as RFC 7240 allows.
-type AsyncPublisher interface {
-	PublishAsync(ctx context.Context, msg *publisher.Message) error
-}
-
-// spooled reports whether a Publish or PublishAsync error means "held durably,
-// will be delivered, not confirmed yet" (answered 202
-// {"message_id":...,"status":"spooled"}): an error in the chain has a
-// Spooled() bool method that returns true.
-func spooled(err error) bool {
-	var s interface{ Spooled() bool }
-	return errors.As(err, &s) && s.Spooled()
+	// Publish takes msg and answers how far it got (publisher.Confirmed, or
+	// publisher.Spooled when it is durably held but not confirmed yet), or
+	// why it failed. async is the request's "Prefer: respond-async" (RFC
+	// 7240): answer once msg is durable without waiting for the broker. A
+	// Publisher that cannot honour it (no spool) ignores it and confirms.
+	Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error)
 }
 
 // DefaultExchangeName names the default exchange ("") in request paths and in
@@ -79,6 +73,12 @@ type Config struct {
 	AllowedExchanges []string
 	// MaxBodyBytes bounds the request body; 0 means DefaultMaxBodyBytes (1 MiB).
 	MaxBodyBytes int64
+	// MaxHeaderBytes, when positive, bounds the request line and headers as
+	// they were sent (names, values, separators): beyond it the answer is 431,
+	// given (and passed to OnResponse) by the handler, so it is counted.
+	// net/http's own Server.MaxHeaderBytes should be set above it: the
+	// requests it refuses never reach a handler.
+	MaxHeaderBytes int
 	// Accepting reports whether new publishes can be taken now. A non-nil error
 	// (publisher.ErrClosed while shutting down, a "given up" error, ...) is
 	// answered 503 with Retry-After before the body is read. nil means always
@@ -100,11 +100,11 @@ type Config struct {
 // handler serves the publish routes. It is immutable after newHandler.
 type handler struct {
 	pub        Publisher
-	async      AsyncPublisher // nil: Prefer: respond-async is ignored
 	authDigest [sha256.Size]byte
 	auth       bool
 	allowed    map[string]struct{} // nil: all allowed; "" is the default exchange
 	maxBody    int64
+	maxHeader  int
 	accepting  func() error
 	retryAfter string // pre-formatted Retry-After value
 	log        *slog.Logger
@@ -149,8 +149,8 @@ func newHandler(cfg Config) *router {
 	}
 	h := &handler{
 		pub:        cfg.Publisher,
-		async:      asyncOf(cfg.Publisher),
 		maxBody:    cfg.MaxBodyBytes,
+		maxHeader:  cfg.MaxHeaderBytes,
 		accepting:  cfg.Accepting,
 		log:        cfg.Logger,
 		onResponse: cfg.OnResponse,
@@ -195,6 +195,10 @@ type router struct {
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rt.h.maxHeader > 0 && headerBytes(r) > rt.h.maxHeader {
+		rt.h.fail(w, r, http.StatusRequestHeaderFieldsTooLarge, "request headers larger than "+strconv.Itoa(rt.h.maxHeader)+" bytes", "")
+		return
+	}
 	p := r.URL.EscapedPath()
 	if r.Method != http.MethodConnect && cleanPath(p) != p {
 		if strings.HasPrefix(p, publishPrefix) {
@@ -216,6 +220,22 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 const publishPrefix = "/v1/publish/"
+
+// headerBytes is the size of r's request line and headers as sent on the
+// wire in HTTP/1.1: "METHOD URI PROTO\r\n", then "Name: value\r\n" per
+// value.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+	if r.Host != "" {
+		n += len("Host: \r\n") + len(r.Host)
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
 
 // splitPublishPath matches the escaped path p against
 // /v1/publish/{exchange} and /v1/publish/{exchange}/{routing_key...}: the
@@ -360,22 +380,23 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, ke
 	}
 	msg.Timestamp = h.now()
 
-	var err error
-	async := h.async != nil && prefersAsync(r.Header)
-	if async {
-		err = h.async.PublishAsync(r.Context(), msg)
-	} else {
-		err = h.pub.Publish(r.Context(), msg)
+	async := prefersAsync(r.Header)
+	d, err := h.pub.Publish(r.Context(), msg, async)
+	if err != nil {
+		h.publishFailed(w, r, err, msg.MessageID)
+		return
 	}
 	code = http.StatusOK
-	switch {
-	case err == nil:
+	switch d {
+	case publisher.Confirmed:
 		writeConfirmed(w, msg.MessageID)
-	case spooled(err):
+	case publisher.Spooled:
 		code = http.StatusAccepted
+		// RFC 7240: Preference-Applied only when the preference was applied,
+		// that is when the answer did not wait for the broker.
 		writeSpooled(w, msg.MessageID, async)
 	default:
-		h.publishFailed(w, r, err, msg.MessageID)
+		h.publishFailed(w, r, errors.New("httpapi: unknown delivery "+d.String()), msg.MessageID)
 		return
 	}
 	if h.onResponse != nil {
@@ -388,15 +409,10 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, ke
 // every answer to a request with an X-Message-Id names it.
 func clientID(r *http.Request) string {
 	id, ok := single(r.Header, "X-Message-Id")
-	if !ok || len(id) > maxShortStr {
+	if !ok || len(id) > maxShortStr || !utf8.ValidString(id) {
 		return ""
 	}
 	return id
-}
-
-func asyncOf(p Publisher) AsyncPublisher {
-	a, _ := p.(AsyncPublisher)
-	return a
 }
 
 // prefersAsync reports "Prefer: respond-async" (RFC 7240), among other
@@ -456,6 +472,12 @@ func (h *handler) parse(r *http.Request, exchange, key string) (msg *publisher.M
 		}
 		if len(v) > maxShortStr {
 			return msg, sh.key + " longer than 255 bytes"
+		}
+		if sh.key == "X-Message-Id" && !utf8.ValidString(v) {
+			// The answer is JSON, which can only echo valid UTF-8: an id the
+			// broker stores as other bytes than the caller is told could not be
+			// used to deduplicate.
+			return msg, "X-Message-Id must be valid UTF-8"
 		}
 		*sh.field(msg) = v
 	}
@@ -595,20 +617,23 @@ func (h *handler) unavailable(w http.ResponseWriter, r *http.Request, err error,
 
 // publishFailed maps a Publish error to its answer.
 func (h *handler) publishFailed(w http.ResponseWriter, r *http.Request, err error, id string) {
+	ctx := r.Context()
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && errors.Is(err, context.Canceled) {
+		// The client went away (net/http cancels the request's context with
+		// no other cause). Write a 503 in case someone still listens; never a
+		// 2xx. A server shutting down cancels with a cause of its own instead,
+		// and its answer is classified below.
+		h.log.LogAttrs(ctx, slog.LevelDebug, "httpapi: request cancelled before the confirm",
+			slog.String("message_id", id), slog.String("error", err.Error()))
+		w.Header()["Retry-After"] = []string{h.retryAfter}
+		writeJSONError(w, http.StatusServiceUnavailable, "request cancelled", id)
+		if h.onResponse != nil {
+			h.onResponse(StatusClientClosedRequest)
+		}
+		return
+	}
 	code, text, retry := classify(err)
 	if code == 0 {
-		if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
-			// The client went away (or the server gave up on the request). Write a
-			// 503 in case someone still listens; never a 2xx.
-			h.log.LogAttrs(r.Context(), slog.LevelDebug, "httpapi: request cancelled before the confirm",
-				slog.String("message_id", id), slog.String("error", err.Error()))
-			w.Header()["Retry-After"] = []string{h.retryAfter}
-			writeJSONError(w, http.StatusServiceUnavailable, "request cancelled", id)
-			if h.onResponse != nil {
-				h.onResponse(StatusClientClosedRequest)
-			}
-			return
-		}
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "httpapi: publish failed",
 			slog.String("message_id", id), slog.String("error", err.Error()))
 		code, text, retry = http.StatusServiceUnavailable, "service unavailable: cannot take messages now", true
@@ -629,6 +654,18 @@ func classify(err error) (code int, text string, retry bool) {
 	var ce *publisher.ChannelError
 	var re *publisher.ReturnError
 	switch {
+	case errors.Is(err, publisher.ErrNotPublished):
+		// Taken back before it was sent: it will not arrive, a retry makes no
+		// duplicate.
+		if errors.Is(err, publisher.ErrClosed) {
+			return http.StatusServiceUnavailable, "service unavailable: shutting down; the message was not published", true
+		}
+		return http.StatusGatewayTimeout, "not confirmed in time; the message was not published (safe to retry)", false
+	case errors.Is(err, publisher.ErrConfirmTimeout), errors.Is(err, context.DeadlineExceeded):
+		if errors.Is(err, publisher.ErrClosed) {
+			return http.StatusGatewayTimeout, "shutting down before the broker confirmed; the message may still reach the broker", false
+		}
+		return http.StatusGatewayTimeout, "not confirmed in time; the message may still reach the broker", false
 	case errors.Is(err, publisher.ErrTooManyAttempts):
 		return http.StatusBadGateway, "not published: failed through too many connection failures", false
 	case errors.Is(err, publisher.ErrExchangeNotFound):
@@ -643,10 +680,13 @@ func classify(err error) (code int, text string, retry bool) {
 		return http.StatusUnprocessableEntity, "unroutable: returned by the broker", false
 	case errors.Is(err, publisher.ErrNacked):
 		return http.StatusBadGateway, "nacked by the broker", false
-	case errors.As(err, &ce) && ce.Code == http.StatusForbidden:
-		return http.StatusForbidden, "refused by the broker: " + ce.Reason, false
+	case errors.Is(err, publisher.ErrAccessRefused):
+		if errors.As(err, &ce) {
+			return http.StatusForbidden, "refused by the broker: " + ce.Reason, false
+		}
+		return http.StatusForbidden, "refused by the broker", false
 	case errors.Is(err, publisher.ErrRejected):
-		if ce != nil {
+		if errors.As(err, &ce) {
 			return http.StatusBadRequest, "rejected by the broker: " + strconv.Itoa(ce.Code) + " " + ce.Reason, false
 		}
 		return http.StatusBadRequest, "rejected by the broker", false
@@ -654,10 +694,12 @@ func classify(err error) (code int, text string, retry bool) {
 		return http.StatusBadRequest, "invalid message: it cannot be encoded as AMQP", false
 	case errors.Is(err, publisher.ErrBufferFull):
 		return http.StatusServiceUnavailable, "service unavailable: buffer full", true
+	case errors.Is(err, relay.ErrFull):
+		return http.StatusServiceUnavailable, "service unavailable: spool full", true
+	case errors.Is(err, relay.ErrDisk):
+		return http.StatusServiceUnavailable, "service unavailable: the spool cannot write to its disk", true
 	case errors.Is(err, publisher.ErrClosed):
 		return http.StatusServiceUnavailable, "service unavailable: shutting down", true
-	case errors.Is(err, publisher.ErrConfirmTimeout), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "not confirmed in time; the message may still reach the broker", false
 	}
 	return 0, "", false
 }

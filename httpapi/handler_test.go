@@ -30,23 +30,34 @@ const testToken = "s3cret-token"
 var testNow = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // fakePublisher records what Publish received and answers with err, or with
-// fn when set.
+// fn when set; a nil error is answered as publisher.Confirmed, or as
+// publisher.Spooled when spool is set (the durable spool: at once when the
+// request asked for async).
 type fakePublisher struct {
 	mu    sync.Mutex
 	calls []*publisher.Message
+	async []bool
 	err   error
 	fn    func(ctx context.Context, msg *publisher.Message) error
+	spool bool
 }
 
-func (f *fakePublisher) Publish(ctx context.Context, msg *publisher.Message) error {
+func (f *fakePublisher) Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, msg)
-	fn, err := f.fn, f.err
+	f.async = append(f.async, async)
+	fn, err, spool := f.fn, f.err, f.spool
 	f.mu.Unlock()
 	if fn != nil {
-		return fn(ctx, msg)
+		err = fn(ctx, msg)
 	}
-	return err
+	switch {
+	case err != nil:
+		return 0, err
+	case spool:
+		return publisher.Spooled, nil
+	}
+	return publisher.Confirmed, nil
 }
 
 func (f *fakePublisher) received() []*publisher.Message {
@@ -675,7 +686,9 @@ func BenchmarkHandler(b *testing.B) {
 
 type nopPublisher struct{}
 
-func (*nopPublisher) Publish(context.Context, *publisher.Message) error { return nil }
+func (*nopPublisher) Publish(context.Context, *publisher.Message, bool) (publisher.Delivery, error) {
+	return publisher.Confirmed, nil
+}
 
 // TestLogsNoSecrets logs every kind of failure at debug level and checks that
 // neither the token nor a body reaches the log.
@@ -734,5 +747,65 @@ func TestSplitPublishPath(t *testing.T) {
 			t.Errorf("splitPublishPath(%q) = %q, %q, ok %v, bad %v; want %q, %q, ok %v, bad %v",
 				c.path, ex, key, ok, bad, c.exchange, c.key, c.ok, c.bad)
 		}
+	}
+}
+
+// "Prefer: respond-async" reaches the Publisher; the answer says
+// Preference-Applied only when it was applied (a 202 spooled answer, RFC 7240),
+// never when the message was confirmed (no spool: the preference is ignored).
+func TestPreferRespondAsync(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		spool       bool
+		prefer      string
+		wantCode    int
+		wantApplied bool
+	}{
+		{"no spool ignores it", false, "respond-async", 200, false},
+		{"spool applies it", true, "respond-async", 202, true},
+		{"spool, among other preferences", true, "return=minimal, respond-async; wait=5", 202, true},
+		{"spool without the preference", true, "", 202, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pub := &fakePublisher{spool: tt.spool}
+			h := testHandler(pub, nil, nil)
+			req := httptest.NewRequest(http.MethodPost, "/v1/publish/amq.default/q", strings.NewReader("x"))
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			if tt.prefer != "" {
+				req.Header.Set("Prefer", tt.prefer)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.wantCode {
+				t.Fatalf("code %d, want %d: %s", rec.Code, tt.wantCode, rec.Body)
+			}
+			if got := rec.Header().Get("Preference-Applied") == "respond-async"; got != tt.wantApplied {
+				t.Fatalf("Preference-Applied %q, want applied=%v", rec.Header().Get("Preference-Applied"), tt.wantApplied)
+			}
+			if got := pub.async[0]; got != (tt.prefer != "") {
+				t.Fatalf("Publish got async=%v for Prefer %q", got, tt.prefer)
+			}
+		})
+	}
+}
+
+// An X-Message-Id that is not valid UTF-8 is refused: the JSON answer could
+// only echo it changed, so the caller could not deduplicate by it.
+func TestInvalidUTF8MessageIDRefused(t *testing.T) {
+	pub := &fakePublisher{}
+	h := testHandler(pub, nil, nil)
+	req := httptest.NewRequest(http.MethodPost, "/v1/publish/amq.default/q", strings.NewReader("x"))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("X-Message-Id", "e-\xff\xfe")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "UTF-8") {
+		t.Fatalf("code %d %s, want 400 naming UTF-8", rec.Code, rec.Body)
+	}
+	if strings.Contains(rec.Body.String(), "message_id") {
+		t.Fatalf("the answer echoes an id it cannot represent: %s", rec.Body)
+	}
+	if len(pub.received()) != 0 {
+		t.Fatal("published a message with an invalid id")
 	}
 }

@@ -23,6 +23,7 @@ type Source interface {
 
 // Metrics implements publisher.Observer and consumes supervision events.
 type Metrics struct {
+	reg         prometheus.Registerer
 	outcomes    map[publisher.Outcome]prometheus.Counter
 	duration    prometheus.Histogram
 	republished prometheus.Counter
@@ -34,12 +35,13 @@ type Metrics struct {
 	// once: HTTPResponse runs for every request, and WithLabelValues would
 	// hash the label and take the vector's lock each time. Read-only after New.
 	byCode map[int]prometheus.Counter
-	ready  func() bool
 }
 
-// New creates and registers every collector on reg. src feeds the connection
-// gauges; ready feeds publisher_ready (the same answer as /readyz).
-func New(reg prometheus.Registerer, src Source, ready func() bool) (*Metrics, error) {
+// New creates and registers on reg the counters, the histogram and the Go and
+// process collectors. The gauges that read the publisher's state come with
+// WatchState, once the publisher exists: the publisher takes the Metrics as its
+// Observer when it is created, so the two are made in that order.
+func New(reg prometheus.Registerer) (*Metrics, error) {
 	messages := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "publisher_messages_total",
 		Help: "Publish requests by how they ended: confirmed, nacked, returned (unroutable), rejected (by the broker or as invalid), failed, timeout.",
@@ -71,7 +73,7 @@ func New(reg prometheus.Registerer, src Source, ready func() bool) (*Metrics, er
 			Name: "publisher_http_requests_total",
 			Help: "Publish requests answered over HTTP, by status code.",
 		}, []string{"code"}),
-		ready: ready,
+		reg: reg,
 	}
 	for _, o := range []publisher.Outcome{publisher.OutcomeConfirmed, publisher.OutcomeNacked, publisher.OutcomeReturned,
 		publisher.OutcomeRejected, publisher.OutcomeFailed, publisher.OutcomeTimeout} {
@@ -79,19 +81,11 @@ func New(reg prometheus.Registerer, src Source, ready func() bool) (*Metrics, er
 	}
 	// The answers of SPEC.md exist from the first scrape (at 0).
 	m.byCode = map[int]prometheus.Counter{}
-	for _, code := range []int{200, 202, 400, 401, 403, 404, 413, 422, 502, 503, 504} {
+	for _, code := range []int{200, 202, 400, 401, 403, 404, 413, 422, 431, 502, 503, 504} {
 		m.byCode[code] = m.requests.WithLabelValues(strconv.Itoa(code))
-	}
-	gauge := func(name, help string, f func(publisher.State) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(src.State()) })
 	}
 	cs := []prometheus.Collector{
 		messages, m.duration, m.republished, m.restarts, m.failures, m.escalations, m.requests,
-		gauge("publisher_inflight_messages", "Messages published and not yet confirmed.", func(s publisher.State) float64 { return float64(s.Inflight) }),
-		gauge("publisher_buffered_messages", "Messages taken and waiting to be published (mailbox and carried over a restart).", func(s publisher.State) float64 { return float64(s.Buffered) }),
-		gauge("publisher_connection_up", "1 when the AMQP connection is open with its confirm channels, else 0.", func(s publisher.State) float64 { return b2f(s.Connected) }),
-		gauge("publisher_connection_blocked", "1 while the broker blocks publishing (connection.blocked: memory or disk alarm), else 0.", func(s publisher.State) float64 { return b2f(s.Blocked) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_ready", Help: "1 when /readyz answers 200, else 0."}, func() float64 { return b2f(m.ready()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
@@ -99,6 +93,25 @@ func New(reg prometheus.Registerer, src Source, ready func() bool) (*Metrics, er
 		return nil, err
 	}
 	return m, nil
+}
+
+// WatchState registers the gauges read at scrape time: the connection and
+// buffer gauges from src, publisher_ready from ready (the same answer as
+// /readyz) and publisher_given_up from givenUp (1 while the supervision tree
+// has given up on the broker and keeps retrying at the slowest backoff). Call
+// it once.
+func (m *Metrics) WatchState(src Source, ready, givenUp func() bool) error {
+	gauge := func(name, help string, f func(publisher.State) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(src.State()) })
+	}
+	return register(m.reg, []prometheus.Collector{
+		gauge("publisher_inflight_messages", "Messages published and not yet confirmed.", func(s publisher.State) float64 { return float64(s.Inflight) }),
+		gauge("publisher_buffered_messages", "Messages taken and waiting to be published (mailbox and carried over a restart).", func(s publisher.State) float64 { return float64(s.Buffered) }),
+		gauge("publisher_connection_up", "1 when the AMQP connection is open with its confirm channels, else 0.", func(s publisher.State) float64 { return b2f(s.Connected) }),
+		gauge("publisher_connection_blocked", "1 while the broker blocks publishing (connection.blocked: memory or disk alarm), else 0.", func(s publisher.State) float64 { return b2f(s.Blocked) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_ready", Help: "1 when /readyz answers 200, else 0."}, func() float64 { return b2f(ready()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_given_up", Help: "1 while the supervision tree has given up on the broker and keeps retrying at the slowest backoff (PUBLISHER_ON_GIVE_UP=degrade, or a spool that accepts), else 0."}, func() float64 { return b2f(givenUp()) }),
+	})
 }
 
 func register(reg prometheus.Registerer, cs []prometheus.Collector) error {

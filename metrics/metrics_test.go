@@ -22,8 +22,11 @@ func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry, *fakeSour
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	src := &fakeSource{}
-	m, err := metrics.New(reg, src, func() bool { return src.st.Connected })
+	m, err := metrics.New(reg)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WatchState(src, func() bool { return src.st.Connected }, func() bool { return false }); err != nil {
 		t.Fatal(err)
 	}
 	return m, reg, src

@@ -91,6 +91,7 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 	p := inc.p
 	cfg := p.cfg
 	redacted := RedactURL(url)
+	var sock net.Conn
 	conn, err := amqp.DialConfig(url, amqp.Config{
 		Heartbeat: cfg.Heartbeat,
 		Locale:    "en_US",
@@ -99,6 +100,7 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 			if err != nil {
 				return nil, err
 			}
+			sock = c
 			return newBatchConn(c), nil
 		},
 		Properties: amqp.Table{"connection_name": cfg.ConnectionName, "product": "publisher"},
@@ -108,10 +110,13 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 	}
 	inc.conn = conn
 	inc.stop = make(chan struct{})
+	ended := make(chan struct{})
 	defer func() {
 		close(inc.stop)
-		_ = conn.CloseDeadline(time.Now().Add(5 * time.Second))
+		_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
+		close(ended)
 	}()
+	go cutOnStall(ctx, ended, sock)
 	p.currentURL.Store(&redacted)
 
 	// Every registration is made anew: nothing from an earlier incarnation is
@@ -144,6 +149,7 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 	go inc.checker()
 
 	p.connected.Store(true)
+	p.connects.Add(1)
 	inc.log.Info("publisher connected", "channels", cfg.Channels)
 
 	// Messages carried over from the previous incarnation go first.
@@ -193,6 +199,32 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 			inc.retryTimer = nil
 			inc.retryDue()
 		}
+	}
+}
+
+// closeTimeout bounds the end of an incarnation: once its ctx is cancelled,
+// the loop must have returned and the connection.close handshake finished
+// within it, or the socket is cut. A broker that blocks publishers (a memory or
+// disk alarm) stops reading the socket, so a write, and the close handshake
+// behind it, could otherwise wait for as long as the alarm lasts; a shutdown
+// must end within PUBLISHER_SHUTDOWN_TIMEOUT plus a second or two.
+const closeTimeout = time.Second
+
+// cutOnStall closes sock when the incarnation has not ended within
+// closeTimeout of ctx being cancelled. Closing the socket fails the write the
+// loop may be stuck in, so the loop sees ctx and returns.
+func cutOnStall(ctx context.Context, ended <-chan struct{}, sock net.Conn) {
+	select {
+	case <-ended:
+		return
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
+	select {
+	case <-ended:
+	case <-t.C:
+		sock.Close()
 	}
 }
 
@@ -369,6 +401,11 @@ func (inc *incarnation) publish(r *request) {
 	}
 	if pc == nil {
 		inc.backlog = append([]*request{r}, inc.backlog...)
+		return
+	}
+	if !r.claim() {
+		// Its caller gave up before it was sent and was told it never would be.
+		r.finish(ErrNotPublished)
 		return
 	}
 	m := r.msg

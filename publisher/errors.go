@@ -3,6 +3,8 @@ package publisher
 import (
 	"errors"
 	"fmt"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // Sentinel errors returned by Publish, to be matched with errors.Is. Each one is a
@@ -24,6 +26,10 @@ var (
 	// (e.g. 406 PRECONDITION_FAILED, 403 ACCESS_REFUSED). A *ChannelError carries
 	// the code and text. Other messages are not affected.
 	ErrRejected = errors.New("publisher: message rejected by the broker")
+	// ErrAccessRefused: the broker refused the message because the user may not
+	// publish to the exchange (AMQP 403 ACCESS_REFUSED). It is a kind of
+	// ErrRejected: a *ChannelError with that code matches both.
+	ErrAccessRefused = errors.New("publisher: access refused by the broker")
 	// ErrInvalidMessage: the message cannot be encoded (e.g. a header of a type
 	// AMQP tables cannot carry). Nothing was sent.
 	ErrInvalidMessage = errors.New("publisher: invalid message")
@@ -34,8 +40,15 @@ var (
 	// taken (or, if it was queued, it was failed back before being published).
 	ErrClosed = errors.New("publisher: shutting down")
 	// ErrConfirmTimeout: no confirm arrived within Config.ConfirmTimeout (or the
-	// caller's deadline). The message may still reach the broker later.
+	// caller's deadline). The message may still reach the broker later, unless
+	// the error matches ErrNotPublished too.
 	ErrConfirmTimeout = errors.New("publisher: not confirmed in time")
+	// ErrNotPublished: Publish stopped waiting (its timeout, its caller's
+	// context, a shutdown) before the message was ever written to the broker,
+	// and took it back: it will not be published, so the caller may retry
+	// without making a duplicate. It is wrapped together with the reason
+	// (ErrConfirmTimeout, or the context's cause, e.g. ErrClosed at shutdown).
+	ErrNotPublished = errors.New("publisher: message not published")
 	// ErrTooManyAttempts: the message was in flight through
 	// Config.MaxPublishAttempts connection or channel failures; it is failed back so
 	// a poison message cannot crash-loop the publisher. It wraps the last failure.
@@ -65,10 +78,14 @@ func (e *ChannelError) Error() string {
 	return fmt.Sprintf("publisher: broker refused the message: %d %s", e.Code, e.Reason)
 }
 
-// Is makes errors.Is match ErrExchangeNotFound for 404 and ErrRejected otherwise.
+// Is makes errors.Is match ErrExchangeNotFound for 404 NOT_FOUND, ErrRejected
+// otherwise, and also ErrAccessRefused for 403 ACCESS_REFUSED.
 func (e *ChannelError) Is(target error) bool {
-	if e.Code == 404 {
+	switch e.Code {
+	case amqp.NotFound:
 		return target == ErrExchangeNotFound
+	case amqp.AccessRefused:
+		return target == ErrAccessRefused || target == ErrRejected
 	}
 	return target == ErrRejected
 }

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,33 @@ const (
 	OutcomeTimeout   Outcome = "timeout"
 )
 
+// Delivery is how far a message got when publishing it succeeded: the
+// answer of a publish that returned no error. The publisher itself only ever
+// confirms; the durable spool in front of it (package relay) may answer
+// Spooled.
+type Delivery uint8
+
+// The deliveries.
+const (
+	// Confirmed: the broker confirmed the message (basic.ack); it is the
+	// broker's responsibility now.
+	Confirmed Delivery = iota + 1
+	// Spooled: the message is durably held on local disk (written and
+	// fsync'ed) but not confirmed by the broker yet; it will be published, at
+	// least once, with its message id.
+	Spooled
+)
+
+func (d Delivery) String() string {
+	switch d {
+	case Confirmed:
+		return "confirmed"
+	case Spooled:
+		return "spooled"
+	}
+	return fmt.Sprintf("Delivery(%d)", uint8(d))
+}
+
 // OutcomeOf classifies an error returned by Publish.
 func OutcomeOf(err error) Outcome {
 	switch {
@@ -172,6 +200,7 @@ type Publisher struct {
 	urlIndex int
 
 	connected  atomic.Bool
+	connects   atomic.Uint64 // connections made (an incarnation that set up its channels)
 	blocked    atomic.Bool
 	openChans  atomic.Int32
 	inflight   atomic.Int64
@@ -185,7 +214,7 @@ func New(cfg Config) (*Publisher, error) {
 	cfg.setDefaults()
 	for _, u := range cfg.URLs {
 		if _, err := amqp.ParseURI(u); err != nil {
-			return nil, fmt.Errorf("publisher: invalid broker URL %s: %w", RedactURL(u), err)
+			return nil, fmt.Errorf("publisher: invalid broker URL %s: %s", RedactURL(u), DescribeURLError(err))
 		}
 	}
 	return &Publisher{
@@ -214,6 +243,12 @@ type request struct {
 	// answered once the exchange is known, never published.
 	checkOnly bool
 
+	// state is requestQueued until the actor first writes the message to a
+	// channel (requestSent) or Publish gives up on it before that
+	// (requestAbandoned); the compare-and-swap between the two decides, so a
+	// caller told "not published" can rely on it. Only Publish abandons.
+	state atomic.Uint32
+
 	attempts int          // failures survived while in flight
 	nacks    int          // basic.nacks received (retried with backoff)
 	due      time.Time    // when a nacked request is published again
@@ -238,6 +273,26 @@ func (r *request) deadlineAt() (d time.Time, ok bool) {
 	return d, ok
 }
 
+// The values of request.state.
+const (
+	requestQueued uint32 = iota
+	requestSent
+	requestAbandoned
+)
+
+// claim is called by the actor before it writes r to a channel: true when r
+// may be published (it was sent before, or is sent now for the first time),
+// false when its caller abandoned it.
+func (r *request) claim() bool {
+	return r.state.Load() == requestSent || r.state.CompareAndSwap(requestQueued, requestSent)
+}
+
+// abandon is called by Publish when it stops waiting: true when r had never
+// been written to the broker and now never will be.
+func (r *request) abandon() bool {
+	return r.state.CompareAndSwap(requestQueued, requestAbandoned)
+}
+
 func (r *request) finish(err error) {
 	if r.cb != nil {
 		r.cb(err)
@@ -248,9 +303,18 @@ func (r *request) finish(err error) {
 
 // Publish sends msg and waits until the broker confirmed it (nil), nacked it
 // (ErrNacked), returned it (ErrUnroutable), refused it (ErrExchangeNotFound,
-// ErrRejected), or until ctx or Config.ConfirmTimeout ended (ErrConfirmTimeout).
-// ErrBufferFull and ErrClosed come back at once, without waiting. Publish sets
-// msg.MessageID when it is empty.
+// ErrRejected), or until Config.ConfirmTimeout or ctx ended. ErrBufferFull and
+// ErrClosed come back at once, without waiting. Publish sets msg.MessageID
+// when it is empty.
+//
+// When Publish stops waiting before the broker answered, the error says
+// whether the message may still arrive: if it was never written to the broker,
+// Publish takes it back and the error matches ErrNotPublished (it will not be
+// published later); otherwise it may still reach the broker. The reason is
+// wrapped beside it: ErrConfirmTimeout for the timeout or a ctx deadline, else
+// context.Cause(ctx) (a service shutting down cancels with ErrClosed, for
+// example), which is matched as ErrConfirmTimeout too when the message may still
+// arrive.
 func (p *Publisher) Publish(ctx context.Context, msg *Message) error {
 	start := time.Now()
 	err := p.publish(ctx, msg)
@@ -274,17 +338,35 @@ func (p *Publisher) publish(ctx context.Context, msg *Message) error {
 		t.Stop() // since Go 1.23 no stale tick survives Stop: the timer is reusable
 		timers.Put(t)
 	}()
+	var cause error
 	select {
 	case err := <-r.done:
 		return err
 	case <-t.C:
-		return fmt.Errorf("%w (message %s)", ErrConfirmTimeout, msg.MessageID)
+		cause = ErrConfirmTimeout
 	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("%w (message %s)", ErrConfirmTimeout, msg.MessageID)
+		cause = context.Cause(ctx)
+		if errors.Is(cause, context.DeadlineExceeded) {
+			cause = ErrConfirmTimeout
 		}
-		return ctx.Err()
 	}
+	return gaveUp(r, cause)
+}
+
+// gaveUp is Publish's answer when it stops waiting for r because of cause.
+func gaveUp(r *request, cause error) error {
+	if r.abandon() {
+		return fmt.Errorf("%w (message %s): %w", ErrNotPublished, r.msg.MessageID, cause)
+	}
+	select {
+	case err := <-r.done: // the answer came after all
+		return err
+	default:
+	}
+	if errors.Is(cause, ErrConfirmTimeout) {
+		return fmt.Errorf("%w (message %s)", ErrConfirmTimeout, r.msg.MessageID)
+	}
+	return fmt.Errorf("%w (message %s; it may still reach the broker): %w", ErrConfirmTimeout, r.msg.MessageID, cause)
 }
 
 // timers are Publish's stopped timers, reused: one per waiting caller.
@@ -405,6 +487,7 @@ type State struct {
 	Inflight  int    // published, not yet confirmed
 	Buffered  int    // taken, waiting to be published (mailbox, carried over, nacked awaiting retry)
 	URL       string // the broker URL in use, password redacted
+	Connects  uint64 // connections made since New (each incarnation that got its channels up)
 }
 
 // State returns a snapshot; safe from any goroutine.
@@ -415,6 +498,7 @@ func (p *Publisher) State() State {
 		Channels:  int(p.openChans.Load()),
 		Inflight:  int(p.inflight.Load()),
 		Buffered:  p.mailbox.Len() + int(p.carried.Load()),
+		Connects:  p.connects.Load(),
 	}
 	if u := p.currentURL.Load(); u != nil {
 		s.URL = *u
@@ -445,11 +529,60 @@ func (p *Publisher) Terminated(reason error) {
 	p.carried.Store(0)
 }
 
-// RedactURL returns u with its password replaced, for logs and errors.
+// RedactURL returns u with its password replaced by "xxxxx", for logs and
+// errors. It never returns any part of the password, even for a URL that does
+// not parse: then everything between "://" and the last "@" of the authority
+// after the user name is masked, and a URL whose authority cannot be told
+// apart is masked whole.
 func RedactURL(u string) string {
-	parsed, err := url.Parse(u)
-	if err != nil {
+	if parsed, err := url.Parse(u); err == nil {
+		return parsed.Redacted()
+	}
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
 		return "<unparseable URL>"
 	}
-	return parsed.Redacted()
+	// The userinfo ends at the last '@' before the path: a password may hold
+	// '/', '?' or '#' when it is not percent-encoded, so look for the '@' first.
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return scheme + "://" + rest // no userinfo, so no password
+	}
+	user, _, _ := strings.Cut(rest[:at], ":")
+	if strings.ContainsAny(user, "/?#") {
+		return scheme + "://xxxxx" + rest[at:]
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}
+
+// DescribeURLError says what is wrong with a broker URL that amqp.ParseURI
+// (or url.Parse) refused, in words of its own: the parsers' messages quote the
+// URL or a fragment of it (the bad escape, the bad port), which may be part of
+// a password, so none of their text is passed on.
+func DescribeURLError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var ee url.EscapeError
+	var he url.InvalidHostError
+	var ne *strconv.NumError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &ee):
+		return "invalid percent-encoding ('%' must be followed by two hex digits; percent-encode reserved characters of the user name and password, e.g. '%25' for '%')"
+	case errors.As(err, &he), strings.Contains(msg, "missing ']'"):
+		return "invalid host (write an IPv6 address in brackets, e.g. amqp://[::1]:5672/)"
+	case errors.As(err, &ne), strings.HasPrefix(msg, "invalid port"):
+		return "invalid port (a number from 1 to 65535; percent-encode a '/' in the password as %2F)"
+	case strings.Contains(msg, "invalid userinfo"):
+		return "invalid user name or password (percent-encode reserved characters)"
+	case strings.Contains(msg, "control character"):
+		return "control characters are not allowed"
+	case strings.Contains(msg, "whitespace"):
+		return "the URL must not contain whitespace"
+	case strings.Contains(msg, "scheme"):
+		return "the scheme must be amqp:// or amqps://"
+	}
+	return "not a valid AMQP URL (amqp://user:password@host:port/vhost)"
 }

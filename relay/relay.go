@@ -8,12 +8,12 @@
 // next start publishes again whatever was not confirmed (at-least-once, same
 // message id).
 //
-// Answers (Publish): nil when the broker confirmed within ConfirmTimeout;
-// ErrSpooled when the message is durably held but not confirmed yet (at once
-// for PublishAsync); a broker's permanent refusal (not found, unroutable,
-// rejected, nacked) when it came within the timeout — the message is then
-// moved to the spool's dead-letter file, not retried forever; ErrFull or a disk
-// failure when it could not be made durable.
+// Answers (Publish): Confirmed when the broker confirmed within
+// ConfirmTimeout; Spooled when the message is durably held but not confirmed
+// yet (at once when the caller asked not to wait); a broker's permanent
+// refusal (not found, unroutable, rejected, nacked) when it came within the
+// timeout — the message is then moved to the spool's dead-letter file, not
+// retried forever; ErrFull or ErrDisk when it could not be made durable.
 package relay
 
 import (
@@ -32,19 +32,10 @@ import (
 	"github.com/publisher-dev/publisher/spool"
 )
 
-// ErrSpooled means the message is durably held and will be delivered, but the
-// broker has not confirmed it yet (HTTP 202). It has a Spooled() bool method,
-// which is how the HTTP layer recognises it.
-var ErrSpooled error = spooledError{}
-
-type spooledError struct{}
-
-func (spooledError) Error() string { return "relay: message spooled, not yet confirmed" }
-func (spooledError) Spooled() bool { return true }
-
-// ErrFull means the spool holds PUBLISHER_SPOOL_MAX_BYTES already (HTTP 503);
+// ErrFull means the spool cannot take the message now: it holds
+// PUBLISHER_SPOOL_MAX_BYTES already, or its volume is full (HTTP 503);
 // nothing old is dropped to make room.
-var ErrFull = fmt.Errorf("%w: %w", publisher.ErrBufferFull, spool.ErrFull)
+var ErrFull = errors.New("relay: spool full")
 
 // ErrDisk means the message could not be made durable (HTTP 503).
 var ErrDisk = errors.New("relay: spool disk failure")
@@ -60,7 +51,7 @@ type Config struct {
 	Spool     *spool.Spool
 	Publisher Publisher
 	// ConfirmTimeout is how long Publish waits for the broker before answering
-	// ErrSpooled. Default 10s.
+	// Spooled. Default 10s.
 	ConfirmTimeout time.Duration
 	// Window bounds the spooled messages handed to the publisher and not yet
 	// settled. Default 2048.
@@ -76,7 +67,7 @@ type Config struct {
 	OnDeadLetter func()
 }
 
-// Relay accepts into the spool (Publish, PublishAsync) and forwards from it
+// Relay accepts into the spool (Publish) and forwards from it
 // (Serve, a supervision child).
 type Relay struct {
 	cfg   Config
@@ -140,23 +131,16 @@ type envelope struct {
 // last append) and no disk failure on the last append.
 func (r *Relay) Accepting() bool { return !r.diskErr.Load() && !r.full.Load() }
 
-// Publish spools msg and waits up to ConfirmTimeout for the broker.
-func (r *Relay) Publish(ctx context.Context, msg *publisher.Message) error {
-	return r.publish(ctx, msg, false)
-}
-
-// PublishAsync spools msg and returns ErrSpooled once it is durable, without
-// waiting for the broker (HTTP "Prefer: respond-async").
-func (r *Relay) PublishAsync(ctx context.Context, msg *publisher.Message) error {
-	return r.publish(ctx, msg, true)
-}
-
-func (r *Relay) publish(ctx context.Context, msg *publisher.Message, async bool) error {
+// Publish spools msg and, unless async, waits up to ConfirmTimeout for the
+// broker: Confirmed when it confirmed in time, Spooled when the message is
+// durable but not confirmed yet (at once when async: HTTP "Prefer:
+// respond-async"), or the broker's permanent refusal.
+func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error) {
 	if msg.MessageID == "" {
 		msg.MessageID = publisher.NewMessageID()
 	}
 	if err := publisher.Validate(msg); err != nil {
-		return err
+		return 0, err
 	}
 	// Nothing invalid is spooled: a missing exchange is refused now when the
 	// broker can tell; when it cannot, the forwarder dead-letters it later.
@@ -164,7 +148,7 @@ func (r *Relay) publish(ctx context.Context, msg *publisher.Message, async bool)
 	err := r.pub.CheckExchange(cctx, msg.Exchange)
 	cancel()
 	if err != nil && !errors.Is(err, publisher.ErrCannotCheck) {
-		return err
+		return 0, err
 	}
 	rid := r.rid.Add(1)
 	var w chan error
@@ -181,40 +165,43 @@ func (r *Relay) publish(ctx context.Context, msg *publisher.Message, async bool)
 	}
 	data, err := json.Marshal(envelope{Nonce: r.nonce, RID: rid, Msg: msg})
 	if err != nil {
-		return fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
+		return 0, fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
 	}
 	if _, err := r.sp.Append(ctx, data); err != nil {
 		switch {
 		case errors.Is(err, spool.ErrFull):
 			r.full.Store(true)
-			return ErrFull
+			return 0, fmt.Errorf("%w: %w", ErrFull, err)
 		case errors.Is(err, spool.ErrDisk):
 			r.diskErr.Store(true)
 			r.log.Error("spool: message not made durable", "message_id", msg.MessageID, "error", err)
-			return fmt.Errorf("%w: %w", ErrDisk, err)
+			return 0, fmt.Errorf("%w: %w", ErrDisk, err)
 		case errors.Is(err, spool.ErrClosed):
-			return publisher.ErrClosed
+			return 0, publisher.ErrClosed
 		case errors.Is(err, spool.ErrTooLarge):
-			return fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
+			return 0, fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
 		default:
 			// ctx ended: the record may still become durable and be delivered.
-			return err
+			return 0, err
 		}
 	}
 	r.diskErr.Store(false)
 	r.full.Store(false)
 	if async {
-		return ErrSpooled
+		return publisher.Spooled, nil
 	}
 	t := time.NewTimer(r.cfg.ConfirmTimeout)
 	defer t.Stop()
 	select {
 	case err := <-w:
-		return err
+		if err != nil {
+			return 0, err
+		}
+		return publisher.Confirmed, nil
 	case <-t.C:
-		return ErrSpooled
+		return publisher.Spooled, nil
 	case <-ctx.Done():
-		return ErrSpooled
+		return publisher.Spooled, nil
 	}
 }
 

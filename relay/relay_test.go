@@ -108,8 +108,8 @@ func TestConfirmedWithinTimeoutIsNil(t *testing.T) {
 		f.waitSubmissions(t, 1)
 		f.settle(nil)
 	}()
-	if err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}); err != nil {
-		t.Fatalf("Publish = %v, want nil", err)
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, false); err != nil || d != publisher.Confirmed {
+		t.Fatalf("Publish = %v, %v, want confirmed", d, err)
 	}
 	waitLive(t, sp, 0)
 }
@@ -117,11 +117,11 @@ func TestConfirmedWithinTimeoutIsNil(t *testing.T) {
 func TestUnconfirmedIsSpooledThenDelivered(t *testing.T) {
 	r, f, sp, _ := setup(t)
 	defer serve(t, r)()
-	if err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}); !errors.Is(err, ErrSpooled) {
-		t.Fatalf("Publish = %v, want ErrSpooled after the confirm timeout", err)
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, false); err != nil || d != publisher.Spooled {
+		t.Fatalf("Publish = %v, %v, want spooled after the confirm timeout", d, err)
 	}
-	if err := r.PublishAsync(context.Background(), &publisher.Message{RoutingKey: "q"}); !errors.Is(err, ErrSpooled) {
-		t.Fatalf("PublishAsync = %v, want ErrSpooled", err)
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, true); err != nil || d != publisher.Spooled {
+		t.Fatalf("Publish(async) = %v, %v, want spooled", d, err)
 	}
 	f.waitSubmissions(t, 2)
 	if n, _ := sp.Stats(); n != 2 {
@@ -135,9 +135,9 @@ func TestUnconfirmedIsSpooledThenDelivered(t *testing.T) {
 func TestMissingExchangeIsNotSpooled(t *testing.T) {
 	r, f, sp, _ := setup(t)
 	f.missing["nope"] = true
-	err := r.PublishAsync(context.Background(), &publisher.Message{Exchange: "nope"})
+	_, err := r.Publish(context.Background(), &publisher.Message{Exchange: "nope"}, true)
 	if !errors.Is(err, publisher.ErrExchangeNotFound) {
-		t.Fatalf("PublishAsync = %v, want ErrExchangeNotFound", err)
+		t.Fatalf("Publish(async) = %v, want ErrExchangeNotFound", err)
 	}
 	if n, _ := sp.Stats(); n != 0 {
 		t.Fatalf("%d records spooled for a missing exchange", n)
@@ -149,14 +149,19 @@ func TestMissingExchangeIsNotSpooled(t *testing.T) {
 func TestPermanentDeadLetteredTransientRetried(t *testing.T) {
 	r, f, sp, dir := setup(t)
 	defer serve(t, r)()
-	res := make(chan error, 1)
+	type answer struct {
+		d   publisher.Delivery
+		err error
+	}
+	res := make(chan answer, 1)
 	go func() {
-		res <- r.Publish(context.Background(), &publisher.Message{RoutingKey: "gone", MessageID: "m1"})
+		d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "gone", MessageID: "m1"}, false)
+		res <- answer{d, err}
 	}()
 	f.waitSubmissions(t, 1)
 	f.settle(&publisher.ReturnError{Code: 312, Text: "NO_ROUTE"})
-	if err := <-res; !errors.Is(err, publisher.ErrUnroutable) && !errors.Is(err, ErrSpooled) {
-		t.Fatalf("Publish = %v", err)
+	if a := <-res; !errors.Is(a.err, publisher.ErrUnroutable) && !(a.err == nil && a.d == publisher.Spooled) {
+		t.Fatalf("Publish = %v, %v", a.d, a.err)
 	}
 	waitLive(t, sp, 0)
 	b, err := os.ReadFile(filepath.Join(dir, "dead-letter.log"))
@@ -164,8 +169,8 @@ func TestPermanentDeadLetteredTransientRetried(t *testing.T) {
 		t.Fatalf("dead-letter.log: %q %v", b, err)
 	}
 
-	if err := r.PublishAsync(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "m2"}); !errors.Is(err, ErrSpooled) {
-		t.Fatal(err)
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "m2"}, true); err != nil || d != publisher.Spooled {
+		t.Fatal(d, err)
 	}
 	f.waitSubmissions(t, 2)
 	f.settle(publisher.ErrTooManyAttempts) // transient: submitted again
@@ -184,15 +189,15 @@ func TestRestartedForwarderSkipsPending(t *testing.T) {
 	r, f, sp, _ := setup(t)
 	stop := serve(t, r)
 	for range 3 {
-		if err := r.PublishAsync(context.Background(), &publisher.Message{RoutingKey: "q"}); !errors.Is(err, ErrSpooled) {
-			t.Fatal(err)
+		if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, true); err != nil || d != publisher.Spooled {
+			t.Fatal(d, err)
 		}
 	}
 	f.waitSubmissions(t, 3)
 	stop() // the forwarder crashes / restarts
 	defer serve(t, r)()
-	if err := r.PublishAsync(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "fourth"}); !errors.Is(err, ErrSpooled) {
-		t.Fatal(err)
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "fourth"}, true); err != nil || d != publisher.Spooled {
+		t.Fatal(d, err)
 	}
 	f.waitSubmissions(t, 4)
 	if id := f.submitted[3].MessageID; id != "fourth" {

@@ -1,0 +1,215 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/publisher-dev/publisher/publisher"
+)
+
+// Config is the whole configuration of the service. Each field's envconfig
+// tag names its PUBLISHER_* variable and its default, which is also what a
+// zero field means to New (the README's Configuration table lists them).
+type Config struct {
+	AMQPURLs           []string      `envconfig:"AMQP_URLS" default:"amqp://guest:guest@localhost:5672/" desc:"comma-separated broker URLs; each restart after a connection failure dials the next"`
+	ListenAddr         string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:8080" desc:"address of the publish API"`
+	AdminAddr          string        `envconfig:"ADMIN_ADDR" default:":9464" desc:"address of /metrics, /healthz and /readyz"`
+	AuthToken          string        `envconfig:"AUTH_TOKEN" desc:"bearer token required on publish requests (empty: no auth)"`
+	AuthTokenFile      string        `envconfig:"AUTH_TOKEN_FILE" desc:"file holding the bearer token (e.g. a mounted Secret); overrides AUTH_TOKEN"`
+	AllowedExchanges   []string      `envconfig:"ALLOWED_EXCHANGES" desc:"comma-separated exchanges that may be published to (empty: all; amq.default names the default exchange)"`
+	MaxBodyBytes       int64         `envconfig:"MAX_BODY_BYTES" default:"1048576" desc:"largest accepted message body, in bytes"`
+	ConfirmTimeout     time.Duration `envconfig:"CONFIRM_TIMEOUT" default:"10s" desc:"how long a publish waits for the broker's confirm before answering 504"`
+	BufferSize         int           `envconfig:"BUFFER_SIZE" default:"10000" desc:"messages held while waiting to be published, e.g. during a reconnect; beyond it publishes get 503"`
+	Channels           int           `envconfig:"CHANNELS" default:"1" desc:"confirm-mode channels on the connection (one measured fastest here: the broker batches its confirms; more isolate channel errors and spread a big broker's load)"`
+	MaxPublishAttempts int           `envconfig:"MAX_PUBLISH_ATTEMPTS" default:"3" desc:"connection or channel failures a message may be in flight through before it is failed back"`
+	MaxRestarts        int           `envconfig:"MAX_RESTARTS" default:"10" desc:"restarts of the publisher allowed within RESTART_WINDOW before the broker supervisor escalates"`
+	RestartWindow      time.Duration `envconfig:"RESTART_WINDOW" default:"1m" desc:"sliding window of the restart intensity"`
+	RootMaxRestarts    int           `envconfig:"ROOT_MAX_RESTARTS" default:"2" desc:"restarts of the broker subtree the root allows within ROOT_RESTART_WINDOW before giving up"`
+	RootRestartWindow  time.Duration `envconfig:"ROOT_RESTART_WINDOW" default:"5m" desc:"sliding window of the root's restart intensity"`
+	BackoffMin         time.Duration `envconfig:"BACKOFF_MIN" default:"100ms" desc:"first restart delay; doubles per consecutive restart with 20% jitter"`
+	BackoffMax         time.Duration `envconfig:"BACKOFF_MAX" default:"5s" desc:"largest restart delay"`
+	OnGiveUp           string        `envconfig:"ON_GIVE_UP" default:"exit" desc:"when the root's intensity is exhausted and no spool accepts messages: exit (status 3) or degrade (stay up, not ready, 503, retry at BACKOFF_MAX)"`
+	TopologyFile       string        `envconfig:"TOPOLOGY_FILE" desc:"JSON or YAML file of exchanges, queues and bindings declared on every (re)connect"`
+	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"on SIGTERM, how long in-flight messages get to be confirmed; the process exits within it plus a second or two"`
+	SpoolDir           string        `envconfig:"SPOOL_DIR" desc:"directory of the durable spool (empty: no spool; every answer waits for the broker)"`
+	SpoolMaxBytes      int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"bound of the spool; when full, publishes get 503 (nothing old is dropped)"`
+	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat          string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
+}
+
+// ErrConfig marks configuration errors (the command exits with status 2).
+var ErrConfig = errors.New("invalid configuration")
+
+// withDefaults fills every zero field with its default, the same as its
+// envconfig tag says (a test checks that the two agree).
+func (c Config) withDefaults() Config {
+	if len(c.AMQPURLs) == 0 {
+		c.AMQPURLs = []string{"amqp://guest:guest@localhost:5672/"}
+	}
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&c.ListenAddr, "127.0.0.1:8080")
+	def(&c.AdminAddr, ":9464")
+	def(&c.OnGiveUp, "exit")
+	def(&c.LogLevel, "info")
+	def(&c.LogFormat, "json")
+	defInt := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defInt(&c.BufferSize, 10000)
+	defInt(&c.Channels, 1)
+	defInt(&c.MaxPublishAttempts, 3)
+	defInt(&c.MaxRestarts, 10)
+	defInt(&c.RootMaxRestarts, 2)
+	defDur := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defDur(&c.ConfirmTimeout, 10*time.Second)
+	defDur(&c.RestartWindow, time.Minute)
+	defDur(&c.RootRestartWindow, 5*time.Minute)
+	defDur(&c.BackoffMin, 100*time.Millisecond)
+	defDur(&c.BackoffMax, 5*time.Second)
+	defDur(&c.ShutdownTimeout, 15*time.Second)
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.SpoolMaxBytes == 0 {
+		c.SpoolMaxBytes = 1 << 30
+	}
+	return c
+}
+
+// Validate checks c and completes it: it trims the broker URLs and reads
+// AuthTokenFile into AuthToken. Its errors name the variable and never quote
+// a secret (a broker URL is shown with its password masked, a token never).
+//
+// What Validate refuses is configuration (the command exits with status 2):
+// values out of range, a token file that cannot be read, a spool directory
+// that cannot be created or written. What fails later, while the service
+// opens its resources (a disk error reading the spool, a listen address in
+// use), is a runtime failure (status 1).
+func (c *Config) Validate() error {
+	bad := func(name, format string, args ...any) error {
+		return fmt.Errorf("PUBLISHER_%s: %s", name, fmt.Sprintf(format, args...))
+	}
+	if len(c.AMQPURLs) == 0 {
+		return bad("AMQP_URLS", "at least one broker URL is required")
+	}
+	for i, u := range c.AMQPURLs {
+		c.AMQPURLs[i] = strings.TrimSpace(u)
+		if c.AMQPURLs[i] == "" {
+			return bad("AMQP_URLS", "empty URL in the list")
+		}
+		if _, err := amqp.ParseURI(c.AMQPURLs[i]); err != nil {
+			return bad("AMQP_URLS", "%s: %s", publisher.RedactURL(c.AMQPURLs[i]), publisher.DescribeURLError(err))
+		}
+	}
+	for name, addr := range map[string]string{"LISTEN_ADDR": c.ListenAddr, "ADMIN_ADDR": c.AdminAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return bad(name, "%q is not host:port (for example 127.0.0.1:8080)", addr)
+		}
+	}
+	positive := []struct {
+		name string
+		v    int64
+	}{
+		{"MAX_BODY_BYTES", c.MaxBodyBytes}, {"CONFIRM_TIMEOUT", int64(c.ConfirmTimeout)},
+		{"BUFFER_SIZE", int64(c.BufferSize)}, {"CHANNELS", int64(c.Channels)},
+		{"MAX_PUBLISH_ATTEMPTS", int64(c.MaxPublishAttempts)}, {"RESTART_WINDOW", int64(c.RestartWindow)},
+		{"ROOT_RESTART_WINDOW", int64(c.RootRestartWindow)}, {"BACKOFF_MIN", int64(c.BackoffMin)},
+		{"BACKOFF_MAX", int64(c.BackoffMax)}, {"SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout)},
+		{"SPOOL_MAX_BYTES", c.SpoolMaxBytes},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			return bad(p.name, "must be positive")
+		}
+	}
+	if c.MaxRestarts < 0 {
+		return bad("MAX_RESTARTS", "must not be negative")
+	}
+	if c.RootMaxRestarts < 0 {
+		return bad("ROOT_MAX_RESTARTS", "must not be negative")
+	}
+	if c.Channels > 1000 {
+		return bad("CHANNELS", "at most 1000")
+	}
+	if c.BackoffMax < c.BackoffMin {
+		return bad("BACKOFF_MAX", "must not be less than PUBLISHER_BACKOFF_MIN")
+	}
+	switch c.OnGiveUp {
+	case "exit", "degrade":
+	default:
+		return bad("ON_GIVE_UP", "%q: want exit or degrade", c.OnGiveUp)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("LOG_LEVEL", "%q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		return bad("LOG_FORMAT", "%q: want json or text", c.LogFormat)
+	}
+	if c.AuthTokenFile != "" {
+		b, err := os.ReadFile(c.AuthTokenFile)
+		if err != nil {
+			return bad("AUTH_TOKEN_FILE", "cannot read %s: %v", c.AuthTokenFile, pathErr(err))
+		}
+		c.AuthToken = strings.TrimSpace(string(b))
+		if c.AuthToken == "" {
+			return bad("AUTH_TOKEN_FILE", "%s is empty", c.AuthTokenFile)
+		}
+	}
+	for _, e := range c.AllowedExchanges {
+		if strings.TrimSpace(e) == "" {
+			return bad("ALLOWED_EXCHANGES", "empty exchange name in the list")
+		}
+	}
+	if c.SpoolDir != "" {
+		if err := writableDir(c.SpoolDir); err != nil {
+			return bad("SPOOL_DIR", "%s is not a usable directory: %v", c.SpoolDir, err)
+		}
+	}
+	return nil
+}
+
+// writableDir creates dir when missing and checks that a file can be made in
+// it.
+func writableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return pathErr(err)
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return pathErr(err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(filepath.Clean(name))
+}
+
+// pathErr is the operating system's reason without the path it names (the
+// caller names it once).
+func pathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,385 @@
+// Package service is the publisher service assembled: the supervision tree,
+// the publisher and, with a spool, the relay in front of it, the two HTTP
+// listeners, readiness, liveness and metrics. Its shape is Config → New →
+// Run(ctx): the command (cmd/publisher) reads the configuration from the
+// environment, sets up logging and signals, and calls it.
+//
+// The tree:
+//
+//	root                (one-for-one; on exhaustion: keep retrying while a
+//	│                    spool accepts, else exit (ErrGaveUp) or degrade)
+//	├── broker          (escalating one-for-one)
+//	│   ├── publisher   (owns the AMQP connection and its confirm channels)
+//	│   └── forwarder   (with a spool: publishes what the spool holds)
+//	└── http            (publish API and admin listeners)
+//
+// broker starts first so that, stopping in reverse order, the HTTP listeners
+// drain their requests while the publisher can still confirm them. The
+// shutdown sequence and its timing are described at Run.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/publisher-dev/publisher/metrics"
+	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/relay"
+	"github.com/publisher-dev/publisher/spool"
+	"github.com/publisher-dev/publisher/supervision"
+)
+
+// ErrGaveUp is returned by Run when the supervision tree exhausted the root's
+// restart intensity and PUBLISHER_ON_GIVE_UP=exit (the command exits with
+// status 3, so the container runtime, the supervisor above, takes over). It
+// wraps the *supervision.EscalationError.
+var ErrGaveUp = errors.New("service: supervision tree gave up")
+
+// errGivenUp answers publishes while the tree has given up and the broker is
+// still away (PUBLISHER_ON_GIVE_UP=degrade, no spool).
+var errGivenUp = errors.New("service: broker unavailable, retrying at the slowest backoff")
+
+// broker is what the service needs of the publisher actor (a
+// *publisher.Publisher; tests use a fake).
+type broker interface {
+	supervision.Service
+	Publish(ctx context.Context, msg *publisher.Message) error
+	Submit(ctx context.Context, msg *publisher.Message, done func(error)) error
+	CheckExchange(ctx context.Context, exchange string) error
+	State() publisher.State
+	Ready() bool
+	Terminated(reason error)
+}
+
+// Service is the running service. Create it with New, run it with Run.
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	pub     broker
+	spool   *spool.Spool // nil without a spool
+	relay   *relay.Relay // nil without a spool
+	metrics *metrics.Metrics
+	reg     *prometheus.Registry
+	root    *supervision.Supervisor
+
+	apiLn, adminLn     net.Listener // handed to the first incarnation of the http child
+	apiAddr, adminAddr string       // where they listen (with port 0: the port chosen)
+	api                *apiServer
+
+	// draining is set when Run's ctx ends: not ready, new publishes 503.
+	draining atomic.Bool
+	// givenUp is 1 + the publisher's connection count when the root last gave
+	// up (0: it has not): the tree has given up on the broker for as long as
+	// no connection was made since.
+	givenUp   atomic.Uint64
+	treeAlive atomic.Bool // root supervisor running (liveness)
+}
+
+// New checks cfg (zero fields mean their defaults), listens on both
+// addresses (so a taken port fails at once), opens the spool when configured
+// (recovering what an earlier run left) and builds the tree. Nothing connects
+// to the broker before Run. topo may be nil.
+func New(cfg Config, topo *publisher.Topology, log *slog.Logger) (*Service, error) {
+	return newService(cfg, topo, log, nil)
+}
+
+// newService is New with the publisher made by newBroker when it is not nil
+// (tests pass a fake).
+func newService(cfg Config, topo *publisher.Topology, log *slog.Logger, newBroker func(publisher.Config) (broker, error)) (_ *Service, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if newBroker == nil {
+		newBroker = func(c publisher.Config) (broker, error) { return publisher.New(c) }
+	}
+	s := &Service{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.closeListeners()
+			s.closeSpool()
+		}
+	}()
+	if s.apiLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+		return nil, fmt.Errorf("PUBLISHER_LISTEN_ADDR: %w", err)
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+		return nil, fmt.Errorf("PUBLISHER_ADMIN_ADDR: %w", err)
+	}
+	s.apiAddr, s.adminAddr = s.apiLn.Addr().String(), s.adminLn.Addr().String()
+	if s.metrics, err = metrics.New(s.reg); err != nil {
+		return nil, err
+	}
+	s.pub, err = newBroker(publisher.Config{
+		URLs:               cfg.AMQPURLs,
+		Channels:           cfg.Channels,
+		BufferSize:         cfg.BufferSize,
+		ConfirmTimeout:     cfg.ConfirmTimeout,
+		MaxPublishAttempts: cfg.MaxPublishAttempts,
+		Topology:           topo,
+		Logger:             log,
+		Observer:           s.metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.metrics.WatchState(s.pub, s.ready, s.degraded); err != nil {
+		return nil, err
+	}
+	s.metrics.Declare("root", "broker", "http")
+	s.metrics.Declare("broker", "publisher")
+
+	hook := func(ev supervision.Event) {
+		s.metrics.Event(ev)
+		logEvent(log, ev)
+	}
+	backoff := supervision.Backoff{Min: cfg.BackoffMin, Max: cfg.BackoffMax}
+	broker := supervision.New(supervision.Spec{
+		Name:        "broker",
+		Strategy:    supervision.OneForOne,
+		MaxRestarts: cfg.MaxRestarts,
+		Window:      cfg.RestartWindow,
+		Backoff:     backoff,
+		EventHook:   hook,
+		// DefaultDecider: restart within the intensity, escalate beyond it.
+	})
+	if err := broker.Add(supervision.ChildSpec{Name: "publisher", Service: s.pub, ShutdownTimeout: publisherStopTimeout}); err != nil {
+		return nil, err
+	}
+	if cfg.SpoolDir != "" {
+		if err := s.openSpool(); err != nil {
+			return nil, err
+		}
+		// Started after the publisher, so stopped before it.
+		if err := broker.Add(supervision.ChildSpec{Name: "forwarder", Service: s.relay, ShutdownTimeout: forwarderStopTimeout}); err != nil {
+			return nil, err
+		}
+		s.metrics.Declare("broker", "forwarder")
+	}
+	s.root = supervision.New(supervision.Spec{
+		Name:        "root",
+		Strategy:    supervision.OneForOne,
+		MaxRestarts: cfg.RootMaxRestarts,
+		Window:      cfg.RootRestartWindow,
+		Backoff:     backoff,
+		EventHook:   hook,
+		Decider:     s.rootDecider,
+	})
+	if err := s.root.Add(supervision.ChildSpec{Name: "broker", Service: broker, ShutdownTimeout: publisherStopTimeout + forwarderStopTimeout}); err != nil {
+		return nil, err
+	}
+	s.api = newAPIServer(s)
+	if err := s.root.Add(supervision.ChildSpec{Name: "http", Service: supervision.ServiceFunc(s.serveHTTP), ShutdownTimeout: cfg.ShutdownTimeout + httpStopSlack}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// The children's shutdown timeouts. The publisher ends its incarnation within
+// about twice its close timeout (the close handshake, then the cut of a
+// stalled socket: publisher's closeTimeout of 1s); the forwarder only stops
+// reading the spool. httpStopSlack is what the http child may take beyond
+// PUBLISHER_SHUTDOWN_TIMEOUT: it answers every request by then itself (see
+// Run), so this only bounds a bug.
+const (
+	publisherStopTimeout = 3 * time.Second
+	forwarderStopTimeout = 2 * time.Second
+	httpStopSlack        = 2 * time.Second
+)
+
+// APIAddr is the publish API's listening address (useful with port 0).
+func (s *Service) APIAddr() string { return s.apiAddr }
+
+// AdminAddr is the admin listener's address.
+func (s *Service) AdminAddr() string { return s.adminAddr }
+
+// openSpool opens PUBLISHER_SPOOL_DIR (recovering what an earlier run left)
+// and the relay in front of the publisher.
+func (s *Service) openSpool() error {
+	var sp *spool.Spool
+	sm, err := metrics.NewSpool(s.reg, s.cfg.SpoolMaxBytes, func() (int, int64) {
+		if sp == nil {
+			return 0, 0
+		}
+		return sp.Stats()
+	})
+	if err != nil {
+		return err
+	}
+	sp, err = spool.Open(s.cfg.SpoolDir, spool.Options{
+		MaxBytes:  s.cfg.SpoolMaxBytes,
+		Logger:    s.log,
+		OnFsync:   sm.Fsync,
+		OnCorrupt: sm.Corrupt,
+	})
+	if err != nil {
+		return fmt.Errorf("PUBLISHER_SPOOL_DIR: %w", err)
+	}
+	s.spool = sp
+	n, b := sp.Stats()
+	s.log.Info("spool opened", "dir", s.cfg.SpoolDir, "messages", n, "bytes", b, "max_bytes", s.cfg.SpoolMaxBytes)
+	s.relay = relay.New(relay.Config{
+		Spool:          sp,
+		Publisher:      s.pub,
+		ConfirmTimeout: s.cfg.ConfirmTimeout,
+		Logger:         s.log,
+		OnDeadLetter:   sm.DeadLettered,
+	})
+	return nil
+}
+
+// rootDecider restarts the broker subtree (its publisher then dials the next
+// URL) while the root's intensity allows. Beyond it, the tree has given up on
+// the broker: while a spool accepts messages it keeps retrying at the slowest
+// backoff whatever PUBLISHER_ON_GIVE_UP says (riding out an outage is the
+// spool's purpose, and the messages it holds wait for the broker);
+// otherwise it escalates (Run returns ErrGaveUp) or, with
+// PUBLISHER_ON_GIVE_UP=degrade, keeps retrying, not ready.
+func (s *Service) rootDecider(f supervision.Failure) supervision.Directive {
+	if !f.Exhausted {
+		return supervision.Restart
+	}
+	spoolAccepts := s.relay != nil && s.relay.Accepting()
+	if !spoolAccepts && s.cfg.OnGiveUp != "degrade" {
+		return supervision.Escalate
+	}
+	first := !s.degraded()
+	s.givenUp.Store(1 + s.pub.State().Connects)
+	if first {
+		mode := "degraded: not ready, answering 503"
+		if spoolAccepts {
+			mode = "the spool keeps accepting (ready, 202)"
+		}
+		s.log.Error("supervision tree gave up on the broker; retrying at the slowest backoff; "+mode,
+			"child", f.Child, "error", f.Err, "failures", f.Stats.Failures)
+	}
+	return supervision.Restart
+}
+
+// Run runs the tree until ctx ends (a clean shutdown: nil) or the tree gives
+// up (ErrGaveUp) or fails otherwise (another error).
+//
+// Shutdown, from the moment ctx ends, with T = PUBLISHER_SHUTDOWN_TIMEOUT:
+//  1. readiness goes false and every new publish is answered 503 (the
+//     listener stays open, so callers get an answer, not a refused
+//     connection); keep-alives are turned off;
+//  2. the publishes in flight get until T - min(1s, T/4) to be confirmed;
+//  3. then every request still waiting is answered: with a spool 202 (the
+//     message is on disk), else 503 when the message was never sent to the
+//     broker (it never will be: a retry makes no duplicate) or 504 when it was
+//     (it may still arrive);
+//  4. the listeners close, then the broker subtree stops: the forwarder, then
+//     the publisher, whose connection closes cleanly or, against a broker that
+//     stopped reading (an alarm), is cut after a second.
+//
+// So the process ends within T plus a second or two, whatever the broker does.
+func (s *Service) Run(ctx context.Context) error {
+	s.log.Info("publisher starting", "listen", s.APIAddr(), "admin", s.AdminAddr(),
+		"brokers", redactedURLs(s.cfg.AMQPURLs), "on_give_up", s.cfg.OnGiveUp, "spool", s.cfg.SpoolDir != "")
+	treeCtx, cancelTree := context.WithCancel(context.Background())
+	defer cancelTree()
+	done := make(chan error, 1)
+	s.treeAlive.Store(true)
+	go func() { done <- s.root.Serve(treeCtx) }()
+
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutting down: draining", "timeout", s.cfg.ShutdownTimeout.String())
+		s.draining.Store(true)
+		cancelTree() // http stops first (drains), then broker (closes the connection)
+		err := <-done
+		s.treeAlive.Store(false)
+		s.closeSpool()
+		s.log.Info("shutdown complete", "error", errString(err))
+		return nil
+	case err := <-done:
+		s.treeAlive.Store(false)
+		s.closeListeners()
+		var esc *supervision.EscalationError
+		if errors.As(err, &esc) {
+			s.log.Error("supervision tree gave up: exiting so the container runtime takes over",
+				"child", esc.Child, "error", err)
+			// The publisher was stopped without Terminated (an escalation keeps
+			// state for a restart); nobody will restart it now, so fail back
+			// whatever still waits.
+			s.pub.Terminated(err)
+			s.closeSpool()
+			return fmt.Errorf("%w: %w", ErrGaveUp, err)
+		}
+		s.closeSpool()
+		s.log.Error("supervision tree stopped", "error", errString(err))
+		if err == nil {
+			err = errors.New("service: supervision tree stopped")
+		}
+		return err
+	}
+}
+
+func (s *Service) closeListeners() {
+	for _, ln := range []net.Listener{s.apiLn, s.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+func (s *Service) closeSpool() {
+	if s.spool == nil {
+		return
+	}
+	if err := s.spool.Close(); err != nil {
+		s.log.Error("closing the spool", "error", err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return ""
+	}
+	return err.Error()
+}
+
+func redactedURLs(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = publisher.RedactURL(u)
+	}
+	return out
+}
+
+// logEvent logs one supervision event.
+func logEvent(log *slog.Logger, ev supervision.Event) {
+	attrs := []any{"supervisor", ev.Supervisor, "child", ev.Child}
+	if ev.Err != nil {
+		attrs = append(attrs, "error", ev.Err.Error())
+	}
+	switch ev.Kind {
+	case supervision.EventFailure:
+		attrs = append(attrs, "directive", ev.Directive.String(), "failures_in_window", ev.Stats.Failures,
+			"total_restarts", ev.Stats.TotalRestarts, "uptime", ev.Stats.LastUptime.String())
+		if ev.Stack != nil {
+			attrs = append(attrs, "stack", string(ev.Stack))
+		}
+		log.Warn("child failed", attrs...)
+	case supervision.EventRestart:
+		log.Info("child restarting", append(attrs, "delay", ev.Delay.String())...)
+	case supervision.EventEscalation:
+		log.Error("restart intensity exhausted: escalating", attrs...)
+	case supervision.EventStop:
+		log.Info("child stopped", attrs...)
+	case supervision.EventStopTimeout:
+		log.Error("child did not stop in time", attrs...)
+	case supervision.EventStart, supervision.EventResume:
+		log.Debug("child started", append(attrs, "kind", ev.Kind.String())...)
+	}
+}
