@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -165,5 +166,55 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 	proxy.SetRefuse(false)
 	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	t.Logf("%d messages during the outage, spool peaked at %v, drained %s after the broker returned", sent, peak, time.Since(start.Add(time.Minute)).Round(time.Millisecond))
+	brokertest.CheckDelivered(t, amqpURL, q, acked, 0)
+}
+
+// With a spool that accepts, giving up on the broker never stops the process,
+// even with PUBLISHER_ON_GIVE_UP=exit (the default): the tree gives up over
+// and over here (small intensities), the service stays ready answering 202,
+// /readyz and the metrics say the broker is down and the tree gave up, and the
+// spool drains once the broker is back.
+func TestSpoolOutlivesGivingUp(t *testing.T) {
+	amqpURL := brokertest.SharedURL(t)
+	q := brokertest.TempQueue(t, amqpURL, "svc-spool-giveup")
+	proxy := faultproxy.ForURL(t, amqpURL)
+	proxy.SetRefuse(true)
+	p := startService(t, map[string]string{
+		"PUBLISHER_AMQP_URLS":         proxy.AMQPURL(),
+		"PUBLISHER_SPOOL_DIR":         t.TempDir(),
+		"PUBLISHER_MAX_RESTARTS":      "2",
+		"PUBLISHER_ROOT_MAX_RESTARTS": "1",
+		"PUBLISHER_BACKOFF_MIN":       "10ms",
+		"PUBLISHER_BACKOFF_MAX":       "200ms",
+	})
+	waitFor(t, "given up", func() bool { return p.metric("publisher_given_up") == 1 })
+	var acked []string
+	deadline := time.Now().Add(5 * time.Second) // several give-up cycles at these backoffs
+	for i := 0; time.Now().Before(deadline); i++ {
+		r, err := p.publish("amq.default", q, []byte(fmt.Sprint("given-up-", i)), async)
+		if err != nil || r.code != 202 {
+			t.Fatalf("publish %d after giving up: %+v %v, want 202", i, r, err)
+		}
+		acked = append(acked, r.id)
+		code, body := p.get("/readyz")
+		if code != 200 || !strings.Contains(body, `"broker_up":false`) || !strings.Contains(body, `"given_up":true`) {
+			t.Fatalf("/readyz %d %s, want ready, broker down, given up", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !p.running() {
+		t.Fatalf("the service exited (status %d) while its spool accepted", p.status)
+	}
+	if n := p.metric("publisher_supervision_escalations_total", `supervisor="broker"`); n < 3 {
+		t.Fatalf("broker escalations = %v: the tree did not give up repeatedly", n)
+	}
+	if p.metric("publisher_connection_up") != 0 {
+		t.Fatal("publisher_connection_up is not 0 with the broker away")
+	}
+	proxy.SetRefuse(false)
+	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	if p.metric("publisher_given_up") != 0 {
+		t.Fatal("publisher_given_up is still 1 after the broker came back")
+	}
 	brokertest.CheckDelivered(t, amqpURL, q, acked, 0)
 }
