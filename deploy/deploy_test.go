@@ -90,7 +90,8 @@ type composeService struct {
 	Healthcheck *struct {
 		Test json.RawMessage `json:"test"`
 	} `json:"healthcheck"`
-	Profiles []string `json:"profiles"`
+	Profiles        []string `json:"profiles"`
+	StopGracePeriod string   `json:"stop_grace_period"`
 }
 
 // env returns the service environment, given as a map or as a KEY=value list.
@@ -192,6 +193,16 @@ func TestComposeServices(t *testing.T) {
 		t.Errorf("publisher depends_on rabbitmq condition = %q, want service_healthy", deps["rabbitmq"].Condition)
 	}
 	env := pub.env(t)
+	// docker stop sends SIGTERM, then SIGKILL after stop_grace_period (10s
+	// by default): it must cover the shutdown timeout and the 2s the service
+	// may take beyond it.
+	shutdown, err := time.ParseDuration(env["PUBLISHER_SHUTDOWN_TIMEOUT"])
+	if err != nil {
+		t.Fatalf("publisher PUBLISHER_SHUTDOWN_TIMEOUT: %v", err)
+	}
+	if grace, err := time.ParseDuration(pub.StopGracePeriod); err != nil || grace <= shutdown+2*time.Second {
+		t.Errorf("publisher stop_grace_period %q must exceed PUBLISHER_SHUTDOWN_TIMEOUT %v + 2s", pub.StopGracePeriod, shutdown)
+	}
 	if got := env["PUBLISHER_AMQP_URLS"]; got != "amqp://guest:guest@rabbitmq:5672/" {
 		t.Errorf("PUBLISHER_AMQP_URLS = %q", got)
 	}
@@ -501,8 +512,20 @@ func TestKubernetesSidecar(t *testing.T) {
 		t.Fatal("terminationGracePeriodSeconds not set")
 	}
 	grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
-	if grace <= shutdown+preStop {
-		t.Errorf("terminationGracePeriodSeconds %v must exceed shutdown timeout %v + preStop %v", grace, shutdown, preStop)
+	// The service exits within PUBLISHER_SHUTDOWN_TIMEOUT plus exitSlack, even
+	// against a stalled broker (README, Shutdown); native sidecars get their
+	// SIGTERM only after the app containers exited, so the app's preStop
+	// comes first, out of the same budget.
+	const exitSlack = 2 * time.Second
+	var appPreStop time.Duration
+	for _, c := range pod.Containers {
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+			appPreStop = max(appPreStop, time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second)
+		}
+	}
+	if need := appPreStop + preStop + shutdown + exitSlack; grace <= need {
+		t.Errorf("terminationGracePeriodSeconds %v must exceed the app's preStop %v + the publisher's preStop %v + PUBLISHER_SHUTDOWN_TIMEOUT %v + %v exit slack = %v",
+			grace, appPreStop, preStop, shutdown, exitSlack, need)
 	}
 
 	// Secrets: broker URLs and token come from a Secret, never a literal.
