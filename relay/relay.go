@@ -20,7 +20,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -120,13 +119,6 @@ func New(cfg Config) *Relay {
 		sem: make(chan struct{}, cfg.Window), settled: make(chan settlement, cfg.Window), pending: map[uint64]bool{}}
 }
 
-// envelope is a spooled record's content.
-type envelope struct {
-	Nonce uint64             `json:"n"`
-	RID   uint64             `json:"r"`
-	Msg   *publisher.Message `json:"m"`
-}
-
 // Accepting reports whether the spool takes messages now: not full (as of the
 // last append) and no disk failure on the last append.
 func (r *Relay) Accepting() bool { return !r.diskErr.Load() && !r.full.Load() }
@@ -163,7 +155,7 @@ func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool)
 			r.mu.Unlock()
 		}()
 	}
-	data, err := json.Marshal(envelope{Nonce: r.nonce, RID: rid, Msg: msg})
+	data, err := encodeRecord(r.nonce, rid, msg)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
 	}
@@ -205,12 +197,14 @@ func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool)
 	}
 }
 
-func (r *Relay) resolve(env *envelope, err error) {
-	if env.Nonce != r.nonce {
+// resolve answers the caller waiting for the record (nonce, rid), if it is
+// one of this process's and still waits.
+func (r *Relay) resolve(nonce, rid uint64, err error) {
+	if nonce != r.nonce {
 		return
 	}
 	r.mu.Lock()
-	w := r.waiters[env.RID]
+	w := r.waiters[rid]
 	r.mu.Unlock()
 	if w != nil {
 		select {
@@ -223,7 +217,9 @@ func (r *Relay) resolve(env *envelope, err error) {
 // settlement is a forwarded record's outcome, for the forwarder goroutine.
 type settlement struct {
 	rec      spool.Record
-	env      *envelope
+	nonce    uint64 // of the record's writer
+	rid      uint64
+	msg      *publisher.Message
 	err      error
 	attempts int
 }
@@ -287,14 +283,14 @@ func (r *Relay) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("relay: read spool: %w", err)
 		case rec := <-records:
-			var env envelope
-			if err := json.Unmarshal(rec.Data, &env); err != nil || env.Msg == nil {
-				r.deadLetter(rec, fmt.Sprintf("undecodable record: %v", err))
+			nonce, rid, msg, err := decodeRecord(rec.Data)
+			if err != nil {
+				r.deadLetter(rec, err.Error())
 				<-r.sem
 				continue
 			}
 			r.setPending(rec.Seq, true)
-			r.submit(ctx, settlement{rec: rec, env: &env})
+			r.submit(ctx, settlement{rec: rec, nonce: nonce, rid: rid, msg: msg})
 		case s := <-r.settled:
 			switch {
 			case permanent(s.err):
@@ -341,18 +337,18 @@ func (r *Relay) done(seq uint64) {
 func (r *Relay) submit(ctx context.Context, s settlement) {
 	s.attempts++
 	// A fresh copy: the publisher may set fields, and a retry must not share.
-	msg := *s.env.Msg
+	msg := *s.msg
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ForwardTimeout)
 	cb := func(err error) {
 		pcancel()
 		if err == nil {
 			r.sp.Ack(s.rec.Seq)
-			r.resolve(s.env, nil)
+			r.resolve(s.nonce, s.rid, nil)
 			r.done(s.rec.Seq)
 			return
 		}
 		if permanent(err) {
-			r.resolve(s.env, err)
+			r.resolve(s.nonce, s.rid, err)
 		}
 		s.err = err
 		r.settled <- s
