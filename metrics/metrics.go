@@ -31,7 +31,8 @@ type Metrics struct {
 	failures    *prometheus.CounterVec
 	escalations *prometheus.CounterVec
 	requests    *prometheus.CounterVec
-	// byCode holds the requests counter of each answer of SPEC.md, resolved
+	// byCode holds the requests counter of each answer the README's HTTP API
+	// section lists, resolved
 	// once: HTTPResponse runs for every request, and WithLabelValues would
 	// hash the label and take the vector's lock each time. Read-only after New.
 	byCode map[int]prometheus.Counter
@@ -79,7 +80,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		publisher.OutcomeRejected, publisher.OutcomeFailed, publisher.OutcomeTimeout} {
 		m.outcomes[o] = messages.WithLabelValues(string(o))
 	}
-	// The answers of SPEC.md exist from the first scrape (at 0).
+	// The answers the README lists exist from the first scrape (at 0).
 	m.byCode = map[int]prometheus.Counter{}
 	for _, code := range []int{200, 202, 400, 401, 403, 404, 413, 422, 431, 502, 503, 504} {
 		m.byCode[code] = m.requests.WithLabelValues(strconv.Itoa(code))

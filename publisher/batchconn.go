@@ -33,6 +33,12 @@ type batchConn struct {
 
 const maxPending = 1 << 20
 
+// closeFlushTimeout bounds how long Close waits for the pending bytes (the
+// connection.close-ok, typically) to be written: a healthy loopback or LAN
+// peer takes well under a millisecond; a peer that stopped reading (a broker
+// under an alarm) would otherwise hold Close for as long as it lasts.
+const closeFlushTimeout = 200 * time.Millisecond
+
 func newBatchConn(c net.Conn) *batchConn {
 	b := &batchConn{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	b.cond.L = &b.mu
@@ -104,7 +110,7 @@ func (b *batchConn) Close() error {
 	}
 	// Give the writer a moment to send what is pending (e.g. a close-ok),
 	// but never hang on a peer that stopped reading.
-	t := time.NewTimer(200 * time.Millisecond)
+	t := time.NewTimer(closeFlushTimeout)
 	defer t.Stop()
 	select {
 	case <-b.done:

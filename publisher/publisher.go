@@ -192,9 +192,11 @@ type Publisher struct {
 	exchanges sync.Map
 
 	// carry holds the requests that were in flight (or waiting) when the last
-	// incarnation ended, oldest first. Only the running incarnation touches it;
-	// incarnations never overlap because the supervisor starts the next Serve
-	// only after the previous one returned.
+	// incarnation ended, oldest first. It is touched by the running
+	// incarnation (Serve) and by Terminated, never at the same time: the
+	// supervisor calls Serve and Terminated from its own goroutine, starts the
+	// next Serve only after the previous one returned, and calls Terminated
+	// only once Serve has returned for good.
 	carry []*request
 	// urlIndex is the index into cfg.URLs of the next dial. Same ownership as carry.
 	urlIndex int

@@ -66,6 +66,22 @@ type Config struct {
 	OnDeadLetter func()
 }
 
+// checkTimeout bounds the exchange check before a message is spooled: long
+// enough for a passive declare round trip to a busy broker, short enough that
+// a broker that does not answer delays the caller only a little (the message
+// is then spooled unchecked and a missing exchange dead-letters it later).
+const checkTimeout = 2 * time.Second
+
+// submitBackoffMin and submitBackoffMax bound the forwarder's wait while the
+// publisher's buffer is full: the n-th consecutive wait is
+// min(submitBackoffMax, submitBackoffMin·2ⁿ⁻¹). A full buffer drains at the
+// broker's pace (thousands a second), so a millisecond is enough at first,
+// and 100 ms keeps a stalled publisher from being polled in a tight loop.
+const (
+	submitBackoffMin = time.Millisecond
+	submitBackoffMax = 100 * time.Millisecond
+)
+
 // Relay accepts into the spool (Publish) and forwards from it
 // (Serve, a supervision child).
 type Relay struct {
@@ -136,7 +152,7 @@ func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool)
 	}
 	// Nothing invalid is spooled: a missing exchange is refused now when the
 	// broker can tell; when it cannot, the forwarder dead-letters it later.
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	err := r.pub.CheckExchange(cctx, msg.Exchange)
 	cancel()
 	if err != nil && !errors.Is(err, publisher.ErrCannotCheck) {
@@ -353,7 +369,7 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 		s.err = err
 		r.settled <- s
 	}
-	backoff := time.Millisecond
+	backoff := submitBackoffMin
 	for {
 		err := r.pub.Submit(pctx, &msg, cb)
 		if err == nil {
@@ -380,7 +396,7 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 100*time.Millisecond)
+		backoff = min(2*backoff, submitBackoffMax)
 	}
 }
 

@@ -13,7 +13,7 @@ type Backoff struct {
 	Min          time.Duration // default 100ms
 	Max          time.Duration // default 10s
 	Multiplier   float64       // default 2; values below 1 are treated as 1
-	RandomFactor float64       // default 0.2, at most 1; delay scaled by a uniform factor in [1-RandomFactor, 1+RandomFactor], then capped at Max
+	RandomFactor float64       // default 0.2, at most 1; delay scaled by a uniform factor in [1-RandomFactor, 1+RandomFactor) (see Delay), then capped at Max
 	// ResetAfter: an incarnation that ran at least this long resets the
 	// attempt counter, so a child that was healthy for a while restarts
 	// after Min again. Default (zero): the supervisor's Spec.Window;

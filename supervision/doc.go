@@ -40,7 +40,12 @@
 // Restart intensity is "at most Spec.MaxRestarts failures within
 // Spec.Window", measured per child over a sliding window: a failure at time t
 // counts while now-t < Window. [Failure.Exhausted] is
-// Stats.Failures > MaxRestarts, and [DefaultDecider] escalates then.
+// Stats.Failures > MaxRestarts, and [DefaultDecider] escalates then. This
+// differs from OTP, where the intensity counts the restarts of all of a
+// supervisor's children together: here each child has its own window (its
+// [ChildRestartStats]), so one flapping child exhausts only its own intensity
+// and never charges its siblings. A supervisor that wants OTP's shared count
+// can sum its children's stats in its Decider.
 //
 // # Shutdown
 //

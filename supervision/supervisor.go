@@ -17,6 +17,11 @@ type Spec struct {
 	Strategy Strategy
 	// MaxRestarts is N in "at most N failures within Window" (default 5; a
 	// negative value means none: every failure exhausts the intensity).
+	// The count is per child: each child has its own window (its
+	// ChildRestartStats), unlike OTP, whose intensity counts the restarts of
+	// all of a supervisor's children together. Per child, one flapping child
+	// exhausts only its own intensity, and a sibling's failures never make a
+	// healthy child's next failure escalate.
 	MaxRestarts int
 	// Window is W, the sliding window of the restart intensity (default
 	// 10s). A failure at time t counts while now-t < Window.

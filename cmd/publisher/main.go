@@ -86,6 +86,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+const flushTimeout = time.Second
+
 const usageFormat = `{{range .}}{{usage_key .}}
     {{usage_description .}} (default: {{if usage_default .}}{{usage_default .}}{{else}}empty{{end}})
 {{end}}`
@@ -107,9 +109,11 @@ func newLogger(cfg *service.Config, w io.Writer) (*slog.Logger, *logthrottle.Han
 	return slog.New(th), th
 }
 
-// flushLogs writes the counts of repeated log lines still pending.
+// flushLogs writes the counts of repeated log lines still pending. It is
+// the last thing before exit, so it gets a bound of its own (flushTimeout:
+// writing a few lines to stderr takes microseconds).
 func flushLogs(h *logthrottle.Handler) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 	defer cancel()
 	_ = h.Flush(ctx)
 }
