@@ -142,6 +142,13 @@ func loadCompose(t *testing.T) composeFile {
 
 func TestComposeServices(t *testing.T) {
 	c := loadCompose(t)
+	var top map[string]any
+	if err := yaml.Unmarshal(readFile(t, "../docker-compose.yml"), &top); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := top["name"]; ok {
+		t.Error("compose: a top-level name: is rejected by docker-compose 1.x; the project name comes from the directory")
+	}
 	for _, name := range []string{"rabbitmq", "publisher", "prometheus", "grafana"} {
 		s, ok := c.Services[name]
 		if !ok {
