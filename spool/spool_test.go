@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -430,14 +431,23 @@ func TestFlippedByte(t *testing.T) {
 	}
 }
 
-// faultFS injects failures into writes and fsyncs of segment files.
+// faultFS injects failures into writes and fsyncs of segment files, and can
+// fake the free space: a fixed answer, or a small volume (quota) holding
+// the files of one directory.
 type faultFS struct {
 	OSFS
 	failWrite, failSync, enospc atomic.Bool
+	free                        atomic.Int64 // FreeBytes answer if > 0 (0 while enospc)
+	quota                       int64        // if > 0: a volume of this size holding quotaDir
+	quotaDir                    string
+	lie                         int64        // added to the quota volume's FreeBytes answer
+	segOps                      atomic.Int64 // operations on *.seg and *.next files
 	mu                          sync.Mutex
 	failed                      map[*faultFile]bool // descriptors that saw a failure
 	usedAfterFail               atomic.Bool
 }
+
+func newFaultFS() *faultFS { return &faultFS{failed: map[*faultFile]bool{}} }
 
 type faultFile struct {
 	File
@@ -445,8 +455,16 @@ type faultFile struct {
 	name string
 }
 
+func (f *faultFS) countOp(name string) {
+	if strings.HasSuffix(name, segSuffix) || strings.HasSuffix(name, markerSuffix) {
+		f.segOps.Add(1)
+	}
+}
+
 func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
-	if f.enospc.Load() && flag&os.O_CREATE != 0 {
+	f.countOp(name)
+	// An empty marker needs no data block: it can be made on a full volume.
+	if f.enospc.Load() && flag&os.O_CREATE != 0 && !strings.HasSuffix(name, markerSuffix) {
 		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
 	}
 	file, err := f.OSFS.OpenFile(name, flag, perm)
@@ -454,6 +472,43 @@ func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error
 		return nil, err
 	}
 	return &faultFile{File: file, fs: f, name: name}, nil
+}
+
+func (f *faultFS) Rename(o, n string) error {
+	f.countOp(n)
+	return f.OSFS.Rename(o, n)
+}
+
+func (f *faultFS) Remove(name string) error {
+	f.countOp(name)
+	return f.OSFS.Remove(name)
+}
+
+func (f *faultFS) FreeBytes(dir string) (int64, error) {
+	if f.enospc.Load() {
+		return 0, nil
+	}
+	if n := f.free.Load(); n > 0 {
+		return n, nil
+	}
+	if f.quota > 0 {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return max(0, f.quota-f.usedLocked()) + f.lie, nil
+	}
+	return f.OSFS.FreeBytes(dir)
+}
+
+// usedLocked returns the bytes of the files in the quota directory.
+func (f *faultFS) usedLocked() int64 {
+	entries, _ := os.ReadDir(f.quotaDir)
+	var n int64
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 func (f *faultFile) check() error {
@@ -473,6 +528,7 @@ func (f *faultFile) markFailed() {
 
 func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
 	f.check()
+	f.fs.countOp(f.name)
 	if f.fs.enospc.Load() {
 		f.markFailed()
 		n := len(b) / 2
@@ -483,6 +539,20 @@ func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
 		f.markFailed()
 		return 0, &os.PathError{Op: "write", Path: f.name, Err: syscall.EIO}
 	}
+	if f.fs.quota > 0 {
+		f.fs.mu.Lock()
+		defer f.fs.mu.Unlock()
+		fi, err := f.File.Stat()
+		if err != nil {
+			return 0, err
+		}
+		grow := off + int64(len(b)) - fi.Size()
+		if room := f.fs.quota - f.fs.usedLocked(); grow > room {
+			n := max(0, int(int64(len(b))-grow+room))
+			f.File.WriteAt(b[:n], off)
+			return n, &os.PathError{Op: "write", Path: f.name, Err: syscall.ENOSPC}
+		}
+	}
 	return f.File.WriteAt(b, off)
 }
 
@@ -490,11 +560,19 @@ func (f *faultFile) Allocate(size int64) error {
 	if f.fs.enospc.Load() {
 		return &os.PathError{Op: "fallocate", Path: f.name, Err: syscall.ENOSPC}
 	}
+	if f.fs.quota > 0 {
+		fi, err := f.File.Stat()
+		if err != nil {
+			return err
+		}
+		return writeZeros(f, fi.Size(), size)
+	}
 	return f.File.Allocate(size)
 }
 
 func (f *faultFile) Datasync() error {
 	f.check()
+	f.fs.countOp(f.name)
 	if f.fs.failSync.Load() {
 		f.markFailed()
 		return &os.PathError{Op: "fdatasync", Path: f.name, Err: syscall.EIO}
@@ -504,6 +582,7 @@ func (f *faultFile) Datasync() error {
 
 func (f *faultFile) Sync() error {
 	f.check()
+	f.fs.countOp(f.name)
 	if f.fs.failSync.Load() {
 		f.markFailed()
 		return &os.PathError{Op: "fsync", Path: f.name, Err: syscall.EIO}
@@ -511,12 +590,30 @@ func (f *faultFile) Sync() error {
 	return f.File.Sync()
 }
 
+// waitFor polls cond (every 5 ms, for at most 10 s: the background
+// goroutines act within a second or two).
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestDiskFailure(t *testing.T) {
 	for _, mode := range []string{"write", "fsync", "enospc"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			ffs := &faultFS{failed: map[*faultFile]bool{}}
+			ffs := newFaultFS()
 			opts := Options{FS: ffs, SegmentBytes: 8192}
+			// A full volume is ErrNoSpace (ErrFull), not ErrDisk.
+			want := ErrDisk
+			if mode == "enospc" {
+				want = ErrNoSpace
+			}
 			s := open(t, dir, opts)
 			ctx := context.Background()
 			acked := map[uint64][]byte{}
@@ -535,8 +632,8 @@ func TestDiskFailure(t *testing.T) {
 								acked[seq] = p
 								okN++
 							} else {
-								if !errors.Is(err, ErrDisk) {
-									t.Errorf("Append error %v does not match ErrDisk", err)
+								if !errors.Is(err, want) {
+									t.Errorf("Append error %v does not match %v", err, want)
 								}
 								failN++
 							}
@@ -562,12 +659,17 @@ func TestDiskFailure(t *testing.T) {
 				t.Fatal("no append failed while the disk failed")
 			}
 			_, err := s.Append(ctx, []byte("x"))
-			if !errors.Is(err, ErrDisk) {
+			if !errors.Is(err, want) {
 				t.Fatalf("Append during fault: %v", err)
+			}
+			if st := s.Status(); st.Accepting || !errors.Is(st.Err, want) {
+				t.Fatalf("Status during fault: %+v", st)
 			}
 			ffs.failWrite.Store(false)
 			ffs.failSync.Store(false)
 			ffs.enospc.Store(false)
+			// The spool retries by itself, in the background.
+			waitFor(t, "accepting again", func() bool { return s.Status().Accepting })
 			if ok, fail := appendN(20, false); fail != 0 || ok != 160 {
 				t.Fatalf("after recovery: %d ok, %d failed", ok, fail)
 			}
