@@ -133,7 +133,8 @@ func (s *Spool) recover() error {
 		}
 		seg := &segment{first: first, path: path}
 		if cause != nil {
-			if err := s.setAside(seg, buf, recs, cause); err != nil {
+			lost := s.countLost(buf, first, recs, !last)
+			if err := s.setAside(seg, buf, recs, cause, lost); err != nil {
 				return err
 			}
 			if seg.recs == nil && !last {
@@ -258,11 +259,14 @@ func (s *Spool) reopenActive(seg *segment, buf []byte, end int64) {
 // setAside renames a corrupt segment to *.corrupt, after copying the valid
 // records recs (offsets into buf) into a new segment file of the same name.
 // On return seg.recs holds the salvaged records (nil if none).
-func (s *Spool) setAside(seg *segment, buf []byte, recs []recLoc, cause error) error {
-	s.log.Error("spool: corrupt segment set aside", "segment", seg.path, "err", cause, "salvaged_records", len(recs))
+//
+// The loss report lost is logged with it and passed to OnLost.
+func (s *Spool) setAside(seg *segment, buf []byte, recs []recLoc, cause error, lost *lossReport) error {
+	s.log.Error("spool: corrupt segment set aside", append([]any{"segment", seg.path, "err", cause, "salvaged_records", len(recs)}, lost.attrs()...)...)
 	if s.opts.OnCorrupt != nil {
 		s.opts.OnCorrupt(seg.path, cause)
 	}
+	s.reportLost(seg.path, lost)
 	diskErr := func(err error) error { return fmt.Errorf("%w: %w", ErrDisk, err) }
 	salvage := seg.path + salvageSuffix
 	var out []recLoc

@@ -115,12 +115,28 @@
 // and it is logged), and every valid record that could be read from it is
 // copied into a new segment of the same name first, so nothing that can be
 // read is lost. Corrupt data never makes Open fail.
-
+//
+// # Loss report
+//
+// The records a corrupt segment lost are counted: sequence numbers are
+// consecutive within a segment and a segment is named after its first
+// record, so the numbers missing before, between and after the salvaged
+// records are lost; in a damaged tail of an older segment (where no later
+// record bounds the count) every record whose framing (length, sequence
+// number) is intact counts, plus one for damaged bytes after them, a lower
+// bound. A torn tail of the newest segment is not a loss (those appends
+// never returned). For each lost record whose framing is intact (its CRC
+// failed), Options.Describe is called on its (damaged) bytes, best-effort,
+// to name it, e.g. by a message id. The segment, the count, and up to 32
+// lost sequence numbers and names are logged in the "corrupt segment set
+// aside" line, and passed to Options.OnLost. A record that no longer reads
+// back intact in Next is reported the same way, as one lost record.
 package spool
 
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -180,6 +196,15 @@ type Options struct {
 	// OnCorrupt is called (from Open, or from Next for a record that no
 	// longer reads back intact) for every segment set aside as corrupt.
 	OnCorrupt func(segment string, err error)
+	// OnLost is called (from Open, or from Next) with the number of records
+	// lost to corruption in segment, and the names Describe gave those of
+	// them whose framing was intact (at most 32). See the package
+	// documentation for how they are counted.
+	OnLost func(segment string, lost int, ids []string)
+	// Describe, if set, names a lost record from its (damaged) data, e.g.
+	// by extracting a message id, for the loss report. It must not keep
+	// data; a panic in it is recovered, and "" means no name.
+	Describe func(data []byte) string
 	// FS is the file system; default OSFS (tests inject faults here).
 	FS FS
 
@@ -978,12 +1003,15 @@ func (s *Spool) Next(ctx context.Context) (Record, error) {
 				return Record{}, err
 			}
 			// The record no longer reads back intact: it is lost; skip it.
-			s.log.Error("spool: record corrupt on read; skipping", "segment", seg.path, "seq", loc.seq)
 			s.cursor = loc.seq + 1
 			s.mu.Unlock()
+			var l lossReport
+			l.add(loc.seq, s.describe(rec.Data))
+			s.log.Error("spool: record corrupt on read; skipping", append([]any{"segment", seg.path, "seq", loc.seq}, l.attrs()...)...)
 			if s.opts.OnCorrupt != nil {
 				s.opts.OnCorrupt(seg.path, fmt.Errorf("record %d: %w", loc.seq, errRecordCorrupt))
 			}
+			s.reportLost(seg.path, &l)
 			s.Ack(loc.seq)
 			continue
 		}
@@ -1019,6 +1047,8 @@ func (s *Spool) nextLocked() (*segment, recLoc, bool) {
 	return nil, recLoc{}, false
 }
 
+// readLocked reads the record at loc. A record that does not read back
+// intact is errRecordCorrupt, with its bytes as Data if its framing is.
 func (s *Spool) readLocked(seg *segment, loc recLoc) (Record, error) {
 	if seg.rf == nil {
 		f, err := s.fs.OpenFile(seg.path, os.O_RDONLY, 0)
@@ -1035,6 +1065,9 @@ func (s *Spool) readLocked(seg *segment, loc recLoc) (Record, error) {
 		return Record{}, fmt.Errorf("%w: %w", ErrDisk, err)
 	}
 	if _, ok := parseRecord(buf, 0, loc.seq-1, loc.seq); !ok || loc.size != uint32(len(buf)) {
+		if binary.LittleEndian.Uint32(buf[0:4]) == loc.size {
+			return Record{Seq: loc.seq, Data: buf[headerSize:]}, errRecordCorrupt
+		}
 		return Record{}, errRecordCorrupt
 	}
 	return Record{Seq: loc.seq, Data: buf[headerSize:]}, nil

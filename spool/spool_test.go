@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -393,15 +394,22 @@ func TestFlippedByte(t *testing.T) {
 			hit := recs[1]
 			data[hit.off+headerSize+2] ^= 0x40
 			os.WriteFile(victim, data, 0o644)
+			wantID := string(want[hit.seq][8:14])
 			delete(want, hit.seq)
 
 			var corrupt []string
+			var lost []string
 			o := opts
 			o.OnCorrupt = func(seg string, err error) { corrupt = append(corrupt, seg) }
+			o.OnLost = func(seg string, n int, ids []string) { lost = append(lost, fmt.Sprint(seg, n, ids)) }
+			o.Describe = describePayload
 			s := open(t, dir, o)
 			defer func() { s.Close() }()
 			if len(corrupt) != 1 || corrupt[0] != victim {
 				t.Fatalf("OnCorrupt calls: %v", corrupt)
+			}
+			if want := fmt.Sprint(victim, 1, []string{wantID}); len(lost) != 1 || lost[0] != want {
+				t.Fatalf("OnLost calls: %q, want %q", lost, want)
 			}
 			if m := segFiles(t, dir, "*.corrupt"); len(m) != 1 {
 				t.Fatalf("corrupt files: %v", m)
@@ -419,15 +427,133 @@ func TestFlippedByte(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.Close()
-			corrupt = nil
+			corrupt, lost = nil, nil
 			s = open(t, dir, o)
-			if len(corrupt) != 0 {
-				t.Fatalf("corruption reported again: %v", corrupt)
+			if len(corrupt) != 0 || len(lost) != 0 {
+				t.Fatalf("corruption reported again: %v %v", corrupt, lost)
 			}
 			if got := drain(t, s); len(got) != len(want)+1 {
 				t.Fatalf("after reopen %d records", len(got))
 			}
 		})
+	}
+}
+
+// describePayload names a payload(i) by its number, also when other bytes
+// of it are damaged.
+func describePayload(data []byte) string {
+	if len(data) < 14 {
+		return ""
+	}
+	return string(data[8:14])
+}
+
+// Lost records are counted and named: damaged CRCs (framing intact, so
+// named), a damaged length (counted from the gap in the sequence), a
+// damaged tail of an older segment, and a Describe that panics.
+func TestLostRecords(t *testing.T) {
+	type damage func(data []byte, recs []recLoc) (lost int, ids []string)
+	flip := func(data []byte, r recLoc) string {
+		data[r.off+headerSize+15] ^= 0x01
+		return describePayload(data[r.off+headerSize : r.off+int64(r.size)])
+	}
+	cases := []struct {
+		name  string
+		panic bool
+		hurt  damage
+	}{
+		{"two crcs", false, func(data []byte, recs []recLoc) (int, []string) {
+			return 2, []string{flip(data, recs[1]), flip(data, recs[3])}
+		}},
+		{"three in a row", false, func(data []byte, recs []recLoc) (int, []string) {
+			return 3, []string{flip(data, recs[1]), flip(data, recs[2]), flip(data, recs[3])}
+		}},
+		{"length", false, func(data []byte, recs []recLoc) (int, []string) {
+			binary.LittleEndian.PutUint32(data[recs[1].off:], 1<<30)
+			return 1, nil
+		}},
+		{"first record", false, func(data []byte, recs []recLoc) (int, []string) {
+			binary.LittleEndian.PutUint32(data[recs[0].off:], 3)
+			return 1, nil
+		}},
+		{"tail", false, func(data []byte, recs []recLoc) (int, []string) {
+			return 1, []string{flip(data, recs[len(recs)-1])}
+		}},
+		{"describe panics", true, func(data []byte, recs []recLoc) (int, []string) {
+			flip(data, recs[2])
+			return 1, nil
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{SegmentBytes: 2048}
+			want := writeRecords(t, dir, opts, 100)
+			segs := segFiles(t, dir, "*.seg")
+			victim := segs[len(segs)/2]
+			data, _ := os.ReadFile(victim)
+			first, _ := parseSegName(filepath.Base(victim))
+			recs, _ := scanRecords(data, 0, first-1)
+			if len(recs) < 5 {
+				t.Fatalf("victim has %d records", len(recs))
+			}
+			wantN, wantIDs := c.hurt(data, recs)
+			os.WriteFile(victim, data, 0o644)
+			type call struct {
+				n   int
+				ids []string
+			}
+			var calls []call
+			var logs logBuf
+			o := opts
+			o.Logger = logs.logger()
+			o.OnLost = func(seg string, n int, ids []string) {
+				if seg != victim {
+					t.Errorf("OnLost for %s, want %s", seg, victim)
+				}
+				calls = append(calls, call{n, ids})
+			}
+			o.Describe = describePayload
+			if c.panic {
+				o.Describe = func([]byte) string { panic("no") }
+			}
+			s := open(t, dir, o)
+			defer s.Close()
+			if len(calls) != 1 || calls[0].n != wantN || fmt.Sprint(calls[0].ids) != fmt.Sprint(wantIDs) {
+				t.Fatalf("OnLost calls %v, want %d %v", calls, wantN, wantIDs)
+			}
+			line := logs.lines("spool: corrupt segment set aside")
+			if len(line) != 1 || !strings.Contains(line[0], fmt.Sprintf(`"lost_records":%d`, wantN)) {
+				t.Fatalf("log: %q", line)
+			}
+			if got := drain(t, s); len(got) != len(want)-wantN {
+				t.Fatalf("%d records left, want %d", len(got), len(want)-wantN)
+			}
+		})
+	}
+}
+
+// A record that no longer reads back intact in Next is a lost record too.
+func TestLostOnRead(t *testing.T) {
+	dir := t.TempDir()
+	writeRecords(t, dir, Options{SegmentBytes: 4096}, 3)
+	var lost []string
+	s := open(t, dir, Options{SegmentBytes: 4096, Describe: describePayload, OnLost: func(seg string, n int, ids []string) {
+		lost = append(lost, fmt.Sprint(filepath.Base(seg), n, ids))
+	}})
+	defer s.Close()
+	seg := segFiles(t, dir, "*.seg")[0]
+	data, _ := os.ReadFile(seg)
+	recs, _ := scanRecords(data, 0, 0)
+	f, _ := os.OpenFile(seg, os.O_WRONLY, 0)
+	f.WriteAt([]byte{data[recs[1].off+headerSize+15] ^ 1}, recs[1].off+headerSize+15)
+	f.Close()
+	got := drain(t, s)
+	if len(got) != 2 || got[1].Seq != recs[2].seq {
+		t.Fatalf("records %v", got)
+	}
+	if want := fmt.Sprint(filepath.Base(seg), 1, []string{"000001"}); len(lost) != 1 || lost[0] != want {
+		t.Fatalf("OnLost calls %q, want %q", lost, want)
 	}
 }
 
