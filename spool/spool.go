@@ -120,12 +120,13 @@
 //
 // The records a corrupt segment lost are counted: sequence numbers are
 // consecutive within a segment and a segment is named after its first
-// record, so the numbers missing before, between and after the salvaged
-// records are lost; in a damaged tail of an older segment (where no later
+// record, so the numbers missing before and between the salvaged records
+// are lost (exact); in a damaged tail of an older segment (where no later
 // record bounds the count) every record whose framing (length, sequence
-// number) is intact counts, plus one for damaged bytes after them, a lower
-// bound. A torn tail of the newest segment is not a loss (those appends
-// never returned). For each lost record whose framing is intact (its CRC
+// number) is intact counts, plus one for damaged bytes after them (a lower
+// bound). Damage at the end of the newest segment cannot be told from a torn
+// write, whose appends never returned: it is not counted. For each lost
+// record whose framing is intact (its CRC
 // failed), Options.Describe is called on its (damaged) bytes, best-effort,
 // to name it, e.g. by a message id. The segment, the count, and up to 32
 // lost sequence numbers and names are logged in the "corrupt segment set
