@@ -19,6 +19,10 @@ type FS interface {
 	// SyncDir fsyncs the directory itself, making creations, renames and
 	// removals of its entries durable.
 	SyncDir(dir string) error
+	// FreeBytes returns the bytes available to the process on the file
+	// system holding dir (statfs(2): f_bavail * f_bsize). An error means
+	// unknown: the spool then does not clamp segment sizes to free space.
+	FreeBytes(dir string) (int64, error)
 }
 
 // File is an open file of an FS.
@@ -65,6 +69,8 @@ func (OSFS) SyncDir(dir string) error {
 	}
 	return err
 }
+
+func (OSFS) FreeBytes(dir string) (int64, error) { return freeBytes(dir) }
 
 type osFile struct{ *os.File }
 

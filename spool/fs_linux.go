@@ -3,6 +3,7 @@
 package spool
 
 import (
+	"errors"
 	"os"
 	"syscall"
 )
@@ -29,4 +30,22 @@ func fallocate(f *os.File, size int64) error {
 			return nil
 		}
 	}
+}
+
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	for {
+		err := syscall.Statfs(dir, &st)
+		if err == nil {
+			return int64(st.Bavail) * int64(st.Bsize), nil
+		}
+		if err != syscall.EINTR {
+			return 0, &os.PathError{Op: "statfs", Path: dir, Err: err}
+		}
+	}
+}
+
+// isNoSpace tells whether err means the volume (or the quota) is full.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }

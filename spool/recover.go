@@ -22,6 +22,15 @@ func parseSegName(name string) (uint64, bool) {
 	return n, err == nil
 }
 
+// parseMarkerName returns the sequence number of a marker ("%020d.next").
+func parseMarkerName(name string) (uint64, bool) {
+	if len(name) != 20+len(markerSuffix) || name[20:] != markerSuffix {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name[:20], 10, 64)
+	return n, err == nil
+}
+
 // recover rebuilds the index from the directory (called by Open).
 func (s *Spool) recover() error {
 	diskErr := func(err error) error { return fmt.Errorf("%w: %w", ErrDisk, err) }
@@ -33,17 +42,21 @@ func (s *Spool) recover() error {
 	for _, e := range entries {
 		names[e.Name()] = true
 	}
-	var firsts []uint64
+	var firsts, markers []uint64
 	var floor uint64 // sequence numbers below it may have been used
 	changed := false
 	for _, e := range entries {
 		name := e.Name()
 		first, ok := parseSegName(name)
 		switch {
-		case name == spareName:
+		case name == spareName || name == watermarkName+".tmp":
 			s.fs.Remove(filepath.Join(s.dir, name))
 			changed = true
 		case !ok:
+			if next, ok := parseMarkerName(name); ok {
+				markers = append(markers, next)
+				floor = max(floor, next)
+			}
 		case name == fmt.Sprintf("%020d%s", first, segSuffix):
 			firsts = append(firsts, first)
 			floor = max(floor, first)
@@ -66,12 +79,24 @@ func (s *Spool) recover() error {
 			floor = max(floor, first)
 		}
 	}
+	sort.Slice(firsts, func(i, j int) bool { return firsts[i] < firsts[j] })
+	// Keep the greatest marker, unless a segment makes it redundant.
+	sort.Slice(markers, func(i, j int) bool { return markers[i] < markers[j] })
+	for i, m := range markers {
+		if i == len(markers)-1 && (len(firsts) == 0 || m > firsts[len(firsts)-1]) {
+			s.markers = []uint64{m}
+			break
+		}
+		if err := s.fs.Remove(s.markerPath(m)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.markers = append(s.markers, m) // tried again by the cleaner
+		}
+		changed = true
+	}
 	if changed {
 		if err := s.fs.SyncDir(s.dir); err != nil {
 			return diskErr(err)
 		}
 	}
-	sort.Slice(firsts, func(i, j int) bool { return firsts[i] < firsts[j] })
 
 	var maxSeq uint64
 	var buf []byte
@@ -108,7 +133,8 @@ func (s *Spool) recover() error {
 		}
 		seg := &segment{first: first, path: path}
 		if cause != nil {
-			if err := s.setAside(seg, buf, recs, cause); err != nil {
+			lost := s.countLost(buf, first, recs, !last)
+			if err := s.setAside(seg, buf, recs, cause, lost); err != nil {
 				return err
 			}
 			if seg.recs == nil && !last {
@@ -135,8 +161,26 @@ func (s *Spool) recover() error {
 		s.segs = append(s.segs, seg)
 	}
 	s.nextSeq = max(maxSeq+1, floor, 1)
-	if s.w != nil && s.w.first > s.nextSeq {
-		s.nextSeq = s.w.first
+	if w := s.w; w != nil {
+		// Reused only if its records go on consecutively (a marker may
+		// have moved the sequence past them).
+		next := w.first
+		if n := len(w.recs); n > 0 {
+			next = w.recs[n-1].seq + 1
+		}
+		if next < s.nextSeq {
+			w.wf.Close()
+			w.wf, w.active, s.w = nil, false, nil
+		} else {
+			s.nextSeq = next
+		}
+	}
+	if n := len(s.segs); n > 0 && s.segs[n-1].first >= s.nextSeq {
+		// An empty newest segment that could not be reused: skip its name.
+		s.nextSeq = s.segs[n-1].first + 1
+	}
+	for _, seg := range s.segs {
+		seg.next = s.nextSeq // an upper bound is enough (see markNext)
 	}
 	if s.live > 0 {
 		s.log.Info("spool recovered", "records", s.live, "bytes", s.liveBytes, "segments", len(s.segs), "next_seq", s.nextSeq)
@@ -187,10 +231,19 @@ func (s *Spool) reopenActive(seg *segment, buf []byte, end int64) {
 			err = f.Datasync()
 		}
 	}
-	capacity := max(s.opts.SegmentBytes, size)
-	if err == nil && size < capacity {
-		if err = f.Allocate(capacity); err == nil {
+	// Reused with its size; a file shorter than the sizing rule (created
+	// empty, or by an interrupted creation) is grown, if there is space.
+	capacity := size
+	if want := s.segmentSize(s.freeBytes()); err == nil && size < want {
+		err = f.Allocate(want)
+		if err == nil {
 			err = f.Sync()
+		}
+		switch {
+		case err == nil:
+			capacity = want
+		case isNoSpace(err) && size >= end+headerSize:
+			err = nil // there is room for records as it is
 		}
 	}
 	if err != nil {
@@ -200,16 +253,20 @@ func (s *Spool) reopenActive(seg *segment, buf []byte, end int64) {
 	}
 	seg.wf, seg.off, seg.cap, seg.active = f, end, capacity, true
 	s.w = seg
+	s.segBytes = capacity
 }
 
 // setAside renames a corrupt segment to *.corrupt, after copying the valid
 // records recs (offsets into buf) into a new segment file of the same name.
 // On return seg.recs holds the salvaged records (nil if none).
-func (s *Spool) setAside(seg *segment, buf []byte, recs []recLoc, cause error) error {
-	s.log.Error("spool: corrupt segment set aside", "segment", seg.path, "err", cause, "salvaged_records", len(recs))
+//
+// The loss report lost is logged with it and passed to OnLost.
+func (s *Spool) setAside(seg *segment, buf []byte, recs []recLoc, cause error, lost *lossReport) error {
+	s.log.Error("spool: corrupt segment set aside", append([]any{"segment", seg.path, "err", cause, "salvaged_records", len(recs)}, lost.attrs()...)...)
 	if s.opts.OnCorrupt != nil {
 		s.opts.OnCorrupt(seg.path, cause)
 	}
+	s.reportLost(seg.path, lost)
 	diskErr := func(err error) error { return fmt.Errorf("%w: %w", ErrDisk, err) }
 	salvage := seg.path + salvageSuffix
 	var out []recLoc

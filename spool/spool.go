@@ -4,13 +4,36 @@
 // # Files
 //
 // A spool directory holds segment files named after the sequence number of
-// their first record ("%020d.seg"), "dead-letter.log", segments set aside
-// as corrupt ("*.corrupt"), and transient "spare.tmp" / "*.salvage" files.
-// Segments are preallocated to Options.SegmentBytes (a zero-filled spare is
-// prepared in the background, so that fdatasync only ever overwrites
-// allocated, written blocks and does not have to change file metadata).
-// Creating, renaming or deleting a segment is followed by an fsync of the
-// directory. The record format is described at headerSize.
+// their first record ("%020d.seg"), "dead-letter.log", the ack watermark
+// "acked" (see watermark.go), segments set aside as corrupt ("*.corrupt"),
+// at most one sequence marker ("%020d.next", empty: see Sequence numbers),
+// a zero-filled spare segment ("spare.tmp"), and transient "acked.tmp" and
+// "*.salvage" files. Creating, renaming or deleting a segment or marker is
+// followed by an fsync of the directory. The record format is described at
+// headerSize. Open removes what an interrupted operation left ("spare.tmp",
+// "acked.tmp", "*.salvage", redundant markers); a failed segment creation
+// removes its partial file at once.
+//
+// # Segment size
+//
+// Segments are preallocated by writing zeros, so that fdatasync only ever
+// overwrites allocated, written blocks and does not have to change file
+// metadata; a spare is prepared in the background so that rolling to a new
+// segment rarely waits for that. The size of a new segment (and of the
+// spare) is computed when it is created, from S = Options.SegmentBytes,
+// B = Options.MaxBytes and F = the bytes free on the volume at that moment
+// (FS.FreeBytes, statfs(2)):
+//
+//	size = min(S, max(min(B/8, F/8), min(256 KiB, B/2)))
+//
+// so the active segment and the spare together take at most a quarter of B
+// and of the free space (below 2 MiB free the 256 KiB floor applies, and it
+// still keeps them within B). A record larger than that gets a segment of
+// its own size. A segment is only created if F covers it, and the spare only
+// if F is at least four times its size: when the volume is nearly full the
+// spool stops there instead of writing partial files. Status.SegmentBytes
+// reports the size in use. The newest segment found at Open is reused with
+// its size.
 //
 // # Durability
 //
@@ -19,15 +42,67 @@
 // machine. Group commit: a single writer goroutine takes every append waiting
 // at that moment, writes them with one write and makes them durable with one
 // fdatasync (two if the batch crosses into a new segment), then releases all
-// of them. Sequence numbers are assigned by the writer, increase strictly,
-// and continue after a restart (a sequence number is never reused; numbers
-// of a batch that failed are skipped).
+// of them.
 //
-// Acknowledgements (Ack) are not durable: after a restart every record of a
-// segment that still exists is delivered again, so delivery is
-// at-least-once. A segment file is deleted once all its records are
-// acknowledged and it is no longer written to (the newest segment is always
-// kept, it carries the sequence number on).
+// Acknowledgements (Ack) are not durable beyond the ack watermark: after a
+// restart every record of a segment that still exists and is above the
+// watermark is delivered again, so delivery is at-least-once. A segment
+// file is deleted once all its records are acknowledged and it is no longer
+// written to (the active segment is kept).
+//
+// # Sequence numbers
+//
+// Sequence numbers are assigned by the writer, increase strictly, are
+// consecutive within a segment (a batch that failed ends its segment, and
+// its numbers are skipped), and are never reused, also across restarts:
+// Open continues after the greatest of the last record found, the names of
+// the segment and "*.corrupt" files, and the marker. The marker exists
+// because every segment may be reclaimed, the newest too (after a failed
+// write left no active segment, and its records were then acknowledged):
+// before the cleaner deletes the newest segment it creates the empty file
+// "N.next", N being the next sequence number, and fsyncs the directory. An
+// empty file needs no data block, so this works on a full volume. A marker
+// is removed once a segment named N or higher exists or a greater marker
+// replaced it.
+//
+// # Full and failing
+//
+// While the spool does not accept, Append fails at once, without disk I/O:
+//
+//   - Bound reached: ErrFull, when the record would make the live bytes
+//     exceed Options.MaxBytes. Append accepts whatever fits again as soon as
+//     acknowledgements free room; Status reports full from the first such
+//     refusal until the live bytes are back at or below 7/8 of MaxBytes, so
+//     that a spool at its bound does not flap (in Status and in the log)
+//     with every acknowledgement.
+//   - Volume full: ENOSPC or EDQUOT creating or writing a segment. Errors
+//     match ErrNoSpace, and so ErrFull, and wrap the cause. The writer
+//     looks at the free space (statfs, cheap) every 250 ms and at once when
+//     the cleaner deleted files, and creates a segment as soon as the free
+//     space covers it: the spool accepts again by itself, with no Append
+//     needed to discover it.
+//   - Failing: any other error creating, writing or fsyncing a segment
+//     (EIO, EROFS, a failed fsync). Errors match ErrDisk and wrap the
+//     cause. The writer retries by itself: it creates a new segment and,
+//     as a probe, writes and fdatasyncs its first bytes. The k-th
+//     consecutive failed attempt (k = 1 for the failure that started the
+//     state) is retried after min(100 ms * 2^(k-1), 5 s); a failed attempt
+//     on a full volume backs off the same way.
+//
+// A segment whose write or fsync failed is retired: its descriptor is never
+// used again (after a failed fsync the kernel may have dropped the dirty
+// pages, and a later fsync could succeed without them). Each change of state
+// is logged once (accepting to full or failing, and back, with how long it
+// lasted and how many appends were refused), never each refused Append.
+//
+// # Liveness
+//
+// Healthy reports a spool that cannot recover by itself: failing (ErrDisk)
+// continuously for longer than Options.UnhealthyAfter (default 1 minute),
+// or out of space while it holds no live record (something else fills the
+// volume, or files it cannot remove) for longer than that. A spool full of
+// its own unconfirmed records, or at its bound, is healthy: a restart would
+// not help.
 //
 // # Recovery
 //
@@ -40,11 +115,29 @@
 // and it is logged), and every valid record that could be read from it is
 // copied into a new segment of the same name first, so nothing that can be
 // read is lost. Corrupt data never makes Open fail.
+//
+// # Loss report
+//
+// The records a corrupt segment lost are counted: sequence numbers are
+// consecutive within a segment and a segment is named after its first
+// record, so the numbers missing before and between the salvaged records
+// are lost (exact); in a damaged tail of an older segment (where no later
+// record bounds the count) every record whose framing (length, sequence
+// number) is intact counts, plus one for damaged bytes after them (a lower
+// bound). Damage at the end of the newest segment cannot be told from a torn
+// write, whose appends never returned: it is not counted. For each lost
+// record whose framing is intact (its CRC
+// failed), Options.Describe is called on its (damaged) bytes, best-effort,
+// to name it, e.g. by a message id. The segment, the count, and up to 32
+// lost sequence numbers and names are logged in the "corrupt segment set
+// aside" line, and passed to Options.OnLost. A record that no longer reads
+// back intact in Next is reported the same way, as one lost record.
 package spool
 
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,31 +149,47 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
 var (
 	// ErrFull is returned by Append when the record would make the live
 	// (unacknowledged) bytes exceed Options.MaxBytes; nothing is written.
+	// ErrNoSpace matches it too.
 	ErrFull = errors.New("spool: full")
+	// ErrNoSpace is matched by the errors of a spool whose volume is full
+	// (ENOSPC or EDQUOT, wrapped): it matches ErrFull, not ErrDisk. The
+	// spool accepts again by itself once there is space (see the package
+	// documentation).
+	ErrNoSpace = fmt.Errorf("%w: no space left on the volume", ErrFull)
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("spool: closed")
 	// ErrDisk wraps the operating system's error of a failed write, fsync,
-	// or file creation. The records of that batch are not durable.
+	// or file creation (other than no space). The records of that batch are
+	// not durable; the spool retries by itself in the background.
 	ErrDisk = errors.New("spool: disk failure")
 	// ErrTooLarge is returned by Append for a record over 4 GiB.
 	ErrTooLarge = errors.New("spool: record too large")
 )
 
-// Options configures a Spool. Zero values take the defaults.
+// Options configures a Spool. Zero values take the defaults (filled in by
+// Open, in one place).
 type Options struct {
 	// MaxBytes bounds the bytes of live (unacknowledged, plus being
 	// appended) records, framing included. Default 1 GiB.
 	MaxBytes int64
-	// SegmentBytes is the preallocated size of a segment file. A record
-	// larger than that gets a segment of its own size. Default 64 MiB.
+	// SegmentBytes is the largest preallocated size of a segment file; the
+	// size in use also follows MaxBytes and the free space (see the package
+	// documentation). A record larger than that gets a segment of its own
+	// size. Default 64 MiB.
 	SegmentBytes int64
-	// Logger receives recovery and failure reports. Default: discarded.
+	// UnhealthyAfter is how long the spool may fail, or be out of space
+	// while holding no live record, before Healthy reports it. Default 1
+	// minute.
+	UnhealthyAfter time.Duration
+	// Logger receives recovery, state-change and failure reports. Default:
+	// discarded.
 	Logger *slog.Logger
 	// OnFsync is called after every successful data fsync of the writer,
 	// from the writer goroutine, with its duration.
@@ -88,8 +197,21 @@ type Options struct {
 	// OnCorrupt is called (from Open, or from Next for a record that no
 	// longer reads back intact) for every segment set aside as corrupt.
 	OnCorrupt func(segment string, err error)
+	// OnLost is called (from Open, or from Next) with the number of records
+	// lost to corruption in segment, and the names Describe gave those of
+	// them whose framing was intact (at most 32). See the package
+	// documentation for how they are counted.
+	OnLost func(segment string, lost int, ids []string)
+	// Describe, if set, names a lost record from its (damaged) data, e.g.
+	// by extracting a message id, for the loss report. It must not keep
+	// data; a panic in it is recovered, and "" means no name.
+	Describe func(data []byte) string
 	// FS is the file system; default OSFS (tests inject faults here).
 	FS FS
+
+	// Tests only: the clock of the retry and liveness logic.
+	now   func() time.Time
+	after func(time.Duration) <-chan time.Time
 }
 
 // Record is one spooled message.
@@ -100,11 +222,16 @@ type Record struct {
 
 const (
 	segSuffix      = ".seg"
+	markerSuffix   = ".next"
 	corruptSuffix  = ".corrupt"
 	salvageSuffix  = ".salvage"
 	spareName      = "spare.tmp"
 	deadLetterName = "dead-letter.log"
 	maxBatchBytes  = 8 << 20
+
+	defaultMaxBytes       = 1 << 30
+	defaultSegmentBytes   = 64 << 20
+	defaultUnhealthyAfter = time.Minute
 )
 
 type segment struct {
@@ -115,8 +242,9 @@ type segment struct {
 	recs   []recLoc
 	acked  []bool
 	live   int
-	rf     File // read handle, opened lazily
-	active bool // being written to: never deleted
+	rf     File   // read handle, opened lazily
+	active bool   // being written to: never deleted
+	next   uint64 // once not active: no record of this or a later segment is below it
 
 	// Writer goroutine only.
 	wf  File
@@ -131,29 +259,45 @@ type appendReq struct {
 }
 
 // Spool is a durable queue of records. Append, Next, Rewind, Ack,
-// DeadLetter, Stats and Close may be called concurrently; Next and Rewind
-// are meant for one consumer.
+// DeadLetter, Stats, Status, Healthy and Close may be called concurrently;
+// Next and Rewind are meant for one consumer.
+//
+// Goroutines: the writer owns the active segment, the sequence counter and
+// the disk state (accepting, full, failing) with its retries; the cleaner
+// deletes acknowledged segments and owns the markers; spareLoop prepares the
+// spare; watermarker saves the ack watermark. Lock order: dlMu, then mu;
+// spareMu is never held with another lock.
 type Spool struct {
-	dir  string
-	opts Options
-	fs   FS
-	log  *slog.Logger
+	dir   string
+	opts  Options
+	fs    FS
+	log   *slog.Logger
+	now   func() time.Time
+	after func(time.Duration) <-chan time.Time
 
 	reqs       chan *appendReq
 	stop       chan struct{} // closed by Close
 	writerDone chan struct{}
 	needSpare  chan struct{}
 	kickClean  chan struct{}
+	spaceFreed chan struct{} // the cleaner deleted files: the writer may retry
 	wg         sync.WaitGroup
 
-	// Writer goroutine only.
+	// Writer goroutine only (and Open, before it starts).
 	w       *segment
 	nextSeq uint64
 	buf     []byte
+	backoff time.Duration    // delay of the last retry scheduled; 0 while accepting
+	retryC  <-chan time.Time // fires the next retry; nil while accepting
 
-	spareMu sync.Mutex
-	spare   File // zero-filled spareName, ready to become a segment
-	spareSz int64
+	// Cleaner goroutine only (and Open, before it starts).
+	markers      []uint64 // sequence markers on disk, ascending
+	markerFailed bool     // the last marker creation failed (logged)
+
+	spareMu     sync.Mutex
+	spare       File // zero-filled spareName, ready to become a segment
+	spareSz     int64
+	spareFailed bool // spareLoop only: the last attempt failed (logged)
 
 	dlMu sync.Mutex
 	dl   File
@@ -165,20 +309,38 @@ type Spool struct {
 	avail     chan struct{}
 	live      int
 	liveBytes int64
-	reserved  int64 // liveBytes + bytes of appends in progress
+	reserved  int64     // liveBytes + bytes of appends in progress
+	idleSince time.Time // when live last became 0
+	segBytes  int64     // Status.SegmentBytes; written by the writer
+	// The disk state, written by the writer goroutine only.
+	diskErr     error // nil while accepting; else matches ErrNoSpace or ErrDisk
+	diskSince   time.Time
+	diskRefused int // appends refused since diskSince
+	// The bound state (see the package documentation), written by Append,
+	// Ack and release.
+	boundSince   time.Time // zero unless full for the bound
+	boundRefused int
 }
 
 // Open opens (creating it if needed) the spool in dir and recovers its
-// contents; see the package documentation for the recovery rules.
+// contents; see the package documentation for the recovery rules. It also
+// creates the active segment if recovery left none: if that fails (no space,
+// a disk error), Open still succeeds, the recovered records can be
+// consumed, Status reports the state and the writer retries in the
+// background. Open fails only if the directory cannot be created or read,
+// or a salvage cannot be written.
 func Open(dir string, opts Options) (*Spool, error) {
 	if opts.MaxBytes <= 0 {
-		opts.MaxBytes = 1 << 30
+		opts.MaxBytes = defaultMaxBytes
 	}
 	if opts.SegmentBytes <= 0 {
-		opts.SegmentBytes = 64 << 20
+		opts.SegmentBytes = defaultSegmentBytes
 	}
 	if opts.SegmentBytes < headerSize {
 		opts.SegmentBytes = headerSize
+	}
+	if opts.UnhealthyAfter <= 0 {
+		opts.UnhealthyAfter = defaultUnhealthyAfter
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -186,16 +348,25 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if opts.FS == nil {
 		opts.FS = OSFS{}
 	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
+	if opts.after == nil {
+		opts.after = time.After
+	}
 	s := &Spool{
 		dir:        dir,
 		opts:       opts,
 		fs:         opts.FS,
 		log:        opts.Logger.With("component", "spool", "dir", dir),
+		now:        opts.now,
+		after:      opts.after,
 		reqs:       make(chan *appendReq, 4096),
 		stop:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		needSpare:  make(chan struct{}, 1),
 		kickClean:  make(chan struct{}, 1),
+		spaceFreed: make(chan struct{}, 1),
 		avail:      make(chan struct{}),
 	}
 	if err := s.fs.MkdirAll(dir, 0o700); err != nil {
@@ -207,6 +378,12 @@ func Open(dir string, opts Options) (*Spool, error) {
 	}
 	s.applyWatermark()
 	s.reserved = s.liveBytes
+	s.idleSince = s.now()
+	if s.w == nil {
+		if err := s.newSegment(0, false); err != nil {
+			s.diskFailed(err)
+		}
+	}
 	s.wg.Add(4)
 	go s.writer()
 	go s.spareLoop()
@@ -225,10 +402,12 @@ func (s *Spool) segPath(first uint64) string {
 // number. It returns nil only once the record is written and fdatasync'ed
 // (shared with concurrent appends, see the package documentation). It
 // fails at once with ErrFull when the record would exceed Options.MaxBytes,
-// with an error matching ErrDisk when the write or fsync of its batch
-// failed, and with ErrClosed after Close. data is copied; the caller may
-// reuse it. If ctx ends first, Append returns ctx.Err(), but the record may
-// still become durable and be delivered (at-least-once).
+// with the spool's state error while it does not accept (matching
+// ErrNoSpace or ErrDisk: see Status), with an error matching ErrNoSpace or
+// ErrDisk when the write or fsync of its batch failed, and with ErrClosed
+// after Close. data is copied; the caller may reuse it. If ctx ends first,
+// Append returns ctx.Err(), but the record may still become durable and be
+// delivered (at-least-once).
 func (s *Spool) Append(ctx context.Context, data []byte) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -242,8 +421,23 @@ func (s *Spool) Append(ctx context.Context, data []byte) (uint64, error) {
 		s.mu.Unlock()
 		return 0, ErrClosed
 	}
-	if s.reserved+size > s.opts.MaxBytes {
+	if err := s.diskErr; err != nil {
+		s.diskRefused++
 		s.mu.Unlock()
+		return 0, err
+	}
+	if s.reserved+size > s.opts.MaxBytes {
+		began := s.boundSince.IsZero()
+		if began {
+			s.boundSince = s.now()
+			s.boundRefused = 0
+		}
+		s.boundRefused++
+		reserved := s.reserved
+		s.mu.Unlock()
+		if began {
+			s.log.Warn("spool full: MaxBytes reached; refusing appends", "max_bytes", s.opts.MaxBytes, "bytes", reserved)
+		}
 		return 0, ErrFull
 	}
 	s.reserved += size
@@ -275,13 +469,17 @@ func (s *Spool) Append(ctx context.Context, data []byte) (uint64, error) {
 	}
 }
 
+// release returns n reserved bytes of appends that failed.
 func (s *Spool) release(n int64) {
 	s.mu.Lock()
 	s.reserved -= n
+	ended := s.boundEndLocked()
 	s.mu.Unlock()
+	ended()
 }
 
-// writer is the group-commit goroutine.
+// writer is the group-commit goroutine; it also retries while the spool
+// does not accept.
 func (s *Spool) writer() {
 	defer s.wg.Done()
 	defer close(s.writerDone)
@@ -294,6 +492,13 @@ func (s *Spool) writer() {
 			batch = append(batch, r)
 		case <-s.stop:
 			stopping = true
+		case <-s.retryC:
+			s.retryC = nil
+			s.retry(false)
+			continue
+		case <-s.spaceFreed:
+			s.retry(true)
+			continue
 		}
 		n := 0
 		for _, r := range batch {
@@ -335,12 +540,25 @@ func (s *Spool) writer() {
 }
 
 // commit writes the batch: as many records as fit into the active segment
-// with one write and one fdatasync, then rolls to a new segment for the rest.
+// with one write and one fdatasync, then rolls to a new segment for the
+// rest. While the spool does not accept, the batch fails at once.
 func (s *Spool) commit(batch []*appendReq) {
 	for i := 0; i < len(batch); {
 		if s.w == nil {
-			if err := s.newSegment(int64(len(batch[i].rec))); err != nil {
-				s.fail(batch[i:], err)
+			if s.diskErr != nil { // appends queued before the state changed
+				s.fail(batch[i:], s.diskErr, true)
+				return
+			}
+			need := int64(len(batch[i].rec))
+			if err := s.newSegment(need, false); err != nil {
+				if isNoSpace(err) && need > s.segmentSize(s.freeBytes()) {
+					// Only this oversized record does not fit.
+					s.fail(batch[i:i+1], fmt.Errorf("%w: %w", ErrNoSpace, err), false)
+					i++
+					continue
+				}
+				s.diskFailed(err)
+				s.fail(batch[i:], s.diskErr, false)
 				return
 			}
 		}
@@ -358,7 +576,11 @@ func (s *Spool) commit(batch []*appendReq) {
 		}
 		s.buf = buf[:0]
 		if i == start { // the next record does not fit: roll
-			s.roll()
+			if seg.off == 0 {
+				s.discard(seg) // its name is needed for the next one
+			} else {
+				s.retire(seg)
+			}
 			continue
 		}
 		s.nextSeq += uint64(i - start) // burnt if the write fails
@@ -369,7 +591,8 @@ func (s *Spool) commit(batch []*appendReq) {
 		}
 		if err != nil {
 			s.failSegment(seg, int64(len(buf)), err)
-			s.fail(batch[start:], err)
+			s.diskFailed(err)
+			s.fail(batch[start:], s.diskErr, false)
 			return
 		}
 		if s.opts.OnFsync != nil {
@@ -395,13 +618,21 @@ func (s *Spool) commit(batch []*appendReq) {
 	}
 }
 
-func (s *Spool) fail(reqs []*appendReq, err error) {
-	err = fmt.Errorf("%w: %w", ErrDisk, err)
+// fail fails the appends with err (refused: they count as refused by the
+// current state).
+func (s *Spool) fail(reqs []*appendReq, err error, refused bool) {
 	var n int64
 	for _, r := range reqs {
 		n += int64(len(r.rec))
 	}
-	s.release(n)
+	s.mu.Lock()
+	s.reserved -= n
+	if refused {
+		s.diskRefused += len(reqs)
+	}
+	ended := s.boundEndLocked()
+	s.mu.Unlock()
+	ended()
 	for _, r := range reqs {
 		r.seq = 0
 		r.done <- err
@@ -414,47 +645,72 @@ func (s *Spool) fail(reqs []*appendReq, err error) {
 // without them). The bytes of the failed batch are zeroed through a new
 // descriptor if possible, so that recovery sees a clean end.
 func (s *Spool) failSegment(seg *segment, n int64, err error) {
-	s.log.Error("spool write failed; retiring segment", "segment", seg.path, "err", err)
-	seg.wf.Close()
-	seg.wf = nil
+	s.log.Debug("spool: write failed; retiring segment", "segment", seg.path, "err", err)
 	if f, oerr := s.fs.OpenFile(seg.path, os.O_RDWR, 0); oerr == nil {
 		if zerr := writeZeros(f, seg.off, seg.off+n); zerr == nil {
 			zerr = f.Datasync()
 			if zerr != nil {
-				s.log.Warn("spool: could not clear failed batch", "segment", seg.path, "err", zerr)
+				s.log.Debug("spool: could not clear failed batch", "segment", seg.path, "err", zerr)
 			}
 		}
 		f.Close()
 	}
-	s.w = nil
-	s.mu.Lock()
-	seg.active = false
-	s.mu.Unlock()
-	s.kick(s.kickClean)
+	s.retire(seg)
 }
 
-// roll closes the (fully durable) active segment.
-func (s *Spool) roll() {
-	seg := s.w
+// retire closes the active segment (rolling, or after a failure): it is
+// never written to again, and the cleaner may delete it once its records
+// are acknowledged.
+func (s *Spool) retire(seg *segment) {
 	seg.wf.Close()
 	seg.wf = nil
 	s.w = nil
 	s.mu.Lock()
 	seg.active = false
+	seg.next = s.nextSeq
 	s.mu.Unlock()
 	s.kick(s.kickClean)
 }
 
-// newSegment creates the active segment, named s.nextSeq, from the spare if
-// one is ready, else by writing a new zero-filled file (a write into
-// written blocks needs no metadata change at fdatasync; fallocate's
-// unwritten extents measured about 1.7x slower per fdatasync here).
-func (s *Spool) newSegment(need int64) error {
-	capacity := max(s.opts.SegmentBytes, need)
+// discard drops the active segment while it holds no record (a record too
+// large for it comes): newSegment reuses its name.
+func (s *Spool) discard(seg *segment) {
+	seg.wf.Close()
+	seg.wf = nil
+	s.w = nil
+	s.mu.Lock()
+	if n := len(s.segs); n > 0 && s.segs[n-1] == seg {
+		s.segs[n-1] = nil
+		s.segs = s.segs[:n-1]
+	}
+	s.mu.Unlock()
+}
+
+// errNoRoom is the cause of a segment creation refused before writing
+// because the free space does not cover it.
+func errNoRoom(free, need int64) error {
+	return fmt.Errorf("%d bytes free for a segment of %d: %w", free, need, syscall.ENOSPC)
+}
+
+// newSegment creates the active segment, named s.nextSeq, of
+// max(segmentSize, need) bytes: the spare if one is ready and at least need
+// bytes, else a new zero-filled file (a write into written blocks needs no
+// metadata change at fdatasync; fallocate's unwritten extents measured about
+// 1.7x slower per fdatasync here), refused before any write if the free
+// space does not cover it. With probe, the first bytes of the new segment
+// are written and fdatasync'ed once more through its descriptor (a retry
+// proving the disk works again). On failure nothing is left behind.
+func (s *Spool) newSegment(need int64, probe bool) error {
+	free := s.freeBytes()
+	size := s.segmentSize(free)
+	capacity := max(size, need)
 	path := s.segPath(s.nextSeq)
+	s.mu.Lock()
+	s.segBytes = size
+	s.mu.Unlock()
 	s.spareMu.Lock()
 	f, sz := s.spare, s.spareSz
-	if f != nil && sz >= capacity {
+	if f != nil && sz >= need {
 		s.spare = nil
 	} else {
 		f = nil
@@ -470,6 +726,11 @@ func (s *Spool) newSegment(need int64) error {
 		}
 		capacity = sz
 	} else {
+		if free >= 0 && free < capacity {
+			return errNoRoom(free, capacity)
+		}
+		// A file of this name can only be left from a failed creation.
+		s.fs.Remove(path)
 		f, err = s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err
@@ -483,7 +744,15 @@ func (s *Spool) newSegment(need int64) error {
 			return err
 		}
 	}
-	if err = s.fs.SyncDir(s.dir); err != nil {
+	if err == nil {
+		err = s.fs.SyncDir(s.dir)
+	}
+	if err == nil && probe {
+		if _, err = f.WriteAt(make([]byte, headerSize), 0); err == nil {
+			err = f.Datasync()
+		}
+	}
+	if err != nil {
 		f.Close()
 		s.fs.Remove(path)
 		return err
@@ -493,6 +762,7 @@ func (s *Spool) newSegment(need int64) error {
 	s.segs = append(s.segs, seg)
 	s.mu.Unlock()
 	s.w = seg
+	s.kick(s.kickClean) // a marker may have become redundant
 	return nil
 }
 
@@ -503,7 +773,9 @@ func (s *Spool) kick(c chan struct{}) {
 	}
 }
 
-// spareLoop keeps one zero-filled, fsynced spare segment file ready.
+// spareLoop keeps one zero-filled, fsynced spare segment file ready, sized
+// by segmentSize when it is made, and only if the free space is at least
+// four times that.
 func (s *Spool) spareLoop() {
 	defer s.wg.Done()
 	path := filepath.Join(s.dir, spareName)
@@ -526,78 +798,172 @@ func (s *Spool) spareLoop() {
 		if have {
 			continue
 		}
-		size := s.opts.SegmentBytes
-		f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			s.log.Warn("spool: cannot create spare segment", "err", err)
+		free := s.freeBytes()
+		size := s.segmentSize(free)
+		if free >= 0 && free/4 < size {
+			continue // nearly full: the space is for records
+		}
+		err := s.makeSpare(path, size)
+		if err == ErrClosed {
 			continue
 		}
-		const chunk = 1 << 20
-		zeros := make([]byte, min(chunk, size))
-		for off := int64(0); off < size && err == nil; off += chunk {
-			select {
-			case <-s.stop:
-				err = ErrClosed
-				continue
-			default:
-			}
-			_, err = f.WriteAt(zeros[:min(chunk, size-off)], off)
-		}
-		if err == nil {
-			err = f.Sync()
-		}
 		if err != nil {
-			f.Close()
-			s.fs.Remove(path)
-			if err != ErrClosed {
+			if !s.spareFailed {
 				s.log.Warn("spool: cannot prepare spare segment", "err", err)
 			}
+			s.spareFailed = true
 			continue
 		}
-		s.spareMu.Lock()
-		s.spare, s.spareSz = f, size
-		s.spareMu.Unlock()
+		s.spareFailed = false
 	}
 }
 
-// cleaner deletes segments whose records are all acknowledged.
+// makeSpare writes the spare file; on failure nothing is left behind.
+func (s *Spool) makeSpare(path string, size int64) error {
+	f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		s.fs.Remove(path)
+		return err
+	}
+	const chunk = 1 << 20
+	zeros := make([]byte, min(chunk, size))
+	for off := int64(0); off < size && err == nil; off += chunk {
+		select {
+		case <-s.stop:
+			err = ErrClosed
+			continue
+		default:
+		}
+		_, err = f.WriteAt(zeros[:min(chunk, size-off)], off)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		f.Close()
+		s.fs.Remove(path)
+		return err
+	}
+	s.spareMu.Lock()
+	s.spare, s.spareSz = f, size
+	s.spareMu.Unlock()
+	return nil
+}
+
+// cleaner deletes segments whose records are all acknowledged and that are
+// not written to, the newest too (once a marker carries the sequence on),
+// and removes redundant markers. After removing files it tells the writer
+// (space was freed). A dead newest segment whose marker could not be created
+// is kept, and tried again a second later.
 func (s *Spool) cleaner() {
 	defer s.wg.Done()
+	var again <-chan time.Time
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-s.kickClean:
+		case <-again:
+			again = nil
+		}
+		s.mu.Lock()
+		var need uint64 // the newest segment is dead: its marker
+		if n := len(s.segs); n > 0 && s.segs[n-1].live == 0 && !s.segs[n-1].active {
+			need = s.segs[n-1].next
+		}
+		s.mu.Unlock()
+		if need > s.markerMax() {
+			s.markNext(need) // a failure keeps the segment below
 		}
 		var dead []*segment
+		var newest uint64
 		s.mu.Lock()
 		keep := s.segs[:0]
 		for i, seg := range s.segs {
-			if seg.live == 0 && !seg.active && i != len(s.segs)-1 {
-				dead = append(dead, seg)
-				if seg.rf != nil {
-					seg.rf.Close()
-					seg.rf = nil
-				}
+			dead1 := seg.live == 0 && !seg.active
+			if dead1 && i == len(s.segs)-1 && seg.next > s.markerMax() {
+				dead1 = false
+				again = time.After(time.Second)
+			}
+			if !dead1 {
+				keep = append(keep, seg)
 				continue
 			}
-			keep = append(keep, seg)
+			dead = append(dead, seg)
+			if seg.rf != nil {
+				seg.rf.Close()
+				seg.rf = nil
+			}
 		}
 		clear(s.segs[len(keep):])
 		s.segs = keep
-		s.mu.Unlock()
-		if len(dead) == 0 {
-			continue
+		if len(s.segs) > 0 {
+			newest = s.segs[len(s.segs)-1].first
 		}
+		s.mu.Unlock()
+		removed := false
 		for _, seg := range dead {
 			if err := s.fs.Remove(seg.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				s.log.Warn("spool: cannot delete segment", "segment", seg.path, "err", err)
+				continue
 			}
+			removed = true
+		}
+		// Markers made redundant by a greater one or by a segment.
+		top := len(s.markers) - 1
+		keepM := s.markers[:0]
+		for i, m := range s.markers {
+			if i == top && m > newest {
+				keepM = append(keepM, m)
+				continue
+			}
+			if err := s.fs.Remove(s.markerPath(m)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				keepM = append(keepM, m)
+				continue
+			}
+			removed = true
+		}
+		s.markers = keepM
+		if !removed {
+			continue
 		}
 		if err := s.fs.SyncDir(s.dir); err != nil {
 			s.log.Warn("spool: directory fsync failed", "err", err)
 		}
+		s.kick(s.spaceFreed)
 	}
+}
+
+func (s *Spool) markerPath(next uint64) string {
+	return filepath.Join(s.dir, fmt.Sprintf("%020d%s", next, markerSuffix))
+}
+
+// markerMax returns the greatest marker on disk, 0 if none (cleaner only).
+func (s *Spool) markerMax() uint64 {
+	if n := len(s.markers); n > 0 {
+		return s.markers[n-1]
+	}
+	return 0
+}
+
+// markNext creates the durable marker "next.next" (cleaner only).
+func (s *Spool) markNext(next uint64) {
+	f, err := s.fs.OpenFile(s.markerPath(next), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err == nil {
+		err = f.Close()
+		if err == nil {
+			err = s.fs.SyncDir(s.dir)
+		}
+	}
+	if err != nil {
+		if !s.markerFailed {
+			s.log.Warn("spool: cannot create the sequence marker; keeping the newest segment", "marker", s.markerPath(next), "err", err)
+		}
+		s.markerFailed = true
+		return
+	}
+	s.markerFailed = false
+	s.markers = append(s.markers, next)
 }
 
 // find returns the segment and index of the record seq, under s.mu.
@@ -638,12 +1004,15 @@ func (s *Spool) Next(ctx context.Context) (Record, error) {
 				return Record{}, err
 			}
 			// The record no longer reads back intact: it is lost; skip it.
-			s.log.Error("spool: record corrupt on read; skipping", "segment", seg.path, "seq", loc.seq)
 			s.cursor = loc.seq + 1
 			s.mu.Unlock()
+			var l lossReport
+			l.add(loc.seq, s.describe(rec.Data))
+			s.log.Error("spool: record corrupt on read; skipping", append([]any{"segment", seg.path, "seq", loc.seq}, l.attrs()...)...)
 			if s.opts.OnCorrupt != nil {
 				s.opts.OnCorrupt(seg.path, fmt.Errorf("record %d: %w", loc.seq, errRecordCorrupt))
 			}
+			s.reportLost(seg.path, &l)
 			s.Ack(loc.seq)
 			continue
 		}
@@ -679,6 +1048,8 @@ func (s *Spool) nextLocked() (*segment, recLoc, bool) {
 	return nil, recLoc{}, false
 }
 
+// readLocked reads the record at loc. A record that does not read back
+// intact is errRecordCorrupt, with its bytes as Data if its framing is.
 func (s *Spool) readLocked(seg *segment, loc recLoc) (Record, error) {
 	if seg.rf == nil {
 		f, err := s.fs.OpenFile(seg.path, os.O_RDONLY, 0)
@@ -695,6 +1066,9 @@ func (s *Spool) readLocked(seg *segment, loc recLoc) (Record, error) {
 		return Record{}, fmt.Errorf("%w: %w", ErrDisk, err)
 	}
 	if _, ok := parseRecord(buf, 0, loc.seq-1, loc.seq); !ok || loc.size != uint32(len(buf)) {
+		if binary.LittleEndian.Uint32(buf[0:4]) == loc.size {
+			return Record{Seq: loc.seq, Data: buf[headerSize:]}, errRecordCorrupt
+		}
 		return Record{}, errRecordCorrupt
 	}
 	return Record{Seq: loc.seq, Data: buf[headerSize:]}, nil
@@ -726,8 +1100,13 @@ func (s *Spool) Ack(seq uint64) {
 	n := int64(seg.recs[j].size)
 	s.liveBytes -= n
 	s.reserved -= n
+	if s.live == 0 {
+		s.idleSince = s.now()
+	}
 	empty := seg.live == 0
+	ended := s.boundEndLocked()
 	s.mu.Unlock()
+	ended()
 	if empty {
 		s.kick(s.kickClean)
 	}

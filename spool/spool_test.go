@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -392,15 +394,22 @@ func TestFlippedByte(t *testing.T) {
 			hit := recs[1]
 			data[hit.off+headerSize+2] ^= 0x40
 			os.WriteFile(victim, data, 0o644)
+			wantID := string(want[hit.seq][8:14])
 			delete(want, hit.seq)
 
 			var corrupt []string
+			var lost []string
 			o := opts
 			o.OnCorrupt = func(seg string, err error) { corrupt = append(corrupt, seg) }
+			o.OnLost = func(seg string, n int, ids []string) { lost = append(lost, fmt.Sprint(seg, n, ids)) }
+			o.Describe = describePayload
 			s := open(t, dir, o)
 			defer func() { s.Close() }()
 			if len(corrupt) != 1 || corrupt[0] != victim {
 				t.Fatalf("OnCorrupt calls: %v", corrupt)
+			}
+			if want := fmt.Sprint(victim, 1, []string{wantID}); len(lost) != 1 || lost[0] != want {
+				t.Fatalf("OnLost calls: %q, want %q", lost, want)
 			}
 			if m := segFiles(t, dir, "*.corrupt"); len(m) != 1 {
 				t.Fatalf("corrupt files: %v", m)
@@ -418,10 +427,10 @@ func TestFlippedByte(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.Close()
-			corrupt = nil
+			corrupt, lost = nil, nil
 			s = open(t, dir, o)
-			if len(corrupt) != 0 {
-				t.Fatalf("corruption reported again: %v", corrupt)
+			if len(corrupt) != 0 || len(lost) != 0 {
+				t.Fatalf("corruption reported again: %v %v", corrupt, lost)
 			}
 			if got := drain(t, s); len(got) != len(want)+1 {
 				t.Fatalf("after reopen %d records", len(got))
@@ -430,14 +439,141 @@ func TestFlippedByte(t *testing.T) {
 	}
 }
 
-// faultFS injects failures into writes and fsyncs of segment files.
+// describePayload names a payload(i) by its number, also when other bytes
+// of it are damaged.
+func describePayload(data []byte) string {
+	if len(data) < 14 {
+		return ""
+	}
+	return string(data[8:14])
+}
+
+// Lost records are counted and named: damaged CRCs (framing intact, so
+// named), a damaged length (counted from the gap in the sequence), a
+// damaged tail of an older segment, and a Describe that panics.
+func TestLostRecords(t *testing.T) {
+	type damage func(data []byte, recs []recLoc) (lost int, ids []string)
+	flip := func(data []byte, r recLoc) string {
+		data[r.off+headerSize+15] ^= 0x01
+		return describePayload(data[r.off+headerSize : r.off+int64(r.size)])
+	}
+	cases := []struct {
+		name  string
+		panic bool
+		hurt  damage
+	}{
+		{"two crcs", false, func(data []byte, recs []recLoc) (int, []string) {
+			return 2, []string{flip(data, recs[1]), flip(data, recs[3])}
+		}},
+		{"three in a row", false, func(data []byte, recs []recLoc) (int, []string) {
+			return 3, []string{flip(data, recs[1]), flip(data, recs[2]), flip(data, recs[3])}
+		}},
+		{"length", false, func(data []byte, recs []recLoc) (int, []string) {
+			binary.LittleEndian.PutUint32(data[recs[1].off:], 1<<30)
+			return 1, nil
+		}},
+		{"first record", false, func(data []byte, recs []recLoc) (int, []string) {
+			binary.LittleEndian.PutUint32(data[recs[0].off:], 3)
+			return 1, nil
+		}},
+		{"tail", false, func(data []byte, recs []recLoc) (int, []string) {
+			return 1, []string{flip(data, recs[len(recs)-1])}
+		}},
+		{"describe panics", true, func(data []byte, recs []recLoc) (int, []string) {
+			flip(data, recs[2])
+			return 1, nil
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{SegmentBytes: 2048}
+			want := writeRecords(t, dir, opts, 100)
+			segs := segFiles(t, dir, "*.seg")
+			victim := segs[len(segs)/2]
+			data, _ := os.ReadFile(victim)
+			first, _ := parseSegName(filepath.Base(victim))
+			recs, _ := scanRecords(data, 0, first-1)
+			if len(recs) < 5 {
+				t.Fatalf("victim has %d records", len(recs))
+			}
+			wantN, wantIDs := c.hurt(data, recs)
+			os.WriteFile(victim, data, 0o644)
+			type call struct {
+				n   int
+				ids []string
+			}
+			var calls []call
+			var logs logBuf
+			o := opts
+			o.Logger = logs.logger()
+			o.OnLost = func(seg string, n int, ids []string) {
+				if seg != victim {
+					t.Errorf("OnLost for %s, want %s", seg, victim)
+				}
+				calls = append(calls, call{n, ids})
+			}
+			o.Describe = describePayload
+			if c.panic {
+				o.Describe = func([]byte) string { panic("no") }
+			}
+			s := open(t, dir, o)
+			defer s.Close()
+			if len(calls) != 1 || calls[0].n != wantN || fmt.Sprint(calls[0].ids) != fmt.Sprint(wantIDs) {
+				t.Fatalf("OnLost calls %v, want %d %v", calls, wantN, wantIDs)
+			}
+			line := logs.lines("spool: corrupt segment set aside")
+			if len(line) != 1 || !strings.Contains(line[0], fmt.Sprintf(`"lost_records":%d`, wantN)) {
+				t.Fatalf("log: %q", line)
+			}
+			if got := drain(t, s); len(got) != len(want)-wantN {
+				t.Fatalf("%d records left, want %d", len(got), len(want)-wantN)
+			}
+		})
+	}
+}
+
+// A record that no longer reads back intact in Next is a lost record too.
+func TestLostOnRead(t *testing.T) {
+	dir := t.TempDir()
+	writeRecords(t, dir, Options{SegmentBytes: 4096}, 3)
+	var lost []string
+	s := open(t, dir, Options{SegmentBytes: 4096, Describe: describePayload, OnLost: func(seg string, n int, ids []string) {
+		lost = append(lost, fmt.Sprint(filepath.Base(seg), n, ids))
+	}})
+	defer s.Close()
+	seg := segFiles(t, dir, "*.seg")[0]
+	data, _ := os.ReadFile(seg)
+	recs, _ := scanRecords(data, 0, 0)
+	f, _ := os.OpenFile(seg, os.O_WRONLY, 0)
+	f.WriteAt([]byte{data[recs[1].off+headerSize+15] ^ 1}, recs[1].off+headerSize+15)
+	f.Close()
+	got := drain(t, s)
+	if len(got) != 2 || got[1].Seq != recs[2].seq {
+		t.Fatalf("records %v", got)
+	}
+	if want := fmt.Sprint(filepath.Base(seg), 1, []string{"000001"}); len(lost) != 1 || lost[0] != want {
+		t.Fatalf("OnLost calls %q, want %q", lost, want)
+	}
+}
+
+// faultFS injects failures into writes and fsyncs of segment files, and can
+// fake the free space: a fixed answer, or a small volume (quota) holding
+// the files of one directory.
 type faultFS struct {
 	OSFS
 	failWrite, failSync, enospc atomic.Bool
+	free                        atomic.Int64 // FreeBytes answer if > 0 (0 while enospc)
+	quota                       int64        // if > 0: a volume of this size holding quotaDir
+	quotaDir                    string
+	lie                         int64        // added to the quota volume's FreeBytes answer
+	segOps                      atomic.Int64 // operations on *.seg and *.next files
 	mu                          sync.Mutex
 	failed                      map[*faultFile]bool // descriptors that saw a failure
 	usedAfterFail               atomic.Bool
 }
+
+func newFaultFS() *faultFS { return &faultFS{failed: map[*faultFile]bool{}} }
 
 type faultFile struct {
 	File
@@ -445,8 +581,16 @@ type faultFile struct {
 	name string
 }
 
+func (f *faultFS) countOp(name string) {
+	if strings.HasSuffix(name, segSuffix) || strings.HasSuffix(name, markerSuffix) {
+		f.segOps.Add(1)
+	}
+}
+
 func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
-	if f.enospc.Load() && flag&os.O_CREATE != 0 {
+	f.countOp(name)
+	// An empty marker needs no data block: it can be made on a full volume.
+	if f.enospc.Load() && flag&os.O_CREATE != 0 && !strings.HasSuffix(name, markerSuffix) {
 		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
 	}
 	file, err := f.OSFS.OpenFile(name, flag, perm)
@@ -454,6 +598,43 @@ func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error
 		return nil, err
 	}
 	return &faultFile{File: file, fs: f, name: name}, nil
+}
+
+func (f *faultFS) Rename(o, n string) error {
+	f.countOp(n)
+	return f.OSFS.Rename(o, n)
+}
+
+func (f *faultFS) Remove(name string) error {
+	f.countOp(name)
+	return f.OSFS.Remove(name)
+}
+
+func (f *faultFS) FreeBytes(dir string) (int64, error) {
+	if f.enospc.Load() {
+		return 0, nil
+	}
+	if n := f.free.Load(); n > 0 {
+		return n, nil
+	}
+	if f.quota > 0 {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return max(0, f.quota-f.usedLocked()) + f.lie, nil
+	}
+	return f.OSFS.FreeBytes(dir)
+}
+
+// usedLocked returns the bytes of the files in the quota directory.
+func (f *faultFS) usedLocked() int64 {
+	entries, _ := os.ReadDir(f.quotaDir)
+	var n int64
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 func (f *faultFile) check() error {
@@ -473,6 +654,7 @@ func (f *faultFile) markFailed() {
 
 func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
 	f.check()
+	f.fs.countOp(f.name)
 	if f.fs.enospc.Load() {
 		f.markFailed()
 		n := len(b) / 2
@@ -483,6 +665,20 @@ func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
 		f.markFailed()
 		return 0, &os.PathError{Op: "write", Path: f.name, Err: syscall.EIO}
 	}
+	if f.fs.quota > 0 {
+		f.fs.mu.Lock()
+		defer f.fs.mu.Unlock()
+		fi, err := f.File.Stat()
+		if err != nil {
+			return 0, err
+		}
+		grow := off + int64(len(b)) - fi.Size()
+		if room := f.fs.quota - f.fs.usedLocked(); grow > room {
+			n := max(0, int(int64(len(b))-grow+room))
+			f.File.WriteAt(b[:n], off)
+			return n, &os.PathError{Op: "write", Path: f.name, Err: syscall.ENOSPC}
+		}
+	}
 	return f.File.WriteAt(b, off)
 }
 
@@ -490,11 +686,19 @@ func (f *faultFile) Allocate(size int64) error {
 	if f.fs.enospc.Load() {
 		return &os.PathError{Op: "fallocate", Path: f.name, Err: syscall.ENOSPC}
 	}
+	if f.fs.quota > 0 {
+		fi, err := f.File.Stat()
+		if err != nil {
+			return err
+		}
+		return writeZeros(f, fi.Size(), size)
+	}
 	return f.File.Allocate(size)
 }
 
 func (f *faultFile) Datasync() error {
 	f.check()
+	f.fs.countOp(f.name)
 	if f.fs.failSync.Load() {
 		f.markFailed()
 		return &os.PathError{Op: "fdatasync", Path: f.name, Err: syscall.EIO}
@@ -504,6 +708,7 @@ func (f *faultFile) Datasync() error {
 
 func (f *faultFile) Sync() error {
 	f.check()
+	f.fs.countOp(f.name)
 	if f.fs.failSync.Load() {
 		f.markFailed()
 		return &os.PathError{Op: "fsync", Path: f.name, Err: syscall.EIO}
@@ -511,12 +716,30 @@ func (f *faultFile) Sync() error {
 	return f.File.Sync()
 }
 
+// waitFor polls cond (every 5 ms, for at most 10 s: the background
+// goroutines act within a second or two).
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestDiskFailure(t *testing.T) {
 	for _, mode := range []string{"write", "fsync", "enospc"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			ffs := &faultFS{failed: map[*faultFile]bool{}}
+			ffs := newFaultFS()
 			opts := Options{FS: ffs, SegmentBytes: 8192}
+			// A full volume is ErrNoSpace (ErrFull), not ErrDisk.
+			want := ErrDisk
+			if mode == "enospc" {
+				want = ErrNoSpace
+			}
 			s := open(t, dir, opts)
 			ctx := context.Background()
 			acked := map[uint64][]byte{}
@@ -535,8 +758,8 @@ func TestDiskFailure(t *testing.T) {
 								acked[seq] = p
 								okN++
 							} else {
-								if !errors.Is(err, ErrDisk) {
-									t.Errorf("Append error %v does not match ErrDisk", err)
+								if !errors.Is(err, want) {
+									t.Errorf("Append error %v does not match %v", err, want)
 								}
 								failN++
 							}
@@ -562,12 +785,17 @@ func TestDiskFailure(t *testing.T) {
 				t.Fatal("no append failed while the disk failed")
 			}
 			_, err := s.Append(ctx, []byte("x"))
-			if !errors.Is(err, ErrDisk) {
+			if !errors.Is(err, want) {
 				t.Fatalf("Append during fault: %v", err)
+			}
+			if st := s.Status(); st.Accepting || !errors.Is(st.Err, want) {
+				t.Fatalf("Status during fault: %+v", st)
 			}
 			ffs.failWrite.Store(false)
 			ffs.failSync.Store(false)
 			ffs.enospc.Store(false)
+			// The spool retries by itself, in the background.
+			waitFor(t, "accepting again", func() bool { return s.Status().Accepting })
 			if ok, fail := appendN(20, false); fail != 0 || ok != 160 {
 				t.Fatalf("after recovery: %d ok, %d failed", ok, fail)
 			}
