@@ -31,7 +31,8 @@ var specEnv = map[string]bool{
 	"PUBLISHER_SPOOL_MAX_BYTES": true, "PUBLISHER_ROOT_MAX_RESTARTS": true, "PUBLISHER_ROOT_RESTART_WINDOW": true,
 }
 
-// specMetrics are the metric families the service exposes (SPEC.md).
+// specMetrics are the metric families the service exposes (SPEC.md's and
+// the README's Metrics table).
 var specMetrics = []string{
 	"publisher_messages_total",
 	"publisher_publish_duration_seconds",
@@ -51,6 +52,10 @@ var specMetrics = []string{
 	"publisher_spool_fsync_duration_seconds",
 	"publisher_spool_corrupt_segments_total",
 	"publisher_spool_dead_lettered_total",
+	"publisher_spool_accepting",
+	"publisher_spool_segment_bytes",
+	"publisher_spool_lost_records_total",
+	"publisher_given_up",
 }
 
 func knownMetric(name string) bool {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/spool"
 	"github.com/publisher-dev/publisher/supervision"
 )
 
@@ -177,12 +178,13 @@ func (m *Metrics) Declare(supervisor string, children ...string) {
 type Spool struct {
 	fsync   prometheus.Histogram
 	corrupt prometheus.Counter
+	lost    prometheus.Counter
 	dead    prometheus.Counter
 }
 
-// NewSpool registers the spool's collectors on reg; stats is read at scrape
-// time (live messages and bytes).
-func NewSpool(reg prometheus.Registerer, maxBytes int64, stats func() (messages int, bytes int64)) (*Spool, error) {
+// NewSpool registers the spool's collectors on reg; status is read at scrape
+// time (live messages and bytes, whether it accepts, its segment size).
+func NewSpool(reg prometheus.Registerer, maxBytes int64, status func() spool.Status) (*Spool, error) {
 	s := &Spool{
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "publisher_spool_fsync_duration_seconds",
@@ -193,16 +195,27 @@ func NewSpool(reg prometheus.Registerer, maxBytes int64, stats func() (messages 
 			Name: "publisher_spool_corrupt_segments_total",
 			Help: "Spool segments found corrupt and set aside (renamed *.corrupt) after salvaging their readable records.",
 		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_spool_lost_records_total",
+			Help: "Spooled messages lost to corruption: records of a corrupt segment that could not be read back (their ids, where readable, are in the log).",
+		}),
 		dead: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "publisher_spool_dead_lettered_total",
 			Help: "Spooled messages the broker refused for good, moved to the spool's dead-letter file.",
 		}),
 	}
-	cs := []prometheus.Collector{s.fsync, s.corrupt, s.dead,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_spool_messages", Help: "Messages held in the spool, not yet confirmed by the broker."},
-			func() float64 { n, _ := stats(); return float64(n) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_spool_bytes", Help: "Bytes of the messages held in the spool, framing included."},
-			func() float64 { _, b := stats(); return float64(b) }),
+	gauge := func(name, help string, f func(spool.Status) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(status()) })
+	}
+	cs := []prometheus.Collector{s.fsync, s.corrupt, s.lost, s.dead,
+		gauge("publisher_spool_messages", "Messages held in the spool, not yet confirmed by the broker.",
+			func(st spool.Status) float64 { return float64(st.Messages) }),
+		gauge("publisher_spool_bytes", "Bytes of the messages held in the spool, framing included.",
+			func(st spool.Status) float64 { return float64(st.Bytes) }),
+		gauge("publisher_spool_accepting", "1 when the spool takes messages, 0 while it is full (its bound or its volume) or failing (being retried).",
+			func(st spool.Status) float64 { return b2f(st.Accepting) }),
+		gauge("publisher_spool_segment_bytes", "Size of the spool's segment files, as chosen from PUBLISHER_SPOOL_MAX_BYTES and the volume's free space.",
+			func(st spool.Status) float64 { return float64(st.SegmentBytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_spool_max_bytes", Help: "The spool's bound (PUBLISHER_SPOOL_MAX_BYTES); publishes get 503 beyond it."},
 			func() float64 { return float64(maxBytes) }),
 	}
@@ -217,6 +230,9 @@ func (s *Spool) Fsync(d time.Duration) { s.fsync.Observe(d.Seconds()) }
 
 // Corrupt counts a segment set aside (spool.Options.OnCorrupt).
 func (s *Spool) Corrupt(string, error) { s.corrupt.Inc() }
+
+// Lost counts records lost to corruption (spool.Options.OnLost).
+func (s *Spool) Lost(_ string, n int, _ []string) { s.lost.Add(float64(n)) }
 
 // DeadLettered counts a dead-lettered message.
 func (s *Spool) DeadLettered() { s.dead.Inc() }

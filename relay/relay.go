@@ -102,10 +102,6 @@ type Relay struct {
 	settled chan settlement
 	pendMu  sync.Mutex
 	pending map[uint64]bool
-	// diskErr is set when an append failed on the disk and cleared by the next
-	// successful one: readiness reports it.
-	diskErr atomic.Bool
-	full    atomic.Bool
 }
 
 // New returns a Relay over an opened spool.
@@ -135,9 +131,9 @@ func New(cfg Config) *Relay {
 		sem: make(chan struct{}, cfg.Window), settled: make(chan settlement, cfg.Window), pending: map[uint64]bool{}}
 }
 
-// Accepting reports whether the spool takes messages now: not full (as of the
-// last append) and no disk failure on the last append.
-func (r *Relay) Accepting() bool { return !r.diskErr.Load() && !r.full.Load() }
+// Accepting reports whether the spool takes messages now (spool.Status): not
+// at its bound, its volume not full, no disk failure being retried.
+func (r *Relay) Accepting() bool { return r.sp.Status().Accepting }
 
 // Publish spools msg and, unless async, waits up to ConfirmTimeout for the
 // broker: Confirmed when it confirmed in time, Spooled when the message is
@@ -177,12 +173,11 @@ func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool)
 	}
 	if _, err := r.sp.Append(ctx, data); err != nil {
 		switch {
+		// Refusals are not logged here: the spool logs each change of its
+		// state once (full, failing, accepting again), not every request.
 		case errors.Is(err, spool.ErrFull):
-			r.full.Store(true)
 			return 0, fmt.Errorf("%w: %w", ErrFull, err)
 		case errors.Is(err, spool.ErrDisk):
-			r.diskErr.Store(true)
-			r.log.Error("spool: message not made durable", "message_id", msg.MessageID, "error", err)
 			return 0, fmt.Errorf("%w: %w", ErrDisk, err)
 		case errors.Is(err, spool.ErrClosed):
 			return 0, publisher.ErrClosed
@@ -193,8 +188,6 @@ func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool)
 			return 0, err
 		}
 	}
-	r.diskErr.Store(false)
-	r.full.Store(false)
 	if async {
 		return publisher.Spooled, nil
 	}

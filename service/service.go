@@ -206,28 +206,28 @@ func (s *Service) AdminAddr() string { return s.adminAddr }
 // openSpool opens PUBLISHER_SPOOL_DIR (recovering what an earlier run left)
 // and the relay in front of the publisher.
 func (s *Service) openSpool() error {
-	var sp *spool.Spool
-	sm, err := metrics.NewSpool(s.reg, s.cfg.SpoolMaxBytes, func() (int, int64) {
-		if sp == nil {
-			return 0, 0
-		}
-		return sp.Stats()
-	})
+	// The spool's counters must exist before Open, which reports what it
+	// recovers (fsyncs, corrupt segments, lost records) through them; its
+	// gauges read the spool once it is open.
+	sm, err := metrics.NewSpool(s.reg, s.cfg.SpoolMaxBytes, s.spoolStatus)
 	if err != nil {
 		return err
 	}
-	sp, err = spool.Open(s.cfg.SpoolDir, spool.Options{
+	sp, err := spool.Open(s.cfg.SpoolDir, spool.Options{
 		MaxBytes:  s.cfg.SpoolMaxBytes,
 		Logger:    s.log,
 		OnFsync:   sm.Fsync,
 		OnCorrupt: sm.Corrupt,
+		OnLost:    sm.Lost,
+		Describe:  relay.MessageIDOf,
 	})
 	if err != nil {
 		return fmt.Errorf("PUBLISHER_SPOOL_DIR: %w", err)
 	}
 	s.spool = sp
-	n, b := sp.Stats()
-	s.log.Info("spool opened", "dir", s.cfg.SpoolDir, "messages", n, "bytes", b, "max_bytes", s.cfg.SpoolMaxBytes)
+	st := sp.Status()
+	s.log.Info("spool opened", "dir", s.cfg.SpoolDir, "messages", st.Messages, "bytes", st.Bytes,
+		"max_bytes", s.cfg.SpoolMaxBytes, "segment_bytes", st.SegmentBytes, "accepting", st.Accepting)
 	s.relay = relay.New(relay.Config{
 		Spool:          sp,
 		Publisher:      s.pub,
@@ -236,6 +236,14 @@ func (s *Service) openSpool() error {
 		OnDeadLetter:   sm.DeadLettered,
 	})
 	return nil
+}
+
+// spoolStatus is the spool's state for the metrics (zero before it is open).
+func (s *Service) spoolStatus() spool.Status {
+	if s.spool == nil {
+		return spool.Status{}
+	}
+	return s.spool.Status()
 }
 
 // rootDecider restarts the broker subtree (its publisher then dials the next

@@ -2,6 +2,7 @@ package service
 
 import (
 	"errors"
+	"time"
 
 	"github.com/publisher-dev/publisher/publisher"
 )
@@ -55,16 +56,25 @@ func (s *Service) readyDetail() (bool, map[string]any) {
 		"given_up":  s.degraded(),
 	}
 	if s.spool != nil {
-		n, b := s.spool.Stats()
-		d["spool_messages"], d["spool_bytes"], d["spool_accepting"] = n, b, s.relay.Accepting()
+		st := s.spool.Status()
+		d["spool_messages"], d["spool_bytes"], d["spool_accepting"] = st.Messages, st.Bytes, st.Accepting
+		if !st.Accepting {
+			d["spool_error"] = st.Err.Error()
+			d["spool_since"] = st.Since.UTC().Format(time.RFC3339)
+		}
 	}
 	return s.ready(), d
 }
 
-// healthy is liveness: the supervision tree runs.
+// healthy is liveness: the supervision tree runs, and the spool (if any) is
+// not stuck in a state it cannot leave by itself (spool.Healthy): a restart of
+// the container is the remedy then.
 func (s *Service) healthy() error {
 	if !s.treeAlive.Load() {
 		return errors.New("supervision tree stopped")
+	}
+	if s.spool != nil {
+		return s.spool.Healthy()
 	}
 	return nil
 }
