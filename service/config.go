@@ -35,7 +35,7 @@ type Config struct {
 	RootRestartWindow  time.Duration `envconfig:"ROOT_RESTART_WINDOW" default:"5m" desc:"sliding window of the root's restart intensity"`
 	BackoffMin         time.Duration `envconfig:"BACKOFF_MIN" default:"100ms" desc:"first restart delay; doubles per consecutive restart with 20% jitter"`
 	BackoffMax         time.Duration `envconfig:"BACKOFF_MAX" default:"5s" desc:"largest restart delay"`
-	OnGiveUp           string        `envconfig:"ON_GIVE_UP" default:"exit" desc:"when the root's intensity is exhausted and no spool accepts messages: exit (status 3) or degrade (stay up, not ready, 503, retry at BACKOFF_MAX)"`
+	OnGiveUp           string        `envconfig:"ON_GIVE_UP" default:"exit" desc:"when the root's intensity is exhausted, without a spool: exit (status 3) or degrade (stay up, not ready, 503, retry at BACKOFF_MAX); with a spool the service always stays up and retries"`
 	TopologyFile       string        `envconfig:"TOPOLOGY_FILE" desc:"JSON or YAML file of exchanges, queues and bindings declared on every (re)connect"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"on SIGTERM, how long in-flight messages get to be confirmed; the process exits within it plus a second or two"`
 	SpoolDir           string        `envconfig:"SPOOL_DIR" desc:"directory of the durable spool (empty: no spool; every answer waits for the broker)"`

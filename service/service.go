@@ -6,8 +6,8 @@
 //
 // The tree:
 //
-//	root                (one-for-one; on exhaustion: keep retrying while a
-//	│                    spool accepts, else exit (ErrGaveUp) or degrade)
+//	root                (one-for-one; on exhaustion: keep retrying with a
+//	│                    spool, else exit (ErrGaveUp) or degrade)
 //	├── broker          (escalating one-for-one)
 //	│   ├── publisher   (owns the AMQP connection and its confirm channels)
 //	│   └── forwarder   (with a spool: publishes what the spool holds)
@@ -248,25 +248,26 @@ func (s *Service) spoolStatus() spool.Status {
 
 // rootDecider restarts the broker subtree (its publisher then dials the next
 // URL) while the root's intensity allows. Beyond it, the tree has given up on
-// the broker: while a spool accepts messages it keeps retrying at the slowest
-// backoff whatever PUBLISHER_ON_GIVE_UP says (riding out an outage is the
-// spool's purpose, and the messages it holds wait for the broker);
-// otherwise it escalates (Run returns ErrGaveUp) or, with
+// the broker. With a spool, it keeps retrying at the slowest backoff whatever
+// PUBLISHER_ON_GIVE_UP says: riding out an outage is the spool's purpose, the
+// messages it holds wait for the broker, and exiting would turn 202s (or,
+// with a full spool, 503s with Retry-After) into refused connections without
+// curing anything (a spool that cannot recover fails /healthz instead).
+// Without a spool it escalates (Run returns ErrGaveUp) or, with
 // PUBLISHER_ON_GIVE_UP=degrade, keeps retrying, not ready.
 func (s *Service) rootDecider(f supervision.Failure) supervision.Directive {
 	if !f.Exhausted {
 		return supervision.Restart
 	}
-	spoolAccepts := s.relay != nil && s.relay.Accepting()
-	if !spoolAccepts && s.cfg.OnGiveUp != "degrade" {
+	if s.relay == nil && s.cfg.OnGiveUp != "degrade" {
 		return supervision.Escalate
 	}
 	first := !s.degraded()
 	s.givenUp.Store(1 + s.pub.State().Connects)
 	if first {
 		mode := "degraded: not ready, answering 503"
-		if spoolAccepts {
-			mode = "the spool keeps accepting (ready, 202)"
+		if s.relay != nil {
+			mode = "the spool keeps accepting while it has room (ready, 202)"
 		}
 		s.log.Error("supervision tree gave up on the broker; retrying at the slowest backoff; "+mode,
 			"child", f.Child, "error", f.Err, "failures", f.Stats.Failures)

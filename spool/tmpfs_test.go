@@ -5,37 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
-)
 
-// mountTmpfs mounts a tmpfs of size bytes on a new directory, unmounted in
-// t.Cleanup (register it before anything that must be closed first). It
-// needs root: under CI=true a failed mount fails the test, elsewhere it is
-// skipped.
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		msg := fmt.Sprintf("cannot mount a tmpfs (needs root): %v: %s", err, out)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Logf("umount %s: %v: %s; lazy unmount", dir, err, out)
-			if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-				t.Errorf("umount -l %s: %v: %s", dir, err, out)
-			}
-		}
-	})
-	return dir
-}
+	"github.com/publisher-dev/publisher/internal/tmpfs"
+)
 
 // The spool on a real 16 MiB volume with the default options (64 MiB
 // segments, MaxBytes 1 GiB): it takes records until the volume is full,
@@ -43,7 +17,7 @@ func mountTmpfs(t *testing.T, size int64) string {
 // acknowledged it reclaims every segment and accepts again by itself, and
 // the directory holds nothing left over.
 func TestSmallVolume(t *testing.T) {
-	dir := mountTmpfs(t, 16<<20)
+	dir := tmpfs.Mount(t, 16<<20)
 	s := open(t, dir, Options{})
 	t.Cleanup(func() { s.Close() }) // before the unmount
 	st := s.Status()
