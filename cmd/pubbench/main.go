@@ -557,7 +557,7 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 	if mode == modeSpooled {
 		svc = b.spoolSvc
 	}
-	var pub0 map[string]float64
+	var pub0 *publishTotals
 	if mode == modeService {
 		pub0 = b.scrapePublish(svc)
 	}
@@ -591,23 +591,32 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 	}
 	if pub0 != nil {
 		if pub1 := b.scrapePublish(svc); pub1 != nil {
-			run.pubCount = pub1[metricPublishCount] - pub0[metricPublishCount]
-			run.pubSecs = pub1[metricPublishSum] - pub0[metricPublishSum]
+			run.pubCount = pub1.count - pub0.count
+			run.pubSecs = pub1.sum - pub0.sum
 		}
 	}
 	return run, nil
 }
 
-// scrapePublish reads the service's publisher_publish_duration_seconds count
-// and sum; nil when they cannot be read (the latency split is then left out).
-func (b *bench) scrapePublish(svc *service) map[string]float64 {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+// publishTotals are the count and the sum of the service's
+// publisher_publish_duration_seconds.
+type publishTotals struct{ count, sum float64 }
+
+// scrapePublish reads the service's publishTotals; nil when they cannot be
+// read (the latency split is then left out).
+func (b *bench) scrapePublish(svc *service) *publishTotals {
+	client := newMetricsClient()
 	defer client.CloseIdleConnections()
-	m, err := svc.scrape(client, metricPublishCount, metricPublishSum)
-	if err != nil || len(m) != 2 {
+	m, err := svc.scrape(client)
+	if err != nil {
 		return nil
 	}
-	return m
+	count, ok1 := m.Sum(metricPublishCount)
+	sum, ok2 := m.Sum(metricPublishSum)
+	if !ok1 || !ok2 {
+		return nil
+	}
+	return &publishTotals{count: count, sum: sum}
 }
 
 // latencySplit divides the mean latency of mode (a) between the service's

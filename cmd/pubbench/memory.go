@@ -30,7 +30,7 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 		res.Skipped = "interrupted"
 		return res
 	}
-	metricsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	metricsClient := newMetricsClient()
 	defer metricsClient.CloseIdleConnections()
 	var err error
 	if res.RSSIdleBytes, err = procRSS(b.svc.pid()); err != nil {
@@ -56,8 +56,7 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 
 	// wait (bounded) until the service has seen connection.blocked
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
-		m, err := b.svc.scrape(metricsClient, "publisher_connection_blocked")
-		if err == nil && m["publisher_connection_blocked"] >= 1 {
+		if m, err := b.svc.scrape(metricsClient); err == nil && m.Value("publisher_connection_blocked") >= 1 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -113,16 +112,15 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 	go func() { wg.Wait(); close(allDone) }()
 
 	// poll until the service holds (nearly) n messages, or 30 s
-	names := []string{"publisher_buffered_messages", "publisher_inflight_messages", "go_memstats_heap_inuse_bytes", "go_goroutines"}
 	target := float64(n) * 0.99
 	stableSince, lastHeld := time.Now(), -1.0
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(200 * time.Millisecond)
-		m, err := b.svc.scrape(metricsClient, names...)
+		m, err := b.svc.scrape(metricsClient)
 		if err != nil {
 			continue
 		}
-		held := m["publisher_buffered_messages"] + m["publisher_inflight_messages"]
+		held := m.Value("publisher_buffered_messages") + m.Value("publisher_inflight_messages")
 		rss, err := procRSS(b.svc.pid())
 		if err != nil {
 			break
@@ -130,7 +128,7 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 		res.RSSPeakBytes = max(res.RSSPeakBytes, rss)
 		if held >= res.Held {
 			res.Held, res.RSSHeldBytes = held, rss
-			res.HeapInuseBytes, res.Goroutines = m["go_memstats_heap_inuse_bytes"], m["go_goroutines"]
+			res.HeapInuseBytes, res.Goroutines = m.Value("go_memstats_heap_inuse_bytes"), m.Value("go_goroutines")
 		}
 		if held != lastHeld {
 			lastHeld, stableSince = held, time.Now()

@@ -14,6 +14,7 @@ const (
 	metricSpoolMessages = "publisher_spool_messages"
 	metricSpoolBytes    = "publisher_spool_bytes"
 	metricMessagesTotal = "publisher_messages_total"
+	labelConfirmed      = `outcome="confirmed"` // of metricMessagesTotal
 	metricFsyncCount    = "publisher_spool_fsync_duration_seconds_count"
 	metricFsyncSum      = "publisher_spool_fsync_duration_seconds_sum"
 	// read by mode (a): the time requests spent inside Publish
@@ -45,17 +46,17 @@ type spoolRun struct {
 // be reported next to the acceptance rate.
 func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, error) {
 	svc := b.spoolSvc
-	metricsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	metricsClient := newMetricsClient()
 	defer metricsClient.CloseIdleConnections()
 	sr := &spoolRun{queued: -1}
-	before, err := svc.scrape(metricsClient, metricSpoolMessages, metricMessagesTotal+`{outcome="confirmed"}`, metricFsyncCount, metricFsyncSum)
+	before, err := svc.scrape(metricsClient)
 	if err != nil {
 		return merged{}, nil, fmt.Errorf("spooled: %w", err)
 	}
-	if n := before[metricSpoolMessages]; n != 0 {
+	if n := before.Value(metricSpoolMessages); n != 0 {
 		b.note("spooled: the spool held %.0f messages before the mode (an earlier drain did not finish)", n)
 	}
-	conf0, conf0OK := before[metricMessagesTotal+`{outcome="confirmed"}`]
+	conf0, conf0OK := before.Sum(metricMessagesTotal, labelConfirmed)
 
 	// peak spool size while the load runs
 	loadDone := make(chan struct{})
@@ -69,9 +70,9 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 			case <-loadDone:
 				return
 			case <-t.C:
-				if m, err := svc.scrape(metricsClient, metricSpoolMessages, metricSpoolBytes); err == nil {
-					sr.peakMsgs = max(sr.peakMsgs, m[metricSpoolMessages])
-					sr.peakBytes = max(sr.peakBytes, m[metricSpoolBytes])
+				if m, err := svc.scrape(metricsClient); err == nil {
+					sr.peakMsgs = max(sr.peakMsgs, m.Value(metricSpoolMessages))
+					sr.peakBytes = max(sr.peakBytes, m.Value(metricSpoolBytes))
 				}
 			}
 		}
@@ -96,13 +97,13 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 	deadline := loadEnd.Add(b.cfg.spoolDrainTimeout)
 	lastErr := error(nil)
 	for {
-		mm, err := svc.scrape(metricsClient, metricSpoolMessages, metricSpoolBytes)
+		mm, err := svc.scrape(metricsClient)
 		now := time.Now()
 		if err == nil {
-			n, ok := mm[metricSpoolMessages]
+			n, ok := mm.Sum(metricSpoolMessages)
 			if ok {
 				sr.peakMsgs = max(sr.peakMsgs, n)
-				sr.peakBytes = max(sr.peakBytes, mm[metricSpoolBytes])
+				sr.peakBytes = max(sr.peakBytes, mm.Value(metricSpoolBytes))
 				if n == 0 {
 					sr.drain, sr.drained = now.Sub(loadEnd).Seconds(), true
 					break
@@ -124,21 +125,21 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 				msg += fmt.Sprintf(" (last scrape error: %v)", lastErr)
 			}
 			if err == nil {
-				msg += fmt.Sprintf("; %.0f messages still spooled", mm[metricSpoolMessages])
+				msg += fmt.Sprintf("; %.0f messages still spooled", mm.Value(metricSpoolMessages))
 			}
 			b.note("%s; the end-to-end rate is an upper bound", msg)
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if after, err := svc.scrape(metricsClient, metricMessagesTotal+`{outcome="confirmed"}`, metricFsyncCount, metricFsyncSum); err == nil {
-		if c, ok := after[metricMessagesTotal+`{outcome="confirmed"}`]; ok && conf0OK {
+	if after, err := svc.scrape(metricsClient); err == nil {
+		if c, ok := after.Sum(metricMessagesTotal, labelConfirmed); ok && conf0OK {
 			sr.confirmed, sr.confOK = c-conf0, true
 		}
-		c1, ok1 := after[metricFsyncCount]
-		s1, ok2 := after[metricFsyncSum]
-		c0, ok3 := before[metricFsyncCount]
-		s0, ok4 := before[metricFsyncSum]
+		c1, ok1 := after.Sum(metricFsyncCount)
+		s1, ok2 := after.Sum(metricFsyncSum)
+		c0, ok3 := before.Sum(metricFsyncCount)
+		s0, ok4 := before.Sum(metricFsyncSum)
 		if ok1 && ok2 && ok3 && ok4 {
 			sr.fsyncs, sr.fsyncSecs, sr.fsyncOK = c1-c0, s1-s0, true
 		}

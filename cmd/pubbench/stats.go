@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -99,41 +98,6 @@ func parseVmRSS(status string) (int64, error) {
 		return kb * 1024, nil
 	}
 	return 0, errors.New("proc status: no VmRSS line (process gone or a kernel thread)")
-}
-
-// sumMetric returns the sum of every sample of the metric called name in a
-// Prometheus text exposition, and whether any sample was found. Samples of
-// other metrics sharing the prefix (name_bucket, name_total) do not count.
-func sumMetric(exposition io.Reader, name string) (float64, bool, error) {
-	var sum float64
-	found := false
-	sc := bufio.NewScanner(exposition)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		if rest[0] == '{' {
-			j := strings.LastIndexByte(rest, '}')
-			if j < 0 {
-				continue
-			}
-			rest = rest[j+1:]
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			return 0, false, fmt.Errorf("metric %s: %w", name, err)
-		}
-		sum += v
-		found = true
-	}
-	return sum, found, sc.Err()
 }
 
 // fmtMs formats a duration as milliseconds with two decimals.

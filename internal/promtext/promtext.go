@@ -61,15 +61,21 @@ func (s Samples) Sum(name string, labels ...string) (sum float64, found bool) {
 	return sum, found
 }
 
-// Value parses body and returns Sum(name, labels...): 0 when nothing matches
-// or body is not an exposition (an error text, an empty answer).
+// Value is Sum without found: 0 when no sample matches.
+func (s Samples) Value(name string, labels ...string) float64 {
+	v, _ := s.Sum(name, labels...)
+	return v
+}
+
+// Value parses body and returns the Value of name and labels: 0 when
+// nothing matches or body is not an exposition (an error text, an empty
+// answer).
 func Value(body, name string, labels ...string) float64 {
 	s, err := Parse(strings.NewReader(body))
 	if err != nil {
 		return 0
 	}
-	v, _ := s.Sum(name, labels...)
-	return v
+	return s.Value(name, labels...)
 }
 
 // parseLabel splits `name="value"` into its name and unquoted value.

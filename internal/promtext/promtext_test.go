@@ -122,6 +122,12 @@ func TestClientGolangExposition(t *testing.T) {
 	if _, found := s.Sum("publisher_publish_duration_seconds"); found {
 		t.Error("a histogram's own name has samples")
 	}
+	if v := s.Value("publisher_messages_total", `outcome="failed"`); v != 1 {
+		t.Errorf("Value(failed) = %v, want 1", v)
+	}
+	if v := s.Value("missing"); v != 0 {
+		t.Errorf("Value(missing) = %v, want 0", v)
+	}
 }
 
 func TestSumPanicsOnAMalformedLabel(t *testing.T) {
