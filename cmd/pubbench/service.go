@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/publisher-dev/publisher/internal/promtext"
@@ -174,29 +173,6 @@ func (s *service) stop() {
 	}
 }
 
-// procCPU returns the user+system CPU seconds of pid ("self" for this
-// process).
-func procCPU(pid string) (float64, error) {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	t, err := parseProcStatCPU(string(b))
-	if err != nil {
-		return 0, err
-	}
-	return ticksToSeconds(t), nil
-}
-
-// procRSS returns VmRSS of pid in bytes.
-func procRSS(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	return parseVmRSS(string(b))
-}
-
 // newMetricsClient returns a client for scrape; the caller closes its idle
 // connections when done.
 func newMetricsClient() *http.Client {
@@ -214,15 +190,4 @@ func (s *service) scrape(client *http.Client) (promtext.Samples, error) {
 		return nil, fmt.Errorf("%s /metrics: HTTP %d", s.name, resp.StatusCode)
 	}
 	return promtext.Parse(io.LimitReader(resp.Body, 8<<20))
-}
-
-// isTmpfs reports whether dir is on a tmpfs (where fsync costs nothing, so a
-// spool measured there would flatter the service).
-func isTmpfs(dir string) bool {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return false
-	}
-	const tmpfsMagic = 0x01021994
-	return st.Type == tmpfsMagic
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"time"
-
-	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // Metrics of the spooled service read by mode (e).
@@ -150,22 +148,4 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 		b.note("spooled: queue depth: %v", err)
 	}
 	return m, sr, nil
-}
-
-// queueDepth returns the number of messages in the benchmark queue.
-func (b *bench) queueDepth() (int, error) {
-	conn, err := amqp.Dial(b.cfg.amqpURL)
-	if err != nil {
-		return 0, fmt.Errorf("dial %s: %w", redact(b.cfg.amqpURL), err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return 0, err
-	}
-	q, err := ch.QueueDeclarePassive(b.cfg.queue, true, false, false, false, nil)
-	if err != nil {
-		return 0, err
-	}
-	return q.Messages, nil
 }
