@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -67,4 +68,16 @@ func (b *bench) queueDepth() (int, error) {
 		return 0, err
 	}
 	return q.Messages, nil
+}
+
+// readBrokerPid reads -broker-pid-file, if given, for the broker's CPU.
+func (b *bench) readBrokerPid() {
+	if b.cfg.brokerPidFile == "" {
+		return
+	}
+	if p, err := os.ReadFile(b.cfg.brokerPidFile); err == nil {
+		b.brokerPid = strings.TrimSpace(string(p))
+	} else {
+		b.note("broker CPU not reported: %v", err)
+	}
 }

@@ -39,15 +39,17 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 )
 
+// logf writes a progress line to stderr.
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "pubbench: "+format+"\n", args...)
 }
 
+// bench is one run of pubbench: its configuration, the service children and
+// the notes for the report.
 type bench struct {
 	cfg       *config
 	body      []byte
@@ -74,80 +76,22 @@ func main() {
 	}
 }
 
+// run measures cfg.modes over cfg.rounds, then the service's memory, and
+// prints the report.
 func run(ctx context.Context, cfg *config) error {
 	b := &bench{cfg: cfg, body: makeBody(cfg.size)}
-	rep := &report{StartedAt: time.Now(), Machine: machineInfo(cfg), Params: map[string]any{
-		"c": cfg.c, "size": cfg.size, "duration": cfg.duration.String(), "warmup": cfg.warmup.String(),
-		"persistent": cfg.persistent, "rounds": cfg.rounds, "queue": cfg.queue, "pipe_channels": cfg.pipeChannels,
-		"pipe_window": cfg.pipeWindow, "service_channels": cfg.serviceChannels,
-		"service_gomaxprocs": gomaxprocsLabel(cfg.serviceGOMAXPROCS), "http_client": cfg.httpClient,
-	}}
-	if slicesContains(cfg.modes, modeSpooled) {
-		rep.Params["spool_parent"] = cfg.spoolParent
-		rep.Params["spool_drain_timeout"] = cfg.spoolDrainTimeout.String()
-		if isTmpfs(cfg.spoolParent) {
-			b.note("-spool-parent %s is a tmpfs: fsync costs nothing there, so mode spooled is flattered", cfg.spoolParent)
-		}
-	}
-	if cfg.brokerPidFile != "" {
-		if p, err := os.ReadFile(cfg.brokerPidFile); err == nil {
-			b.brokerPid = strings.TrimSpace(string(p))
-		} else {
-			b.note("broker CPU not reported: %v", err)
-		}
-	}
+	rep := b.newReport()
+	b.readBrokerPid()
 	if err := b.purge(); err != nil {
 		return err
 	}
-	if slicesContains(cfg.modes, modeService) {
-		svc, err := startService(ctx, cfg, serviceOpts{name: "service"})
-		if err != nil {
-			return err
-		}
-		b.svc = svc
-		defer svc.stop()
+	defer b.stopServices()
+	if err := b.startServices(ctx); err != nil {
+		return err
 	}
-	if slicesContains(cfg.modes, modeSpooled) {
-		opts := serviceOpts{name: "spooled service", spoolParent: cfg.spoolParent}
-		if b.svc != nil {
-			opts.bin = b.svc.bin // built once
-		}
-		svc, err := startService(ctx, cfg, opts)
-		if err != nil {
-			return err
-		}
-		b.spoolSvc = svc
-		defer svc.stop()
-	}
-	aggs := map[string]*modeAgg{}
-	for round := 1; round <= cfg.rounds; round++ {
-		if cfg.rounds > 1 {
-			logf("round %d of %d", round, cfg.rounds)
-		}
-		for _, m := range cfg.modes {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			run, err := b.runMode(ctx, m)
-			if err != nil {
-				return err
-			}
-			logf("%s: %s msgs/s, %d errors", modeLabels[m], fmtRate(float64(len(run.m.lat))/cfg.duration.Seconds()), run.m.errs)
-			if sr := run.spool; sr != nil {
-				logf("%s: drained in %.2fs (drained: %v); end to end %s msgs/s", modeLabels[m], sr.drain, sr.drained,
-					fmtRate(float64(run.m.okTotal)/(sr.load+sr.drain)))
-			}
-			if run.m.lastError != "" {
-				logf("%s: last error: %s", modeLabels[m], run.m.lastError)
-			}
-			if aggs[m] == nil {
-				aggs[m] = &modeAgg{mode: m}
-			}
-			aggs[m].add(run)
-			if err := b.purge(); err != nil {
-				return err
-			}
-		}
+	aggs, err := b.runRounds(ctx)
+	if err != nil {
+		return err
 	}
 	for _, m := range cfg.modes {
 		rep.Results = append(rep.Results, b.result(aggs[m]))
@@ -167,12 +111,14 @@ func run(ctx context.Context, cfg *config) error {
 	return printReport(rep)
 }
 
+// note logs a remark and keeps it for the report's notes.
 func (b *bench) note(format string, args ...any) {
 	s := fmt.Sprintf(format, args...)
 	logf("%s", s)
 	b.notes = append(b.notes, s)
 }
 
+// makeBody returns the n-byte message body every mode sends.
 func makeBody(n int) []byte {
 	body := make([]byte, n)
 	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"

@@ -10,30 +10,16 @@ import (
 	"time"
 )
 
+// printReport prints rep as text on stdout: the header, the tables, what
+// the service modes add, the memory measurement and the notes.
 func printReport(rep *report) error {
 	w := os.Stdout
-	fmt.Fprintf(w, "machine: %s cpus (%s), %s RAM; broker RabbitMQ %s on Erlang %s, same machine\n",
-		rep.Machine["cpus"], rep.Machine["cpu"], rep.Machine["memory"], orDash(rep.Machine["rabbitmq"]), orDash(rep.Machine["erlang"]))
-	fmt.Fprintf(w, "params: c=%v size=%vB persistent=%v duration=%v x %v round(s) warmup=%v queue=%v (durable)\n",
-		rep.Params["c"], rep.Params["size"], rep.Params["persistent"], rep.Params["duration"], rep.Params["rounds"], rep.Params["warmup"], rep.Params["queue"])
-	fmt.Fprintf(w, "service: GOMAXPROCS=%v, PUBLISHER_CHANNELS=%v; HTTP client of the HTTP modes: %v\n\n",
-		rep.Params["service_gomaxprocs"], channelsLabel(rep.Params["service_channels"]), rep.Params["http_client"])
+	writeHeader(w, rep)
 	if err := writeTable(w, rep.Results); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
-	for _, r := range rep.Results {
-		if r.ServiceCPUCores == nil {
-			continue
-		}
-		if r.Spool != nil {
-			fmt.Fprintf(w, "spooled service CPU: %.1f µs per accepted message, load and drain (%.2f cores busy meanwhile)\n",
-				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
-		} else {
-			fmt.Fprintf(w, "service CPU: %.1f µs per confirmed message (%.2f cores busy during its mode)\n",
-				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
-		}
-	}
+	writeServiceCPU(w, rep.Results)
 	for _, r := range rep.Results {
 		if s := r.Split; s != nil {
 			fmt.Fprintf(w, "%s latency: mean %.2f ms per answer; %.2f ms of it inside the service's Publish (mailbox, broker, confirm), %.2f ms the HTTP hop both ways\n",
@@ -45,19 +31,7 @@ func printReport(rep *report) error {
 			writeSpoolSummary(w, r)
 		}
 	}
-	if m := rep.Memory; m != nil {
-		if m.Skipped != "" {
-			fmt.Fprintf(w, "\nservice memory: not measured: %s\n", m.Skipped)
-		} else {
-			fmt.Fprintf(w, "\nservice memory: RSS %s idle, %s holding %.0f messages (buffered+inflight; target %d), peak %s; Go heap in use %s, %.0f goroutines\n",
-				fmtBytes(m.RSSIdleBytes), fmtBytes(m.RSSHeldBytes), m.Held, m.Messages, fmtBytes(m.RSSPeakBytes),
-				fmtBytes(int64(m.HeapInuseBytes)), m.Goroutines)
-			fmt.Fprintf(w, "  after the alarm was cleared: %d confirmed, %d failed, drained in %.1fs\n", m.Confirmed, m.Failed, m.DrainSeconds)
-			if m.FailedSample != "" {
-				fmt.Fprintf(w, "  a failure: %s\n", m.FailedSample)
-			}
-		}
-	}
+	writeMemory(w, rep.Memory)
 	if len(rep.Notes) > 0 {
 		fmt.Fprintln(w, "\nnotes:")
 		for _, n := range rep.Notes {
@@ -65,6 +39,50 @@ func printReport(rep *report) error {
 		}
 	}
 	return nil
+}
+
+// writeHeader prints the machine and the parameters.
+func writeHeader(w io.Writer, rep *report) {
+	fmt.Fprintf(w, "machine: %s cpus (%s), %s RAM; broker RabbitMQ %s on Erlang %s, same machine\n",
+		rep.Machine["cpus"], rep.Machine["cpu"], rep.Machine["memory"], orDash(rep.Machine["rabbitmq"]), orDash(rep.Machine["erlang"]))
+	fmt.Fprintf(w, "params: c=%v size=%vB persistent=%v duration=%v x %v round(s) warmup=%v queue=%v (durable)\n",
+		rep.Params["c"], rep.Params["size"], rep.Params["persistent"], rep.Params["duration"], rep.Params["rounds"], rep.Params["warmup"], rep.Params["queue"])
+	fmt.Fprintf(w, "service: GOMAXPROCS=%v, PUBLISHER_CHANNELS=%v; HTTP client of the HTTP modes: %v\n\n",
+		rep.Params["service_gomaxprocs"], channelsLabel(rep.Params["service_channels"]), rep.Params["http_client"])
+}
+
+// writeServiceCPU prints the service's CPU per message of each mode that
+// measured it.
+func writeServiceCPU(w io.Writer, results []*modeResult) {
+	for _, r := range results {
+		if r.ServiceCPUCores == nil {
+			continue
+		}
+		if r.Spool != nil {
+			fmt.Fprintf(w, "spooled service CPU: %.1f µs per accepted message, load and drain (%.2f cores busy meanwhile)\n",
+				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
+		} else {
+			fmt.Fprintf(w, "service CPU: %.1f µs per confirmed message (%.2f cores busy during its mode)\n",
+				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
+		}
+	}
+}
+
+// writeMemory prints the memory measurement (nil: none).
+func writeMemory(w io.Writer, m *memResult) {
+	switch {
+	case m == nil:
+	case m.Skipped != "":
+		fmt.Fprintf(w, "\nservice memory: not measured: %s\n", m.Skipped)
+	default:
+		fmt.Fprintf(w, "\nservice memory: RSS %s idle, %s holding %.0f messages (buffered+inflight; target %d), peak %s; Go heap in use %s, %.0f goroutines\n",
+			fmtBytes(m.RSSIdleBytes), fmtBytes(m.RSSHeldBytes), m.Held, m.Messages, fmtBytes(m.RSSPeakBytes),
+			fmtBytes(int64(m.HeapInuseBytes)), m.Goroutines)
+		fmt.Fprintf(w, "  after the alarm was cleared: %d confirmed, %d failed, drained in %.1fs\n", m.Confirmed, m.Failed, m.DrainSeconds)
+		if m.FailedSample != "" {
+			fmt.Fprintf(w, "  a failure: %s\n", m.FailedSample)
+		}
+	}
 }
 
 // writeTable prints the results table, the ratios and the CPU table.

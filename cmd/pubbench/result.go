@@ -6,6 +6,7 @@ import (
 	"time"
 )
 
+// report is pubbench's output, printed as a table or as JSON.
 type report struct {
 	Machine    map[string]string `json:"machine"`
 	Params     map[string]any    `json:"params"`
@@ -122,44 +123,58 @@ func (b *bench) result(a *modeAgg) *modeResult {
 	if a.mode == modeService && a.pubOK && len(a.lat) > 0 {
 		r.Split = newLatencySplit(r.Mean, a.pubSecs, a.pubCount)
 	}
-	if a.okTotal > 0 && a.wall > 0 {
-		per := func(d float64) *float64 { v := d / float64(a.okTotal); return &v }
-		cores := func(d float64) *float64 { v := d / a.wall; return &v }
-		if a.svcOK {
-			r.ServiceCPUPerMsg, r.ServiceCPUCores = per(a.svcCPU), cores(a.svcCPU)
-		}
-		r.BenchCPUPerMsg = per(a.selfCPU)
-		if a.brokerOK {
-			r.BrokerCPUPerMsg, r.BrokerCPUCores = per(a.broker), cores(a.broker)
-		}
-	}
+	a.setCPU(r)
 	if a.spool {
-		sp := &spoolResult{
-			LoadSeconds: a.load, DrainSeconds: a.drain, Drained: a.drained, Accepted: a.okTotal,
-			PeakSpoolMsgs: a.peakSpoolMsgs, PeakSpoolBytes: a.peakSpoolBytes,
-			SpoolParent: b.cfg.spoolParent, SpoolParentTmpfs: isTmpfs(b.cfg.spoolParent),
-		}
-		if t := a.load + a.drain; t > 0 {
-			sp.EndToEndRate = float64(a.okTotal) / t
-		}
-		if a.fsyncOK && a.fsyncs > 0 {
-			n, mean, per := a.fsyncs, a.fsyncSecs/a.fsyncs, float64(a.okTotal)/a.fsyncs
-			sp.Fsyncs, sp.FsyncMeanSeconds, sp.MsgsPerFsync = &n, &mean, &per
-		}
-		if a.confOK {
-			c := a.confirmed
-			sp.BrokerConfirmed = &c
-		}
-		if a.queuedOK {
-			q := a.queued
-			sp.InQueue = &q
-			if q < a.okTotal && a.drained {
-				b.note("spooled: %d messages were answered 202 but only %d are in the queue after the drain: LOST MESSAGES", a.okTotal, q)
-			}
-		}
-		r.Spool = sp
+		r.Spool = b.spoolResult(a)
 	}
 	return r
+}
+
+// setCPU sets r's CPU per message, and the cores busy, of the service, of
+// pubbench and of the broker (the service's and the broker's only where they
+// could be read throughout).
+func (a *modeAgg) setCPU(r *modeResult) {
+	if a.okTotal <= 0 || a.wall <= 0 {
+		return
+	}
+	per := func(d float64) *float64 { v := d / float64(a.okTotal); return &v }
+	cores := func(d float64) *float64 { v := d / a.wall; return &v }
+	if a.svcOK {
+		r.ServiceCPUPerMsg, r.ServiceCPUCores = per(a.svcCPU), cores(a.svcCPU)
+	}
+	r.BenchCPUPerMsg = per(a.selfCPU)
+	if a.brokerOK {
+		r.BrokerCPUPerMsg, r.BrokerCPUCores = per(a.broker), cores(a.broker)
+	}
+}
+
+// spoolResult is mode spooled's part of its result; it notes messages
+// answered 202 but missing from the queue after a complete drain.
+func (b *bench) spoolResult(a *modeAgg) *spoolResult {
+	sp := &spoolResult{
+		LoadSeconds: a.load, DrainSeconds: a.drain, Drained: a.drained, Accepted: a.okTotal,
+		PeakSpoolMsgs: a.peakSpoolMsgs, PeakSpoolBytes: a.peakSpoolBytes,
+		SpoolParent: b.cfg.spoolParent, SpoolParentTmpfs: isTmpfs(b.cfg.spoolParent),
+	}
+	if t := a.load + a.drain; t > 0 {
+		sp.EndToEndRate = float64(a.okTotal) / t
+	}
+	if a.fsyncOK && a.fsyncs > 0 {
+		n, mean, per := a.fsyncs, a.fsyncSecs/a.fsyncs, float64(a.okTotal)/a.fsyncs
+		sp.Fsyncs, sp.FsyncMeanSeconds, sp.MsgsPerFsync = &n, &mean, &per
+	}
+	if a.confOK {
+		c := a.confirmed
+		sp.BrokerConfirmed = &c
+	}
+	if a.queuedOK {
+		q := a.queued
+		sp.InQueue = &q
+		if q < a.okTotal && a.drained {
+			b.note("spooled: %d messages were answered 202 but only %d are in the queue after the drain: LOST MESSAGES", a.okTotal, q)
+		}
+	}
+	return sp
 }
 
 func (b *bench) concLabel(mode string) string {
@@ -214,4 +229,24 @@ func ratios(rate map[string]float64) []ratio {
 		out = append(out, r)
 	}
 	return out
+}
+
+// newReport starts the report: the machine and the parameters. With mode
+// spooled it notes a spool parent on a tmpfs.
+func (b *bench) newReport() *report {
+	cfg := b.cfg
+	rep := &report{StartedAt: time.Now(), Machine: machineInfo(cfg), Params: map[string]any{
+		"c": cfg.c, "size": cfg.size, "duration": cfg.duration.String(), "warmup": cfg.warmup.String(),
+		"persistent": cfg.persistent, "rounds": cfg.rounds, "queue": cfg.queue, "pipe_channels": cfg.pipeChannels,
+		"pipe_window": cfg.pipeWindow, "service_channels": cfg.serviceChannels,
+		"service_gomaxprocs": gomaxprocsLabel(cfg.serviceGOMAXPROCS), "http_client": cfg.httpClient,
+	}}
+	if slicesContains(cfg.modes, modeSpooled) {
+		rep.Params["spool_parent"] = cfg.spoolParent
+		rep.Params["spool_drain_timeout"] = cfg.spoolDrainTimeout.String()
+		if isTmpfs(cfg.spoolParent) {
+			b.note("-spool-parent %s is a tmpfs: fsync costs nothing there, so mode spooled is flattered", cfg.spoolParent)
+		}
+	}
+	return rep
 }

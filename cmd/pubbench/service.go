@@ -40,6 +40,41 @@ const (
 	logTailSize = 4000             // bytes of the log in error messages
 )
 
+// startServices starts the service children the modes need: the service
+// for mode service (and the memory measurement), the spooled service for
+// mode spooled, built once for both. stopServices stops them.
+func (b *bench) startServices(ctx context.Context) error {
+	if slicesContains(b.cfg.modes, modeService) {
+		svc, err := startService(ctx, b.cfg, serviceOpts{name: "service"})
+		if err != nil {
+			return err
+		}
+		b.svc = svc
+	}
+	if slicesContains(b.cfg.modes, modeSpooled) {
+		opts := serviceOpts{name: "spooled service", spoolParent: b.cfg.spoolParent}
+		if b.svc != nil {
+			opts.bin = b.svc.bin // built once
+		}
+		svc, err := startService(ctx, b.cfg, opts)
+		if err != nil {
+			return err
+		}
+		b.spoolSvc = svc
+	}
+	return nil
+}
+
+// stopServices stops the children startServices started, the last first.
+func (b *bench) stopServices() {
+	if b.spoolSvc != nil {
+		b.spoolSvc.stop()
+	}
+	if b.svc != nil {
+		b.svc.stop()
+	}
+}
+
 // startService builds the service (unless a binary is given), starts it on
 // free loopback ports against amqpURL and waits until /readyz answers 200.
 func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service, error) {
