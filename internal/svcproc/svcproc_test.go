@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/publisher-dev/publisher/internal/svcproc"
+	"github.com/publisher-dev/publisher/internal/svcproc/svcproctest"
 )
 
 // fakeEnv selects, in the test binary run as a child, the fake service and
@@ -73,26 +74,11 @@ func fake(t *testing.T, mode string) svcproc.Spec {
 	return svcproc.Spec{Bin: bin, Env: append(os.Environ(), fakeEnv+"="+mode)}
 }
 
-func start(t *testing.T, spec svcproc.Spec) *svcproc.Proc {
-	t.Helper()
-	p, err := svcproc.Start(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.Running() {
-			p.Signal(syscall.SIGKILL)
-			<-p.Exited()
-		}
-	})
-	return p
-}
-
 func TestStartReadyStop(t *testing.T) {
 	spec := fake(t, "ok")
 	spec.Env = append(spec.Env, "PUBLISHER_ADMIN_ADDR=127.0.0.1:1") // Start's addresses win
 	spec.DieWithParent = true
-	p := start(t, spec)
+	p := svcproctest.Start(t, spec)
 	if err := p.WaitReady(context.Background(), 10*time.Second); err != nil {
 		t.Fatalf("WaitReady: %v; logs:\n%s", err, p.Logs())
 	}
@@ -122,7 +108,7 @@ func TestStartReadyStop(t *testing.T) {
 }
 
 func TestWaitReadyExited(t *testing.T) {
-	p := start(t, fake(t, "crash"))
+	p := svcproctest.Start(t, fake(t, "crash"))
 	err := p.WaitReady(context.Background(), 10*time.Second)
 	if !errors.Is(err, svcproc.ErrExited) {
 		t.Fatalf("WaitReady = %v, want ErrExited", err)
@@ -136,7 +122,7 @@ func TestWaitReadyExited(t *testing.T) {
 }
 
 func TestWaitReadyLimitAndContext(t *testing.T) {
-	p := start(t, fake(t, "notready"))
+	p := svcproctest.Start(t, fake(t, "notready"))
 	if err := p.WaitReady(context.Background(), 300*time.Millisecond); !errors.Is(err, svcproc.ErrNotReady) {
 		t.Errorf("WaitReady = %v, want ErrNotReady", err)
 	}
@@ -151,7 +137,7 @@ func TestWaitReadyLimitAndContext(t *testing.T) {
 }
 
 func TestStopKillsAStubbornChild(t *testing.T) {
-	p := start(t, fake(t, "stubborn"))
+	p := svcproctest.Start(t, fake(t, "stubborn"))
 	if err := p.WaitReady(context.Background(), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +150,7 @@ func TestStopKillsAStubbornChild(t *testing.T) {
 func TestLogPath(t *testing.T) {
 	spec := fake(t, "crash")
 	spec.LogPath = filepath.Join(t.TempDir(), "service.log")
-	p := start(t, spec)
+	p := svcproctest.Start(t, spec)
 	<-p.Exited()
 	b, err := os.ReadFile(spec.LogPath)
 	if err != nil {
