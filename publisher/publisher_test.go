@@ -19,6 +19,7 @@ import (
 	"github.com/publisher-dev/publisher/internal/brokertest"
 	"github.com/publisher-dev/publisher/internal/faultproxy"
 	"github.com/publisher-dev/publisher/internal/loadtest"
+	"github.com/publisher-dev/publisher/internal/poll"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/supervision"
 )
@@ -93,19 +94,6 @@ func startTree(t *testing.T, cfg publisher.Config, o treeOpts) *tree {
 		}
 	})
 	return tr
-}
-
-// waitFor polls cond (no fixed sleeps as assertions; the deadline only keeps a
-// broken test from hanging).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func msg(queue string) *publisher.Message {
@@ -241,7 +229,7 @@ func TestConnectionCutsUnderLoad(t *testing.T) {
 	q := brokertest.TempQueue(t, url, "pubtest-cuts")
 	proxy := faultproxy.ForURL(t, url)
 	tr := startTree(t, publisher.Config{URLs: []string{proxy.AMQPURL()}, ConfirmTimeout: 20 * time.Second, MaxPublishAttempts: 10}, treeOpts{})
-	waitFor(t, "first connect", tr.pub.Ready)
+	poll.Until(t, "first connect", tr.pub.Ready)
 
 	stop := proxy.CutEvery(500*time.Millisecond, 20) // for 10 s
 	res := load(tr.pub, q, 16, stop)
@@ -258,7 +246,7 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 	q := "pubtest-restart"
 	node.DeclareQueue(t, q)
 	tr := startTree(t, publisher.Config{URLs: []string{node.URL()}, ConfirmTimeout: 60 * time.Second, MaxPublishAttempts: 10}, treeOpts{})
-	waitFor(t, "first connect", tr.pub.Ready)
+	poll.Until(t, "first connect", tr.pub.Ready)
 
 	stop := make(chan struct{})
 	go func() {
@@ -273,7 +261,7 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 			t.Errorf("restart node: %v", err)
 			return
 		}
-		waitFor(t, "reconnect", tr.pub.Ready)
+		poll.Until(t, "reconnect", tr.pub.Ready)
 		time.Sleep(2 * time.Second)
 	}()
 	res := load(tr.pub, q, 16, stop)
@@ -303,7 +291,7 @@ func TestUnreachableBrokerEscalatesWithDialError(t *testing.T) {
 		return supervision.Stop
 	}
 	tr := startTree(t, publisher.Config{URLs: []string{"amqp://guest:guest@" + addr + "/"}}, treeOpts{maxRestarts: 3, window: time.Minute, rootDecider: decider})
-	waitFor(t, "escalation", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) > 0 })
+	poll.Until(t, "escalation", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) > 0 })
 	mu.Lock()
 	f := seen[0]
 	mu.Unlock()
@@ -335,7 +323,7 @@ func TestMemoryAlarmBlocksThenSucceeds(t *testing.T) {
 	q := "pubtest-alarm"
 	node.DeclareQueue(t, q)
 	tr := startTree(t, publisher.Config{URLs: []string{node.URL()}, ConfirmTimeout: 2 * time.Minute}, treeOpts{})
-	waitFor(t, "connect", tr.pub.Ready)
+	poll.Until(t, "connect", tr.pub.Ready)
 	if err := node.SetMemoryAlarm(true); err != nil {
 		t.Fatal(err)
 	}
@@ -349,11 +337,11 @@ func TestMemoryAlarmBlocksThenSucceeds(t *testing.T) {
 		ids[i] = m.MessageID
 		go func() { results <- tr.pub.Publish(context.Background(), m) }()
 	}
-	waitFor(t, "blocked", func() bool { return tr.pub.State().Blocked })
+	poll.Until(t, "blocked", func() bool { return tr.pub.State().Blocked })
 	if tr.pub.Ready() {
 		t.Fatal("Ready while blocked")
 	}
-	waitFor(t, "publishes held", func() bool { s := tr.pub.State(); return s.Buffered+s.Inflight == n })
+	poll.Until(t, "publishes held", func() bool { s := tr.pub.State(); return s.Buffered+s.Inflight == n })
 	select {
 	case err := <-results:
 		t.Fatalf("a publish returned while the broker blocks: %v", err)
@@ -395,7 +383,7 @@ func TestBufferFullAndClosed(t *testing.T) {
 	for range 2 {
 		go func() { errs <- pub.Publish(ctx, msg("q")) }()
 	}
-	waitFor(t, "two buffered", func() bool { return pub.State().Buffered == 2 })
+	poll.Until(t, "two buffered", func() bool { return pub.State().Buffered == 2 })
 	if err := pub.Publish(context.Background(), msg("q")); !errors.Is(err, publisher.ErrBufferFull) {
 		t.Fatalf("third Publish = %v, want ErrBufferFull", err)
 	}
@@ -442,7 +430,7 @@ func TestNackedMessageRetriedUntilDeadline(t *testing.T) {
 	second := msg(q)
 	done := make(chan error, 1)
 	go func() { done <- tr.pub.Publish(context.Background(), second) }()
-	waitFor(t, "a nack retried", func() bool { return tr.pub.State().Buffered+tr.pub.State().Inflight > 0 })
+	poll.Until(t, "a nack retried", func() bool { return tr.pub.State().Buffered+tr.pub.State().Inflight > 0 })
 	if _, ok, err := ch.Get(q, true); err != nil || !ok {
 		t.Fatalf("get: %v %v", ok, err)
 	}
@@ -470,7 +458,7 @@ func TestCheckExchange(t *testing.T) {
 		}
 	})
 	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
-	waitFor(t, "connect", tr.pub.Ready)
+	poll.Until(t, "connect", tr.pub.Ready)
 	ctx := context.Background()
 	for _, name := range []string{"", "amq.direct", ex, ex} { // the second look comes from the cache
 		if err := tr.pub.CheckExchange(ctx, name); err != nil {
@@ -509,7 +497,7 @@ func TestConfirmTimeoutWhileUnreachableNotPublishedLater(t *testing.T) {
 	}
 
 	proxy.SetRefuse(false)
-	waitFor(t, "connect", tr.pub.Ready)
+	poll.Until(t, "connect", tr.pub.Ready)
 	m := msg(q)
 	m.MessageID = "after"
 	// A loaded machine may need more than 300 ms for a confirm: try again

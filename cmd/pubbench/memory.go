@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// heldFraction of -memory-messages is what the service must hold for the
+// measurement to count as complete.
+const heldFraction = 0.99
+
 // measureMemory reads the service's RSS while it holds cfg.memoryMessages
 // messages: a broker memory alarm blocks publishing, the messages are posted by
 // as many concurrent requests, and RSS is read once the service's
@@ -16,34 +20,62 @@ import (
 func (b *bench) measureMemory(ctx context.Context) *memResult {
 	n := b.cfg.memoryMessages
 	res := &memResult{Messages: n}
-	switch {
-	case n == 0:
-		res.Skipped = "-memory-messages is 0"
-		return res
-	case b.svc == nil:
-		res.Skipped = "mode service was not run"
-		return res
-	case b.cfg.node == "":
-		res.Skipped = "no -rabbitmqctl-node to raise a memory alarm with"
-		return res
-	case ctx.Err() != nil:
-		res.Skipped = "interrupted"
+	if res.Skipped = b.memorySkipReason(ctx); res.Skipped != "" {
 		return res
 	}
-	metricsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	metricsClient := newMetricsClient()
 	defer metricsClient.CloseIdleConnections()
 	var err error
 	if res.RSSIdleBytes, err = procRSS(b.svc.pid()); err != nil {
 		res.Skipped = "reading RSS: " + err.Error()
 		return res
 	}
-	logf("memory: raising a memory alarm on %s", b.cfg.node)
-	if err := b.rabbitmqctl("set_vm_memory_high_watermark", "0.000001"); err != nil {
+	clearAlarm, err := b.raiseMemoryAlarm()
+	if err != nil {
 		res.Skipped = err.Error()
 		return res
 	}
+	defer clearAlarm()
+	b.waitBlocked(ctx, metricsClient)
+	reqs := b.postHeld(ctx, n)
+	defer reqs.cancel()
+	b.watchHeld(ctx, metricsClient, res, reqs.done)
+	logf("memory: RSS %s with %.0f messages held", fmtBytes(res.RSSHeldBytes), res.Held)
+	if res.Held < float64(n)*heldFraction {
+		b.note("memory: the service held %.0f messages, not %d (see the failures)", res.Held, n)
+	}
+	clearAlarm()
+	res.DrainSeconds = reqs.drain(b.cfg.serviceConfirmTimeout + 10*time.Second).Seconds()
+	res.Failed, res.FailedSample = reqs.failures()
+	res.Confirmed = n - res.Failed
+	return res
+}
+
+// memorySkipReason says why the memory measurement cannot run ("": it can).
+func (b *bench) memorySkipReason(ctx context.Context) string {
+	switch {
+	case b.cfg.memoryMessages == 0:
+		return "-memory-messages is 0"
+	case b.svc == nil:
+		return "mode service was not run"
+	case b.cfg.node == "":
+		return "no -rabbitmqctl-node to raise a memory alarm with"
+	case ctx.Err() != nil:
+		return "interrupted"
+	}
+	return ""
+}
+
+// raiseMemoryAlarm sets the broker's memory high watermark so low that its
+// alarm blocks publishing. clearAlarm restores the default; it may be called
+// more than once and notes a failure.
+func (b *bench) raiseMemoryAlarm() (clearAlarm func(), err error) {
+	logf("memory: raising a memory alarm on %s", b.cfg.node)
+	if err := b.rabbitmqctl("set_vm_memory_high_watermark", "0.000001"); err != nil {
+		return nil, err
+	}
 	alarmOn := true
-	clearAlarm := func() {
+	return func() {
 		if alarmOn {
 			logf("memory: clearing the memory alarm")
 			if err := b.rabbitmqctl("set_vm_memory_high_watermark", "0.4"); err != nil {
@@ -51,24 +83,64 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 			}
 			alarmOn = false
 		}
-	}
-	defer clearAlarm()
+	}, nil
+}
 
-	// wait (bounded) until the service has seen connection.blocked
+// waitBlocked waits, at most 10 s, until the service has seen
+// connection.blocked.
+func (b *bench) waitBlocked(ctx context.Context, metricsClient *http.Client) {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
-		m, err := b.svc.scrape(metricsClient, "publisher_connection_blocked")
-		if err == nil && m["publisher_connection_blocked"] >= 1 {
-			break
+		if m, err := b.svc.scrape(metricsClient); err == nil && m.Value("publisher_connection_blocked") >= 1 {
+			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
 
-	// fire n requests, each on its own connection; dials are bounded
+// heldRequests are the measurement's publish requests, each on a connection
+// of its own, which the service holds while the broker blocks publishing.
+type heldRequests struct {
+	done   chan struct{} // closed once every request has ended
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	failed int
+	sample string // the last failure
+}
+
+// postHeld starts n publish requests to the service.
+func (b *bench) postHeld(ctx context.Context, n int) *heldRequests {
+	client := b.memoryClient()
+	rctx, cancel := context.WithCancel(ctx)
+	reqs := &heldRequests{done: make(chan struct{}), cancel: cancel}
+	u, h := b.serviceRequest()
+	want := []byte(`"confirmed"`)
+	var wg sync.WaitGroup
+	logf("memory: posting %d messages while the broker blocks publishing", n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := doPost(rctx, client, u, h, b.body, want); err != nil {
+				reqs.fail(err)
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		client.CloseIdleConnections()
+		close(reqs.done)
+	}()
+	return reqs
+}
+
+// memoryClient is the client of postHeld: no keep-alive (each request on a
+// connection of its own), -memory-dials dials at a time, and requests
+// bounded by the service's confirm timeout.
+func (b *bench) memoryClient() *http.Client {
 	dialSem := make(chan struct{}, b.cfg.memoryConc)
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
-	reqTimeout := b.cfg.serviceConfirmTimeout
-	client := &http.Client{
-		Timeout: reqTimeout,
+	return &http.Client{
+		Timeout: b.cfg.serviceConfirmTimeout,
 		Transport: &http.Transport{
 			Proxy: nil,
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -85,44 +157,50 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 			DisableCompression:  true,
 		},
 	}
-	defer client.CloseIdleConnections()
-	u, h := b.serviceRequest()
-	want := []byte(`"confirmed"`)
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		failed int
-		sample string
-	)
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	logf("memory: posting %d messages while the broker blocks publishing", n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := doPost(rctx, client, u, h, b.body, want); err != nil {
-				mu.Lock()
-				failed++
-				sample = err.Error()
-				mu.Unlock()
-			}
-		}()
-	}
-	allDone := make(chan struct{})
-	go func() { wg.Wait(); close(allDone) }()
+}
 
-	// poll until the service holds (nearly) n messages, or 30 s
-	names := []string{"publisher_buffered_messages", "publisher_inflight_messages", "go_memstats_heap_inuse_bytes", "go_goroutines"}
-	target := float64(n) * 0.99
+func (r *heldRequests) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed++
+	r.sample = err.Error()
+}
+
+// failures returns how many requests failed and the last failure.
+func (r *heldRequests) failures() (int, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed, r.sample
+}
+
+// drain waits up to limit for every request to end, then cancels the rest
+// and waits for them; it returns how long it took.
+func (r *heldRequests) drain(limit time.Duration) time.Duration {
+	start := time.Now()
+	select {
+	case <-r.done:
+	case <-time.After(limit):
+		r.cancel()
+		<-r.done
+	}
+	return time.Since(start)
+}
+
+// watchHeld polls, every 200 ms for at most 30 s, how many messages the
+// service holds (buffered + inflight) and its RSS, into res. It stops once
+// the service holds (nearly) res.Messages, once the count has stayed put
+// for 5 s (requests failing fast, 503 when the buffer is full, never reach
+// the target), or once every request has ended (nothing is held any more).
+func (b *bench) watchHeld(ctx context.Context, metricsClient *http.Client, res *memResult, allDone <-chan struct{}) {
+	target := float64(res.Messages) * heldFraction
 	stableSince, lastHeld := time.Now(), -1.0
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(200 * time.Millisecond)
-		m, err := b.svc.scrape(metricsClient, names...)
+		m, err := b.svc.scrape(metricsClient)
 		if err != nil {
 			continue
 		}
-		held := m["publisher_buffered_messages"] + m["publisher_inflight_messages"]
+		held := m.Value("publisher_buffered_messages") + m.Value("publisher_inflight_messages")
 		rss, err := procRSS(b.svc.pid())
 		if err != nil {
 			break
@@ -130,39 +208,18 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 		res.RSSPeakBytes = max(res.RSSPeakBytes, rss)
 		if held >= res.Held {
 			res.Held, res.RSSHeldBytes = held, rss
-			res.HeapInuseBytes, res.Goroutines = m["go_memstats_heap_inuse_bytes"], m["go_goroutines"]
+			res.HeapInuseBytes, res.Goroutines = m.Value("go_memstats_heap_inuse_bytes"), m.Value("go_goroutines")
 		}
 		if held != lastHeld {
 			lastHeld, stableSince = held, time.Now()
 		}
-		if held >= target {
-			break
-		}
-		// requests failing fast (503: buffer full) never reach the target
-		if time.Since(stableSince) > 5*time.Second && held > 0 {
+		if held >= target || (time.Since(stableSince) > 5*time.Second && held > 0) {
 			break
 		}
 		select {
 		case <-allDone:
-			deadline = time.Now() // everything already answered: nothing is held
+			deadline = time.Now()
 		default:
 		}
 	}
-	logf("memory: RSS %s with %.0f messages held", fmtBytes(res.RSSHeldBytes), res.Held)
-	if res.Held < target {
-		b.note("memory: the service held %.0f messages, not %d (see the failures)", res.Held, n)
-	}
-	clearAlarm()
-	start := time.Now()
-	select {
-	case <-allDone:
-	case <-time.After(reqTimeout + 10*time.Second):
-		cancel()
-		<-allDone
-	}
-	res.DrainSeconds = time.Since(start).Seconds()
-	res.Failed = failed
-	res.Confirmed = n - failed
-	res.FailedSample = sample
-	return res
 }

@@ -227,7 +227,7 @@ func (b *bench) serviceRequest() (string, http.Header) {
 
 // publishRequest returns the URL and headers of a publish to svc.
 func (b *bench) publishRequest(svc *service) (string, http.Header) {
-	u := "http://" + svc.apiAddr + "/v1/publish/amq.default/" + url.PathEscape(b.cfg.queue)
+	u := "http://" + svc.proc.APIAddr() + "/v1/publish/amq.default/" + url.PathEscape(b.cfg.queue)
 	h := http.Header{"Content-Type": {"application/octet-stream"}}
 	if !b.cfg.persistent {
 		h.Set("X-Persistent", "false")

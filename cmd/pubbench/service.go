@@ -1,45 +1,28 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/publisher-dev/publisher/internal/promtext"
+	"github.com/publisher-dev/publisher/internal/svcproc"
 )
 
 // service is the publisher binary running as a child process.
 type service struct {
-	cmd       *exec.Cmd
-	name      string // for messages: "service" or "spooled service"
-	bin       string
-	dir       string // temporary: the binary (when built here) and the log
-	spoolDir  string // temporary PUBLISHER_SPOOL_DIR; empty without a spool
-	logPath   string
-	apiAddr   string
-	adminAddr string
-	exited    chan struct{}
-	waitErr   error
-}
-
-// freeLoopbackAddr returns 127.0.0.1:PORT with a port that was free a moment
-// ago.
-func freeLoopbackAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	proc     *svcproc.Proc
+	name     string // for messages: "service" or "spooled service"
+	bin      string
+	dir      string // temporary: the binary (when built here) and the log
+	spoolDir string // temporary PUBLISHER_SPOOL_DIR; empty without a spool
 }
 
 // serviceOpts are what differs between the service children.
@@ -51,6 +34,47 @@ type serviceOpts struct {
 	spoolParent string
 }
 
+const (
+	readyLimit  = 30 * time.Second // from the start until /readyz answers 200
+	stopGrace   = 20 * time.Second // from SIGTERM until the child is killed
+	logTailSize = 4000             // bytes of the log in error messages
+)
+
+// startServices starts the service children the modes need: the service
+// for mode service (and the memory measurement), the spooled service for
+// mode spooled, built once for both. stopServices stops them.
+func (b *bench) startServices(ctx context.Context) error {
+	if slicesContains(b.cfg.modes, modeService) {
+		svc, err := startService(ctx, b.cfg, serviceOpts{name: "service"})
+		if err != nil {
+			return err
+		}
+		b.svc = svc
+	}
+	if slicesContains(b.cfg.modes, modeSpooled) {
+		opts := serviceOpts{name: "spooled service", spoolParent: b.cfg.spoolParent}
+		if b.svc != nil {
+			opts.bin = b.svc.bin // built once
+		}
+		svc, err := startService(ctx, b.cfg, opts)
+		if err != nil {
+			return err
+		}
+		b.spoolSvc = svc
+	}
+	return nil
+}
+
+// stopServices stops the children startServices started, the last first.
+func (b *bench) stopServices() {
+	if b.spoolSvc != nil {
+		b.spoolSvc.stop()
+	}
+	if b.svc != nil {
+		b.svc.stop()
+	}
+}
+
 // startService builds the service (unless a binary is given), starts it on
 // free loopback ports against amqpURL and waits until /readyz answers 200.
 func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service, error) {
@@ -58,45 +82,62 @@ func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service,
 	if err != nil {
 		return nil, err
 	}
-	s := &service{name: opts.name, dir: dir, logPath: filepath.Join(dir, "publisher.log"), exited: make(chan struct{})}
+	s := &service{name: opts.name, dir: dir}
 	if s.name == "" {
 		s.name = "service"
 	}
-	bin := opts.bin
-	if bin == "" {
-		bin = cfg.serviceBin
+	if s.bin, err = serviceBinary(ctx, cfg, opts.bin, dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
-	if bin == "" {
-		bin = filepath.Join(dir, "publisher")
-		logf("building %s", cfg.servicePkg)
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, cfg.servicePkg)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("go build %s: %w", cfg.servicePkg, err)
-		}
-	}
-	s.bin = bin
 	if opts.spoolParent != "" {
 		if s.spoolDir, err = os.MkdirTemp(opts.spoolParent, "pubbench-spool-"); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("spool directory: %w", err)
 		}
 	}
-	if s.apiAddr, err = freeLoopbackAddr(); err != nil {
-		s.removeDirs()
-		return nil, err
-	}
-	if s.adminAddr, err = freeLoopbackAddr(); err != nil {
-		s.removeDirs()
-		return nil, err
-	}
-	logFile, err := os.Create(s.logPath)
+	s.proc, err = svcproc.Start(svcproc.Spec{
+		Bin:     s.bin,
+		Env:     serviceEnv(cfg, s.spoolDir),
+		LogPath: filepath.Join(dir, "publisher.log"),
+		// the child must not outlive pubbench, even when pubbench is killed
+		DieWithParent: true,
+	})
 	if err != nil {
 		s.removeDirs()
 		return nil, err
 	}
-	defer logFile.Close() // the child has its own descriptor
+	if s.spoolDir != "" {
+		logf("%s pid %d: api %s, admin %s, spool %s", s.name, s.pid(), s.proc.APIAddr(), s.proc.AdminAddr(), s.spoolDir)
+	} else {
+		logf("%s pid %d: api %s, admin %s", s.name, s.pid(), s.proc.APIAddr(), s.proc.AdminAddr())
+	}
+	if err := s.waitReady(ctx); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// serviceBinary returns bin, else -service-bin, else a binary of
+// -service-pkg built into dir.
+func serviceBinary(ctx context.Context, cfg *config, bin, dir string) (string, error) {
+	if bin == "" {
+		bin = cfg.serviceBin
+	}
+	if bin != "" {
+		return bin, nil
+	}
+	bin = filepath.Join(dir, "publisher")
+	logf("building %s", cfg.servicePkg)
+	return bin, svcproc.Build(ctx, cfg.servicePkg, bin, os.Stderr)
+}
+
+// serviceEnv is the child's environment: pubbench's without its PUBLISHER_*
+// and GOMAXPROCS, then the service's settings from cfg, -service-env, and
+// last the spool (when spoolDir is set), so the spooled service always has
+// its own fresh spool. svcproc adds the listen addresses.
+func serviceEnv(cfg *config, spoolDir string) []string {
 	env := []string{}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PUBLISHER_") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
@@ -105,8 +146,6 @@ func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service,
 	}
 	env = append(env,
 		"PUBLISHER_AMQP_URLS="+cfg.amqpURL,
-		"PUBLISHER_LISTEN_ADDR="+s.apiAddr,
-		"PUBLISHER_ADMIN_ADDR="+s.adminAddr,
 		"PUBLISHER_LOG_LEVEL=warn",
 		"PUBLISHER_BUFFER_SIZE="+strconv.Itoa(cfg.serviceBuffer),
 		// the memory measurement holds messages behind a broker alarm for a while
@@ -119,86 +158,34 @@ func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service,
 		env = append(env, "PUBLISHER_CHANNELS="+strconv.Itoa(cfg.serviceChannels))
 	}
 	env = append(env, cfg.serviceEnv...)
-	if s.spoolDir != "" {
-		// after -service-env: the spooled service always has its own fresh spool
-		env = append(env, "PUBLISHER_SPOOL_DIR="+s.spoolDir)
+	if spoolDir != "" {
+		env = append(env, "PUBLISHER_SPOOL_DIR="+spoolDir)
 		if cfg.spoolMaxBytes > 0 {
 			env = append(env, "PUBLISHER_SPOOL_MAX_BYTES="+strconv.FormatInt(cfg.spoolMaxBytes, 10))
 		}
 	}
-	s.cmd = exec.Command(bin)
-	s.cmd.Env = env
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	// the child must not outlive pubbench, even when pubbench is killed
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		s.removeDirs()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	go func() { s.waitErr = s.cmd.Wait(); close(s.exited) }()
-	if s.spoolDir != "" {
-		logf("%s pid %d: api %s, admin %s, spool %s", s.name, s.cmd.Process.Pid, s.apiAddr, s.adminAddr, s.spoolDir)
-	} else {
-		logf("%s pid %d: api %s, admin %s", s.name, s.cmd.Process.Pid, s.apiAddr, s.adminAddr)
-	}
-	if err := s.waitReady(ctx, 30*time.Second); err != nil {
-		s.stop()
-		return nil, err
-	}
-	return s, nil
+	return env
 }
 
-// waitReady polls /readyz until it answers 200.
-func (s *service) waitReady(ctx context.Context, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
-	defer client.CloseIdleConnections()
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := client.Get("http://" + s.adminAddr + "/readyz")
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("%s exited before it was ready (%v); log:\n%s", s.name, s.waitErr, s.logTail())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready within %s; log:\n%s", s.name, timeout, s.logTail())
-		}
+// waitReady waits until /readyz answers 200, at most readyLimit.
+func (s *service) waitReady(ctx context.Context) error {
+	err := s.proc.WaitReady(ctx, readyLimit)
+	switch {
+	case errors.Is(err, svcproc.ErrExited):
+		return fmt.Errorf("%s exited before it was ready (%v); log:\n%s", s.name, s.proc.Err(), s.logTail())
+	case errors.Is(err, svcproc.ErrNotReady):
+		return fmt.Errorf("%s not ready within %s; log:\n%s", s.name, readyLimit, s.logTail())
 	}
+	return err
 }
 
-func (s *service) pid() int { return s.cmd.Process.Pid }
+func (s *service) pid() int { return s.proc.Pid() }
 
 // alive reports whether the child is still running.
-func (s *service) alive() bool {
-	select {
-	case <-s.exited:
-		return false
-	default:
-		return true
-	}
-}
+func (s *service) alive() bool { return s.proc.Running() }
 
 // logTail returns the end of the service's log.
-func (s *service) logTail() string {
-	b, err := os.ReadFile(s.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	const max = 4000
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return string(b)
-}
+func (s *service) logTail() string { return s.proc.LogTail(logTailSize) }
 
 // removeDirs removes the temporary directory and the spool directory.
 func (s *service) removeDirs() {
@@ -208,54 +195,28 @@ func (s *service) removeDirs() {
 	}
 }
 
-// stop sends SIGTERM, waits up to 20 s, kills when needed and removes the
-// temporary directories (the spool's too).
+// stop sends SIGTERM, waits up to stopGrace, kills when needed and removes
+// the temporary directories (the spool's too).
 func (s *service) stop() {
 	defer s.removeDirs()
-	if !s.alive() {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(20 * time.Second):
-		logf("%s did not stop within 20s of SIGTERM; killing it", s.name)
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
-	var ee *exec.ExitError
-	if s.waitErr != nil && !errors.As(s.waitErr, &ee) {
-		logf("%s: %v", s.name, s.waitErr)
+	_, err := s.proc.Stop(stopGrace)
+	switch {
+	case errors.Is(err, svcproc.ErrKilled):
+		logf("%s did not stop within %s of SIGTERM; killed it", s.name, stopGrace)
+	case err != nil:
+		logf("%s: %v", s.name, err)
 	}
 }
 
-// procCPU returns the user+system CPU seconds of pid ("self" for this
-// process).
-func procCPU(pid string) (float64, error) {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	t, err := parseProcStatCPU(string(b))
-	if err != nil {
-		return 0, err
-	}
-	return ticksToSeconds(t), nil
+// newMetricsClient returns a client for scrape; the caller closes its idle
+// connections when done.
+func newMetricsClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 }
 
-// procRSS returns VmRSS of pid in bytes.
-func procRSS(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	return parseVmRSS(string(b))
-}
-
-// scrape reads the named metrics (each summed over its series) from the
-// service's /metrics; a metric without samples is missing from the map.
-func (s *service) scrape(client *http.Client, names ...string) (map[string]float64, error) {
-	resp, err := client.Get("http://" + s.adminAddr + "/metrics")
+// scrape reads the service's /metrics.
+func (s *service) scrape(client *http.Client) (promtext.Samples, error) {
+	resp, err := client.Get("http://" + s.proc.AdminAddr() + "/metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -263,31 +224,5 @@ func (s *service) scrape(client *http.Client, names ...string) (map[string]float
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s /metrics: HTTP %d", s.name, resp.StatusCode)
 	}
-	buf, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]float64, len(names))
-	// one pass per name keeps sumMetric simple; /metrics is small
-	for _, n := range names {
-		v, found, err := sumMetric(bytes.NewReader(buf), n)
-		if err != nil {
-			return nil, err
-		}
-		if found {
-			out[n] = v // a metric without samples is left out
-		}
-	}
-	return out, nil
-}
-
-// isTmpfs reports whether dir is on a tmpfs (where fsync costs nothing, so a
-// spool measured there would flatter the service).
-func isTmpfs(dir string) bool {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return false
-	}
-	const tmpfsMagic = 0x01021994
-	return st.Type == tmpfsMagic
+	return promtext.Parse(io.LimitReader(resp.Body, 8<<20))
 }

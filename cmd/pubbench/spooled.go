@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/publisher-dev/publisher/internal/promtext"
 )
 
 // Metrics of the spooled service read by mode (e).
@@ -14,6 +14,7 @@ const (
 	metricSpoolMessages = "publisher_spool_messages"
 	metricSpoolBytes    = "publisher_spool_bytes"
 	metricMessagesTotal = "publisher_messages_total"
+	labelConfirmed      = `outcome="confirmed"` // of metricMessagesTotal
 	metricFsyncCount    = "publisher_spool_fsync_duration_seconds_count"
 	metricFsyncSum      = "publisher_spool_fsync_duration_seconds_sum"
 	// read by mode (a): the time requests spent inside Publish
@@ -45,19 +46,57 @@ type spoolRun struct {
 // be reported next to the acceptance rate.
 func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, error) {
 	svc := b.spoolSvc
-	metricsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	metricsClient := newMetricsClient()
 	defer metricsClient.CloseIdleConnections()
 	sr := &spoolRun{queued: -1}
-	before, err := svc.scrape(metricsClient, metricSpoolMessages, metricMessagesTotal+`{outcome="confirmed"}`, metricFsyncCount, metricFsyncSum)
+	before, err := svc.scrape(metricsClient)
 	if err != nil {
 		return merged{}, nil, fmt.Errorf("spooled: %w", err)
 	}
-	if n := before[metricSpoolMessages]; n != 0 {
+	if n := before.Value(metricSpoolMessages); n != 0 {
 		b.note("spooled: the spool held %.0f messages before the mode (an earlier drain did not finish)", n)
 	}
-	conf0, conf0OK := before[metricMessagesTotal+`{outcome="confirmed"}`]
+	m, loadEnd, err := b.loadSpooled(ctx, w, metricsClient, sr)
+	if err != nil {
+		return merged{}, nil, err
+	}
+	sr.load = loadEnd.Sub(w.start).Seconds()
+	logf("%s: %d accepted; waiting (at most %s) for the spool to drain", modeLabels[modeSpooled], m.okTotal, b.cfg.spoolDrainTimeout)
+	if err := b.drainSpool(ctx, metricsClient, sr, loadEnd); err != nil {
+		return merged{}, nil, err
+	}
+	if after, err := svc.scrape(metricsClient); err == nil {
+		sr.setTotals(before, after)
+	}
+	if n, err := b.queueDepth(); err == nil {
+		sr.queued = n
+	} else {
+		b.note("spooled: queue depth: %v", err)
+	}
+	return m, sr, nil
+}
 
-	// peak spool size while the load runs
+// loadSpooled runs mode spooled's closed loop, recording the spool's peak
+// size into sr meanwhile, and returns its outcome and when it ended.
+func (b *bench) loadSpooled(ctx context.Context, w window, metricsClient *http.Client, sr *spoolRun) (merged, time.Time, error) {
+	stopPeak := b.watchSpoolPeak(metricsClient, sr)
+	u, h := b.publishRequest(b.spoolSvc)
+	h.Set("Prefer", "respond-async")
+	op, done, err := b.poster(u, h, b.body, http.StatusAccepted, []byte(`"spooled"`))
+	if err != nil {
+		stopPeak()
+		return merged{}, time.Time{}, err
+	}
+	m := runClosedLoop(ctx, w, b.cfg.c, opTimeout, op)
+	done()
+	loadEnd := time.Now()
+	stopPeak()
+	return m, loadEnd, nil
+}
+
+// watchSpoolPeak scrapes the spooled service every 250 ms into sr's peaks
+// until stop, which waits for the last scrape, is called.
+func (b *bench) watchSpoolPeak(metricsClient *http.Client, sr *spoolRun) (stop func()) {
 	loadDone := make(chan struct{})
 	peakDone := make(chan struct{})
 	go func() {
@@ -69,53 +108,46 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 			case <-loadDone:
 				return
 			case <-t.C:
-				if m, err := svc.scrape(metricsClient, metricSpoolMessages, metricSpoolBytes); err == nil {
-					sr.peakMsgs = max(sr.peakMsgs, m[metricSpoolMessages])
-					sr.peakBytes = max(sr.peakBytes, m[metricSpoolBytes])
+				if m, err := b.spoolSvc.scrape(metricsClient); err == nil {
+					sr.observe(m)
 				}
 			}
 		}
 	}()
-	u, h := b.publishRequest(svc)
-	h.Set("Prefer", "respond-async")
-	op, done, err := b.poster(u, h, b.body, http.StatusAccepted, []byte(`"spooled"`))
-	if err != nil {
+	return func() {
 		close(loadDone)
 		<-peakDone
-		return merged{}, nil, err
 	}
-	m := runClosedLoop(ctx, w, b.cfg.c, opTimeout, op)
-	done()
-	loadEnd := time.Now()
-	close(loadDone)
-	<-peakDone
-	sr.load = loadEnd.Sub(w.start).Seconds()
+}
 
-	// drain: poll until the spool is empty
-	logf("%s: %d accepted; waiting (at most %s) for the spool to drain", modeLabels[modeSpooled], m.okTotal, b.cfg.spoolDrainTimeout)
+// drainSpool polls the spooled service every 20 ms until its spool is
+// empty, and records in sr how long that took after loadEnd. After
+// -spool-drain-timeout (or when ctx is done) it gives up with a note: the
+// end-to-end rate is then an upper bound. It fails when the service exits.
+func (b *bench) drainSpool(ctx context.Context, metricsClient *http.Client, sr *spoolRun, loadEnd time.Time) error {
+	svc := b.spoolSvc
 	deadline := loadEnd.Add(b.cfg.spoolDrainTimeout)
 	lastErr := error(nil)
 	for {
-		mm, err := svc.scrape(metricsClient, metricSpoolMessages, metricSpoolBytes)
+		mm, err := svc.scrape(metricsClient)
 		now := time.Now()
 		if err == nil {
-			n, ok := mm[metricSpoolMessages]
-			if ok {
-				sr.peakMsgs = max(sr.peakMsgs, n)
-				sr.peakBytes = max(sr.peakBytes, mm[metricSpoolBytes])
+			n, ok := mm.Sum(metricSpoolMessages)
+			if !ok {
+				err = fmt.Errorf("no %s", metricSpoolMessages)
+			} else {
+				sr.observe(mm)
 				if n == 0 {
 					sr.drain, sr.drained = now.Sub(loadEnd).Seconds(), true
-					break
+					return nil
 				}
-			} else {
-				err = fmt.Errorf("no %s", metricSpoolMessages)
 			}
 		}
 		if err != nil {
 			lastErr = err
 		}
 		if !svc.alive() {
-			return merged{}, nil, fmt.Errorf("the spooled service exited while its spool drained; log:\n%s", svc.logTail())
+			return fmt.Errorf("the spooled service exited while its spool drained; log:\n%s", svc.logTail())
 		}
 		if now.After(deadline) || ctx.Err() != nil {
 			sr.drain = now.Sub(loadEnd).Seconds()
@@ -124,47 +156,33 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 				msg += fmt.Sprintf(" (last scrape error: %v)", lastErr)
 			}
 			if err == nil {
-				msg += fmt.Sprintf("; %.0f messages still spooled", mm[metricSpoolMessages])
+				msg += fmt.Sprintf("; %.0f messages still spooled", mm.Value(metricSpoolMessages))
 			}
 			b.note("%s; the end-to-end rate is an upper bound", msg)
-			break
+			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if after, err := svc.scrape(metricsClient, metricMessagesTotal+`{outcome="confirmed"}`, metricFsyncCount, metricFsyncSum); err == nil {
-		if c, ok := after[metricMessagesTotal+`{outcome="confirmed"}`]; ok && conf0OK {
-			sr.confirmed, sr.confOK = c-conf0, true
-		}
-		c1, ok1 := after[metricFsyncCount]
-		s1, ok2 := after[metricFsyncSum]
-		c0, ok3 := before[metricFsyncCount]
-		s0, ok4 := before[metricFsyncSum]
-		if ok1 && ok2 && ok3 && ok4 {
-			sr.fsyncs, sr.fsyncSecs, sr.fsyncOK = c1-c0, s1-s0, true
-		}
-	}
-	if n, err := b.queueDepth(); err == nil {
-		sr.queued = n
-	} else {
-		b.note("spooled: queue depth: %v", err)
-	}
-	return m, sr, nil
 }
 
-// queueDepth returns the number of messages in the benchmark queue.
-func (b *bench) queueDepth() (int, error) {
-	conn, err := amqp.Dial(b.cfg.amqpURL)
-	if err != nil {
-		return 0, fmt.Errorf("dial %s: %w", redact(b.cfg.amqpURL), err)
+// observe raises sr's peaks to the spool's size in m.
+func (sr *spoolRun) observe(m promtext.Samples) {
+	sr.peakMsgs = max(sr.peakMsgs, m.Value(metricSpoolMessages))
+	sr.peakBytes = max(sr.peakBytes, m.Value(metricSpoolBytes))
+}
+
+// setTotals records what the broker confirmed and the spool's group commits
+// between two scrapes; a figure missing from either stays unknown.
+func (sr *spoolRun) setTotals(before, after promtext.Samples) {
+	conf0, ok0 := before.Sum(metricMessagesTotal, labelConfirmed)
+	if c, ok := after.Sum(metricMessagesTotal, labelConfirmed); ok && ok0 {
+		sr.confirmed, sr.confOK = c-conf0, true
 	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return 0, err
+	c1, ok1 := after.Sum(metricFsyncCount)
+	s1, ok2 := after.Sum(metricFsyncSum)
+	c0, ok3 := before.Sum(metricFsyncCount)
+	s0, ok4 := before.Sum(metricFsyncSum)
+	if ok1 && ok2 && ok3 && ok4 {
+		sr.fsyncs, sr.fsyncSecs, sr.fsyncOK = c1-c0, s1-s0, true
 	}
-	q, err := ch.QueueDeclarePassive(b.cfg.queue, true, false, false, false, nil)
-	if err != nil {
-		return 0, err
-	}
-	return q.Messages, nil
 }

@@ -83,36 +83,6 @@ func TestParseVmRSS(t *testing.T) {
 	}
 }
 
-func TestSumMetric(t *testing.T) {
-	exp := `# HELP publisher_buffered_messages x
-# TYPE publisher_buffered_messages gauge
-publisher_buffered_messages 9000
-publisher_buffered_messages_total 5
-publisher_inflight_messages{channel="0"} 600
-publisher_inflight_messages{channel="1",x="a}b"} 400 1712345678
-publisher_publish_duration_seconds_bucket{le="0.1"} 3
-`
-	cases := []struct {
-		name  string
-		want  float64
-		found bool
-	}{
-		{"publisher_buffered_messages", 9000, true},
-		{"publisher_inflight_messages", 1000, true},
-		{"publisher_publish_duration_seconds", 0, false},
-		{"missing", 0, false},
-	}
-	for _, c := range cases {
-		got, found, err := sumMetric(strings.NewReader(exp), c.name)
-		if err != nil || got != c.want || found != c.found {
-			t.Errorf("sumMetric(%s) = %v, %v, %v; want %v, %v, nil", c.name, got, found, err, c.want, c.found)
-		}
-	}
-	if _, _, err := sumMetric(strings.NewReader("m nope\n"), "m"); err == nil {
-		t.Error("bad value: no error")
-	}
-}
-
 func TestRatios(t *testing.T) {
 	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000})
 	if len(rs) != 5 {

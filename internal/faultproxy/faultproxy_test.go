@@ -16,6 +16,7 @@ import (
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
 	"github.com/publisher-dev/publisher/internal/faultproxy"
+	"github.com/publisher-dev/publisher/internal/poll"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -114,16 +115,9 @@ func roundTrip(t *testing.T, c net.Conn, r *bufio.Reader, msg string) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitLimit bounds the waits for the proxy's own bookkeeping, which needs no
+// broker.
+const waitLimit = 10 * time.Second
 
 func TestForwarding(t *testing.T) {
 	echo := newEcho(t, "")
@@ -153,7 +147,7 @@ func TestForwarding(t *testing.T) {
 		t.Fatalf("Connections = %d, want 1", n)
 	}
 	c.Close()
-	waitFor(t, "connection count 0 after client close", func() bool { return p.Connections() == 0 })
+	poll.Within(t, waitLimit, "connection count 0 after client close", func() bool { return p.Connections() == 0 })
 }
 
 func TestHalfClose(t *testing.T) {
@@ -288,7 +282,7 @@ func TestUnreachableTarget(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("read through proxy to dead target succeeded")
 	}
-	waitFor(t, "connection count 0", func() bool { return p.Connections() == 0 })
+	poll.Within(t, waitLimit, "connection count 0", func() bool { return p.Connections() == 0 })
 }
 
 func TestCloseIdempotent(t *testing.T) {
@@ -345,7 +339,7 @@ func TestAMQPThroughProxy(t *testing.T) {
 	if err := ch.Publish("", q.Name, false, false, amqp.Publishing{Body: []byte("via proxy")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "message through proxy", func() bool {
+	poll.Within(t, waitLimit, "message through proxy", func() bool {
 		d, ok, err := ch.Get(q.Name, true)
 		if err != nil {
 			t.Fatal(err)
