@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/publisher-dev/publisher/internal/poll"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/spool"
 )
@@ -214,15 +216,5 @@ func TestRestartedForwarderSkipsPending(t *testing.T) {
 
 func waitLive(t *testing.T, sp *spool.Spool, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n, _ := sp.Stats()
-		if n == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d live records, want %d", n, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Within(t, 10*time.Second, fmt.Sprintf("%d live records", want), func() bool { n, _ := sp.Stats(); return n == want })
 }

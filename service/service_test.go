@@ -19,6 +19,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"go.uber.org/goleak"
 
+	"github.com/publisher-dev/publisher/internal/poll"
 	"github.com/publisher-dev/publisher/publisher"
 )
 
@@ -172,22 +173,10 @@ func (r *running) publish(headers map[string]string) answer {
 	return a
 }
 
-// eventually polls cond every 5 ms for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestReadinessFollowsTheBroker(t *testing.T) {
 	f := &fakeBroker{}
 	r := start(t, testConfig(), f)
-	eventually(t, "ready", func() bool { c, _ := r.get("/readyz"); return c == 200 })
+	poll.Within(t, 10*time.Second, "ready", func() bool { c, _ := r.get("/readyz"); return c == 200 })
 	_, body := r.get("/readyz")
 	for _, k := range []string{"connected", "blocked", "channels", "inflight", "buffered", "broker", "broker_up", "draining", "given_up"} {
 		if _, ok := body[k]; !ok {
@@ -245,7 +234,7 @@ func TestDegradeThenRecovers(t *testing.T) {
 	cfg := testConfig()
 	cfg.OnGiveUp = "degrade"
 	r := start(t, cfg, f)
-	eventually(t, "given up", func() bool { _, b := r.get("/readyz"); return b["given_up"] == true })
+	poll.Within(t, 10*time.Second, "given up", func() bool { _, b := r.get("/readyz"); return b["given_up"] == true })
 	for range 3 { // reading does not change the state
 		if c, b := r.get("/readyz"); c != 503 || b["given_up"] != true {
 			t.Fatalf("/readyz %d %v while degraded", c, b)
@@ -258,7 +247,7 @@ func TestDegradeThenRecovers(t *testing.T) {
 		t.Fatal("publisher_given_up is not 1 while degraded")
 	}
 	fail.Store(false)
-	eventually(t, "recovered", func() bool { c, _ := r.get("/readyz"); return c == 200 })
+	poll.Within(t, 10*time.Second, "recovered", func() bool { c, _ := r.get("/readyz"); return c == 200 })
 	if a := r.publish(nil); a.code != 200 {
 		t.Fatalf("publish after recovery: %+v", a)
 	}
@@ -287,7 +276,7 @@ func TestGiveUpWithASpoolKeepsAccepting(t *testing.T) {
 	cfg := testConfig()
 	cfg.SpoolDir = t.TempDir()
 	r := start(t, cfg, f)
-	eventually(t, "given up", func() bool { _, b := r.get("/readyz"); return b["given_up"] == true })
+	poll.Within(t, 10*time.Second, "given up", func() bool { _, b := r.get("/readyz"); return b["given_up"] == true })
 	select {
 	case err := <-r.done:
 		r.done <- err
@@ -319,7 +308,7 @@ func TestShutdownAnswersEveryPublishInFlight(t *testing.T) {
 	}}
 	cfg := testConfig()
 	r := start(t, cfg, f)
-	eventually(t, "ready", func() bool { c, _ := r.get("/readyz"); return c == 200 })
+	poll.Within(t, 10*time.Second, "ready", func() bool { c, _ := r.get("/readyz"); return c == 200 })
 	const n = 16
 	answers := make(chan answer, n)
 	var wg sync.WaitGroup
@@ -330,10 +319,10 @@ func TestShutdownAnswersEveryPublishInFlight(t *testing.T) {
 			answers <- r.publish(nil)
 		}()
 	}
-	eventually(t, "publishes waiting", func() bool { return waiting.Load() == n })
+	poll.Within(t, 10*time.Second, "publishes waiting", func() bool { return waiting.Load() == n })
 	go func() {
 		// While draining: not ready, and a new publish is answered 503 at once.
-		eventually(t, "draining", func() bool { return r.draining.Load() })
+		poll.Within(t, 10*time.Second, "draining", func() bool { return r.draining.Load() })
 		if c, _ := r.get("/readyz"); c != 503 {
 			t.Errorf("/readyz %d while draining", c)
 		}

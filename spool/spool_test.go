@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/publisher-dev/publisher/internal/poll"
 )
 
 func TestMain(m *testing.M) {
@@ -716,18 +718,9 @@ func (f *faultFile) Sync() error {
 	return f.File.Sync()
 }
 
-// waitFor polls cond (every 5 ms, for at most 10 s: the background
-// goroutines act within a second or two).
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitLimit bounds the waits for the spool's background goroutines, which
+// act within a second or two.
+const waitLimit = 10 * time.Second
 
 func TestDiskFailure(t *testing.T) {
 	for _, mode := range []string{"write", "fsync", "enospc"} {
@@ -795,7 +788,7 @@ func TestDiskFailure(t *testing.T) {
 			ffs.failSync.Store(false)
 			ffs.enospc.Store(false)
 			// The spool retries by itself, in the background.
-			waitFor(t, "accepting again", func() bool { return s.Status().Accepting })
+			poll.Within(t, waitLimit, "accepting again", func() bool { return s.Status().Accepting })
 			if ok, fail := appendN(20, false); fail != 0 || ok != 160 {
 				t.Fatalf("after recovery: %d ok, %d failed", ok, fail)
 			}

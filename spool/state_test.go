@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/publisher-dev/publisher/internal/poll"
 )
 
 // fakeClock is the writer's clock in tests: its timers fire only on Advance.
@@ -47,7 +49,7 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 func (c *fakeClock) next(t *testing.T) time.Time {
 	t.Helper()
 	var at time.Time
-	waitFor(t, "a timer", func() bool {
+	poll.Within(t, waitLimit, "a timer", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if len(c.timers) == 0 {
@@ -158,7 +160,7 @@ func TestFailingRetriesWithBackoff(t *testing.T) {
 		n := len(clk.Waits())
 		clk.advanceTo(at)
 		attempts++
-		waitFor(t, "the retry to fail", func() bool { return len(clk.Waits()) > n })
+		poll.Within(t, waitLimit, "the retry to fail", func() bool { return len(clk.Waits()) > n })
 	}
 	waits := clk.Waits()
 	want := []time.Duration{100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000}
@@ -177,7 +179,7 @@ func TestFailingRetriesWithBackoff(t *testing.T) {
 	// The disk works again: the next retry recovers, with no Append.
 	ffs.failSync.Store(false)
 	clk.advanceTo(clk.next(t))
-	waitFor(t, "accepting again", func() bool { return s.Status().Accepting })
+	poll.Within(t, waitLimit, "accepting again", func() bool { return s.Status().Accepting })
 	if err := s.Healthy(); err != nil {
 		t.Fatalf("Healthy() when accepting: %v", err)
 	}
@@ -217,7 +219,7 @@ func TestNoSpaceOnWriteRecoversByItself(t *testing.T) {
 		t.Fatalf("full of its own records, Healthy() = %v", err)
 	}
 	ffs.enospc.Store(false) // something else freed the disk
-	waitFor(t, "accepting again", func() bool { return s.Status().Accepting })
+	poll.Within(t, waitLimit, "accepting again", func() bool { return s.Status().Accepting })
 	if _, err := s.Append(ctx, []byte("after")); err != nil {
 		t.Fatal(err)
 	}
@@ -277,8 +279,8 @@ func TestNoSpaceVolumeFreedByAcks(t *testing.T) {
 				}
 				s.Ack(r.Seq)
 			}
-			waitFor(t, "accepting again", func() bool { return s.Status().Accepting })
-			waitFor(t, "no leftover", func() bool { return len(leftovers(t, dir)) == 0 })
+			poll.Within(t, waitLimit, "accepting again", func() bool { return s.Status().Accepting })
+			poll.Within(t, waitLimit, "no leftover", func() bool { return len(leftovers(t, dir)) == 0 })
 			if _, err := s.Append(ctx, data); err != nil {
 				t.Fatal(err)
 			}
@@ -352,7 +354,7 @@ func TestUnhealthyWhenOutOfSpaceWithoutRecords(t *testing.T) {
 		}
 		n := len(clk.Waits())
 		clk.advanceTo(clk.next(t))
-		waitFor(t, "the writer to look again", func() bool { return len(clk.Waits()) > n })
+		poll.Within(t, waitLimit, "the writer to look again", func() bool { return len(clk.Waits()) > n })
 	}
 	if err := s.Healthy(); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("out of space without records for %v: Healthy() = %v", clk.Now().Sub(start), err)
@@ -362,7 +364,7 @@ func TestUnhealthyWhenOutOfSpaceWithoutRecords(t *testing.T) {
 	}
 	os.Remove(hog)
 	clk.advanceTo(clk.next(t))
-	waitFor(t, "accepting", func() bool { return s.Status().Accepting })
+	poll.Within(t, waitLimit, "accepting", func() bool { return s.Status().Accepting })
 	if err := s.Healthy(); err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +404,7 @@ func TestSegmentSizing(t *testing.T) {
 				t.Fatalf("Status %+v, want SegmentBytes %d", st, c.want)
 			}
 			if !c.noSpare {
-				waitFor(t, "the spare", func() bool {
+				poll.Within(t, waitLimit, "the spare", func() bool {
 					s.spareMu.Lock()
 					defer s.spareMu.Unlock()
 					return s.spare != nil
@@ -504,7 +506,7 @@ func TestLeftoversRemovedAtOpen(t *testing.T) {
 	if err != nil || seq != 9 {
 		t.Fatalf("Append = %d, %v; want seq 9", seq, err)
 	}
-	waitFor(t, "the marker removed", func() bool { return len(segFiles(t, dir, "*.next")) == 0 })
+	poll.Within(t, waitLimit, "the marker removed", func() bool { return len(segFiles(t, dir, "*.next")) == 0 })
 	for _, name := range leftovers(t, dir) {
 		if name != "00000000000000000009.seg" { // the new active segment next to segment 1
 			t.Fatalf("leftover %s", name)
@@ -535,7 +537,7 @@ func TestSequenceContinuesAfterEverythingReclaimed(t *testing.T) {
 	for _, r := range drain(t, s) {
 		s.Ack(r.Seq)
 	}
-	waitFor(t, "every segment reclaimed", func() bool { return len(segFiles(t, dir, "*.seg")) == 0 })
+	poll.Within(t, waitLimit, "every segment reclaimed", func() bool { return len(segFiles(t, dir, "*.seg")) == 0 })
 	if m := segFiles(t, dir, "*.next"); len(m) != 1 {
 		t.Fatalf("markers: %v", m)
 	}
@@ -546,7 +548,7 @@ func TestSequenceContinuesAfterEverythingReclaimed(t *testing.T) {
 	if err != nil || seq <= last+1 { // last+1 was the failed batch's
 		t.Fatalf("Append after reopen = %d, %v; last was %d", seq, err, last)
 	}
-	waitFor(t, "the marker removed", func() bool { return len(segFiles(t, dir, "*.next")) == 0 })
+	poll.Within(t, waitLimit, "the marker removed", func() bool { return len(segFiles(t, dir, "*.next")) == 0 })
 	if got := drain(t, s); len(got) != 1 || got[0].Seq != seq {
 		t.Fatalf("records: %v", got)
 	}

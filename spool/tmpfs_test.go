@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/publisher-dev/publisher/internal/tmpfs"
+
+	"github.com/publisher-dev/publisher/internal/poll"
 )
 
 // The spool on a real 16 MiB volume with the default options (64 MiB
@@ -57,9 +59,9 @@ func TestSmallVolume(t *testing.T) {
 		s.Ack(r.Seq)
 	}
 	start := time.Now()
-	waitFor(t, "accepting again", func() bool { return s.Status().Accepting })
+	poll.Within(t, waitLimit, "accepting again", func() bool { return s.Status().Accepting })
 	t.Logf("accepting again %v after the last ack", time.Since(start))
-	waitFor(t, "no leftover", func() bool { return len(leftovers(t, dir)) == 0 })
+	poll.Within(t, waitLimit, "no leftover", func() bool { return len(leftovers(t, dir)) == 0 })
 	seq, err := s.Append(ctx, bigPayload(0))
 	if err != nil || seq <= seqs[len(seqs)-1] {
 		t.Fatalf("Append after the drain = %d, %v", seq, err)

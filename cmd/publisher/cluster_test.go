@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
+	"github.com/publisher-dev/publisher/internal/poll"
 )
 
 // connectedNode returns the index of the node whose port /readyz names, or -1.
@@ -68,7 +69,7 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 	}
 	// The two survivors must hold a majority of the queue.
 	seen := ""
-	waitFor(t, "the quorum queue online on all three nodes", func() bool {
+	poll.Within(t, waitLimit, "the quorum queue online on all three nodes", func() bool {
 		members, online, err := nodes[victim].QuorumMembers(q)
 		if now := fmt.Sprintf("members %v, online %v, error %v", members, online, err); now != seen {
 			seen = now
@@ -78,17 +79,17 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 	})
 	stop := make(chan struct{})
 	res := httpLoad(p, q, 16, nil, stop)
-	waitFor(t, "load running", func() bool { return p.metric("publisher_messages_total", `outcome="confirmed"`) > 100 })
+	poll.Within(t, waitLimit, "load running", func() bool { return p.metric("publisher_messages_total", `outcome="confirmed"`) > 100 })
 	stopped := time.Now()
 	if err := nodes[victim].Stop(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "reconnected to another node", func() bool {
+	poll.Within(t, waitLimit, "reconnected to another node", func() bool {
 		i := connectedNode(p, nodes)
 		return i >= 0 && i != victim
 	})
 	t.Logf("reconnected to another node %s after the stop returned", time.Since(stopped).Round(time.Millisecond))
-	waitFor(t, "confirms after failover", func() bool {
+	poll.Within(t, waitLimit, "confirms after failover", func() bool {
 		return p.metric("publisher_messages_total", `outcome="confirmed"`) > 1000
 	})
 	if err := nodes[victim].Restart(); err != nil {
@@ -157,11 +158,11 @@ func TestClusterNoMajorityThenRecovers(t *testing.T) {
 	if err := nodes[1].Restart(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "publishing resumes", func() bool {
+	poll.Within(t, waitLimit, "publishing resumes", func() bool {
 		r, err := p.publish("amq.default", q, []byte("after"), nil)
 		return err == nil && r.code == 200
 	})
-	if !p.running() {
+	if !p.Running() {
 		t.Fatal("the process exited")
 	}
 	if strings.Count(p.Logs(), "publisher starting") != 1 {

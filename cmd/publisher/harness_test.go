@@ -1,24 +1,23 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/publisher-dev/publisher/internal/promtext"
+	"github.com/publisher-dev/publisher/internal/svcproc"
+	"github.com/publisher-dev/publisher/internal/svcproc/svcproctest"
 )
 
 // binary is the service built once, with the race detector, for every test.
@@ -31,9 +30,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "publisher")
-	build := exec.Command("go", "build", "-race", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
+	if err := svcproc.Build(context.Background(), ".", binary, os.Stdout, "-race"); err != nil {
 		fmt.Fprintln(os.Stderr, "building the service:", err)
 		os.Exit(1)
 	}
@@ -48,16 +45,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// waitLimit bounds every wait of these tests for something the service does
+// (a reconnect, a drain), generous for a loaded two-core machine.
+const waitLimit = 90 * time.Second
+
 // proc is one running service process.
 type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	api    string // http://127.0.0.1:port
-	admin  string
-	mu     sync.Mutex
-	logs   bytes.Buffer
-	exited chan struct{}
-	status int
+	*svcproc.Proc
+	t     *testing.T
+	api   string // http://127.0.0.1:port
+	admin string
 }
 
 func freeAddr(t *testing.T) string {
@@ -70,78 +67,23 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startService runs the binary with env (PUBLISHER_* variables) on free
-// loopback ports. It does not wait for readiness.
+// startService runs the binary with env (PUBLISHER_* variables; they win
+// over this process's environment and the debug log level) on free loopback
+// ports. It does not wait for readiness.
 func startService(t *testing.T, env map[string]string) *proc {
 	t.Helper()
-	apiAddr, adminAddr := freeAddr(t), freeAddr(t)
-	p := &proc{t: t, api: "http://" + apiAddr, admin: "http://" + adminAddr, exited: make(chan struct{})}
-	p.cmd = exec.Command(binary)
-	p.cmd.Env = append(os.Environ(), "PUBLISHER_LISTEN_ADDR="+apiAddr, "PUBLISHER_ADMIN_ADDR="+adminAddr, "PUBLISHER_LOG_LEVEL=debug")
+	e := append(os.Environ(), "PUBLISHER_LOG_LEVEL=debug")
 	for k, v := range env {
-		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+		e = append(e, k+"="+v)
 	}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd.Stdout = io.Discard
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.logs.Write(sc.Bytes())
-			p.logs.WriteByte('\n')
-			p.mu.Unlock()
-		}
-		err := p.cmd.Wait()
-		p.status = p.cmd.ProcessState.ExitCode()
-		_ = err
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Signal(syscall.SIGKILL)
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("service logs:\n%s", p.Logs())
-		}
-	})
-	return p
-}
-
-func (p *proc) Logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
+	sp := svcproctest.Start(t, svcproc.Spec{Bin: binary, Env: e})
+	return &proc{Proc: sp, t: t, api: "http://" + sp.APIAddr(), admin: "http://" + sp.AdminAddr()}
 }
 
 // wait waits for the process to exit and returns its status.
 func (p *proc) wait(limit time.Duration) int {
 	p.t.Helper()
-	select {
-	case <-p.exited:
-		return p.status
-	case <-time.After(limit):
-		p.t.Fatalf("service still running after %s", limit)
-		return -1
-	}
-}
-
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
+	return svcproctest.Wait(p.t, p.Proc, limit)
 }
 
 var client = &http.Client{
@@ -162,13 +104,7 @@ func (p *proc) get(path string) (int, string) {
 
 func (p *proc) waitReady() {
 	p.t.Helper()
-	waitFor(p.t, "service ready", func() bool {
-		if !p.running() {
-			p.t.Fatalf("service exited with status %d before becoming ready", p.status)
-		}
-		code, _ := p.get("/readyz")
-		return code == 200
-	})
+	svcproctest.WaitReady(p.t, p.Proc, waitLimit)
 }
 
 // publishResult is one answered publish.
@@ -207,52 +143,10 @@ func (p *proc) publish(exchange, key string, body []byte, headers map[string]str
 		retryAfter: resp.Header.Get("Retry-After")}, nil
 }
 
-// metric returns the sum of the samples of a metric family whose labels
-// contain every given label (`name{a="b"}` lines of the text format).
+// metric returns the sum of the samples of a metric family with every given
+// label (`a="b"`), from the service's /metrics.
 func (p *proc) metric(name string, labels ...string) float64 {
 	p.t.Helper()
 	_, body := p.get("/metrics")
-	return metricValue(body, name, labels...)
-}
-
-func metricValue(body, name string, labels ...string) float64 {
-	sum := 0.0
-	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, "#") || !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(rest, l) {
-				ok = false
-			}
-		}
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err == nil {
-			sum += v
-		}
-	}
-	return sum
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	return promtext.Value(body, name, labels...)
 }

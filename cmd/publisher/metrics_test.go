@@ -13,6 +13,7 @@ import (
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
 	"github.com/publisher-dev/publisher/internal/faultproxy"
+	"github.com/publisher-dev/publisher/internal/poll"
 	"github.com/publisher-dev/publisher/internal/promnames"
 )
 
@@ -78,15 +79,15 @@ func TestMetricsExistAndMove(t *testing.T) {
 	restarts := p.metric("publisher_supervision_restarts_total", `child="publisher"`)
 	proxy.SetRefuse(true)
 	proxy.CutAll()
-	waitFor(t, "connection_up 0", func() bool { return p.metric("publisher_connection_up") == 0 })
-	waitFor(t, "restarts rise", func() bool {
+	poll.Within(t, waitLimit, "connection_up 0", func() bool { return p.metric("publisher_connection_up") == 0 })
+	poll.Within(t, waitLimit, "restarts rise", func() bool {
 		return p.metric("publisher_supervision_restarts_total", `child="publisher"`) > restarts
 	})
 	if p.metric("publisher_ready") != 0 {
 		t.Fatal("publisher_ready 1 while disconnected")
 	}
 	proxy.SetRefuse(false)
-	waitFor(t, "connection_up back to 1", func() bool { return p.metric("publisher_connection_up") == 1 })
+	poll.Within(t, waitLimit, "connection_up back to 1", func() bool { return p.metric("publisher_connection_up") == 1 })
 	if p.metric("publisher_supervision_failures_total", `child="publisher"`) == 0 {
 		t.Fatal("failures did not rise")
 	}
@@ -166,7 +167,7 @@ func TestPrometheusScrapesTheService(t *testing.T) {
 		}
 	}()
 	query := "http://" + listen + "/api/v1/query?query=" + url.QueryEscape(`publisher_connection_up{job="publisher"}`)
-	waitFor(t, "prometheus to have scraped publisher_connection_up", func() bool {
+	poll.Within(t, waitLimit, "prometheus to have scraped publisher_connection_up", func() bool {
 		resp, err := http.Get(query)
 		if err != nil {
 			return false

@@ -19,6 +19,7 @@ import (
 	"github.com/publisher-dev/publisher/internal/brokertest"
 	"github.com/publisher-dev/publisher/internal/faultproxy"
 	"github.com/publisher-dev/publisher/internal/loadtest"
+	"github.com/publisher-dev/publisher/internal/poll"
 )
 
 // specVariables are the configuration variables SPEC.md names.
@@ -156,7 +157,7 @@ func TestEveryStatusCode(t *testing.T) {
 		"PUBLISHER_CONFIRM_TIMEOUT": "2s",
 		"PUBLISHER_MAX_RESTARTS":    "1000",
 	})
-	waitFor(t, "second service up", func() bool { c, _ := p2.get("/healthz"); return c == 200 })
+	poll.Within(t, waitLimit, "second service up", func() bool { c, _ := p2.get("/healthz"); return c == 200 })
 	first := make(chan publishResult, 1)
 	go func() {
 		r, err := p2.publish("amq.default", q, []byte("waits"), nil)
@@ -165,7 +166,7 @@ func TestEveryStatusCode(t *testing.T) {
 		}
 		first <- r
 	}()
-	waitFor(t, "one message buffered", func() bool { return p2.metric("publisher_buffered_messages") == 1 })
+	poll.Within(t, waitLimit, "one message buffered", func() bool { return p2.metric("publisher_buffered_messages") == 1 })
 	r, err := p2.publish("amq.default", q, []byte("no room"), nil)
 	if err != nil || r.code != 503 || r.retryAfter == "" {
 		t.Fatalf("buffer full: %+v %v, want 503 with Retry-After", r, err)
@@ -274,8 +275,8 @@ func TestDegradeStaysUpAndRecovers(t *testing.T) {
 		"PUBLISHER_BACKOFF_MAX":       "300ms",
 		"PUBLISHER_CONFIRM_TIMEOUT":   "2s",
 	})
-	waitFor(t, "degraded", func() bool { return strings.Contains(p.Logs(), "degraded") })
-	if !p.running() {
+	poll.Within(t, waitLimit, "degraded", func() bool { return strings.Contains(p.Logs(), "degraded") })
+	if !p.Running() {
 		t.Fatal("process exited in degrade mode")
 	}
 	if code, body := p.get("/readyz"); code != 503 || !strings.Contains(body, `"given_up":true`) {
@@ -311,8 +312,8 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	p.waitReady()
 	stop := make(chan struct{})
 	res := httpLoad(p, q, 16, nil, stop)
-	waitFor(t, "some confirmed", func() bool { return p.metric("publisher_messages_total", `outcome="confirmed"`) > 200 })
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	poll.Within(t, waitLimit, "some confirmed", func() bool { return p.metric("publisher_messages_total", `outcome="confirmed"`) > 200 })
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	code := p.wait(30 * time.Second)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
 	"github.com/publisher-dev/publisher/internal/faultproxy"
+	"github.com/publisher-dev/publisher/internal/poll"
 )
 
 // shutdownUnderStall sends n publishes that cannot be confirmed (stalled by
@@ -28,9 +29,9 @@ func shutdownUnderStall(t *testing.T, p *proc, n int, queue string, timeout time
 			answers[i], errs[i] = p.publish("amq.default", queue, []byte(fmt.Sprint("stalled-", i)), map[string]string{"X-Message-Id": fmt.Sprint("stalled-", i)})
 		}()
 	}
-	waitFor(t, "publishes stalled", stalled)
+	poll.Within(t, waitLimit, "publishes stalled", stalled)
 	t0 := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	code := p.wait(timeout + 10*time.Second)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
 	"github.com/publisher-dev/publisher/internal/faultproxy"
+	"github.com/publisher-dev/publisher/internal/poll"
 	"github.com/publisher-dev/publisher/internal/tmpfs"
 )
 
@@ -42,7 +43,7 @@ func TestSpoolOnASmallVolume(t *testing.T) {
 		}
 		acked = append(acked, r.id)
 	}
-	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	poll.Within(t, waitLimit, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	brokertest.CheckDelivered(t, amqpURL, q, acked, 0)
 }
 
@@ -68,7 +69,7 @@ func TestSpoolFullDiskRecovers(t *testing.T) {
 		"PUBLISHER_BACKOFF_MIN":       "10ms",
 		"PUBLISHER_BACKOFF_MAX":       "500ms",
 	})
-	waitFor(t, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
 
 	// Fill the volume with 8 concurrent clients.
 	var mu sync.Mutex
@@ -136,17 +137,17 @@ func TestSpoolFullDiskRecovers(t *testing.T) {
 
 	// The broker returns: drained, reclaimed, accepting again by itself.
 	proxy.SetRefuse(false)
-	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	poll.Within(t, waitLimit, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	back := time.Now()
-	waitFor(t, "accepting again", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "accepting again", func() bool { c, _ := p.get("/readyz"); return c == 200 })
 	t.Logf("accepting again %v after the drain", time.Since(back).Round(time.Millisecond))
 	r, err := p.publish("amq.default", q, body, async)
 	if err != nil || r.code != 202 {
 		t.Fatalf("publish after recovery: %+v %v", r, err)
 	}
 	acked = append(acked, r.id)
-	waitFor(t, "spool drained again", func() bool { return p.metric("publisher_spool_messages") == 0 })
-	if !p.running() {
+	poll.Within(t, waitLimit, "spool drained again", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	if !p.Running() {
 		t.Fatal("the service exited")
 	}
 	var used int64

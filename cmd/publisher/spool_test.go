@@ -10,6 +10,7 @@ import (
 
 	"github.com/publisher-dev/publisher/internal/brokertest"
 	"github.com/publisher-dev/publisher/internal/faultproxy"
+	"github.com/publisher-dev/publisher/internal/poll"
 )
 
 var async = map[string]string{"Prefer": "respond-async"}
@@ -40,11 +41,11 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 			proxy.CutAll()
 		}
 		p := startService(t, env)
-		waitFor(t, "service ready", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+		poll.Within(t, waitLimit, "service ready", func() bool { c, _ := p.get("/readyz"); return c == 200 })
 		stop := make(chan struct{})
 		res := httpLoad(p, q, 16, async, stop)
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
-		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		if err := p.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		p.wait(30 * time.Second)
@@ -59,7 +60,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 	proxy.SetRefuse(false)
 	p := startService(t, env)
 	p.waitReady()
-	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	poll.Within(t, waitLimit, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	t.Logf("status codes over the rounds: %v", codes)
 	brokertest.CheckDelivered(t, amqpURL, q, acked, 0)
 }
@@ -79,7 +80,7 @@ func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 		"PUBLISHER_BACKOFF_MIN":     "10ms",
 		"PUBLISHER_BACKOFF_MAX":     "200ms",
 	})
-	waitFor(t, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
 	var acked []string
 	body := make([]byte, 1024)
 	full := false
@@ -105,13 +106,13 @@ func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 		t.Fatalf("/readyz = %d with a full spool, want 503", c)
 	}
 	proxy.SetRefuse(false)
-	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	poll.Within(t, waitLimit, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	r, err := p.publish("amq.default", q, body, async)
 	if err != nil || r.code != 202 {
 		t.Fatalf("publish after the drain: %+v %v", r, err)
 	}
 	acked = append(acked, r.id)
-	waitFor(t, "spool drained again", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	poll.Within(t, waitLimit, "spool drained again", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	brokertest.CheckDelivered(t, amqpURL, q, acked, 0)
 }
 
@@ -134,7 +135,7 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 	var acked []string
 	proxy.SetRefuse(true)
 	proxy.CutAll()
-	waitFor(t, "broker down", func() bool { return p.metric("publisher_connection_up") == 0 })
+	poll.Within(t, waitLimit, "broker down", func() bool { return p.metric("publisher_connection_up") == 0 })
 	start := time.Now()
 	sent, peak := 0, 0.0
 	for time.Since(start) < time.Minute {
@@ -157,14 +158,14 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 		peak = max(peak, p.metric("publisher_spool_messages"))
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !p.running() {
+	if !p.Running() {
 		t.Fatal("the service exited during a one-minute outage")
 	}
 	if peak < float64(sent)/2 {
 		t.Fatalf("spool_messages peaked at %v for %d messages sent during the outage", peak, sent)
 	}
 	proxy.SetRefuse(false)
-	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	poll.Within(t, waitLimit, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	t.Logf("%d messages during the outage, spool peaked at %v, drained %s after the broker returned", sent, peak, time.Since(start.Add(time.Minute)).Round(time.Millisecond))
 	brokertest.CheckDelivered(t, amqpURL, q, acked, 0)
 }
@@ -187,7 +188,7 @@ func TestSpoolOutlivesGivingUp(t *testing.T) {
 		"PUBLISHER_BACKOFF_MIN":       "10ms",
 		"PUBLISHER_BACKOFF_MAX":       "200ms",
 	})
-	waitFor(t, "given up", func() bool { return p.metric("publisher_given_up") == 1 })
+	poll.Within(t, waitLimit, "given up", func() bool { return p.metric("publisher_given_up") == 1 })
 	var acked []string
 	deadline := time.Now().Add(5 * time.Second) // several give-up cycles at these backoffs
 	for i := 0; time.Now().Before(deadline); i++ {
@@ -202,8 +203,8 @@ func TestSpoolOutlivesGivingUp(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !p.running() {
-		t.Fatalf("the service exited (status %d) while its spool accepted", p.status)
+	if !p.Running() {
+		t.Fatalf("the service exited (status %d) while its spool accepted", p.ExitCode())
 	}
 	if n := p.metric("publisher_supervision_escalations_total", `supervisor="broker"`); n < 3 {
 		t.Fatalf("broker escalations = %v: the tree did not give up repeatedly", n)
@@ -212,7 +213,7 @@ func TestSpoolOutlivesGivingUp(t *testing.T) {
 		t.Fatal("publisher_connection_up is not 0 with the broker away")
 	}
 	proxy.SetRefuse(false)
-	waitFor(t, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
+	poll.Within(t, waitLimit, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	if p.metric("publisher_given_up") != 0 {
 		t.Fatal("publisher_given_up is still 1 after the broker came back")
 	}
