@@ -11,6 +11,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -22,6 +23,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -38,6 +40,19 @@ type Publisher interface {
 	// 7240): answer once msg is durable without waiting for the broker. A
 	// Publisher that cannot honour it (no spool) ignores it and confirms.
 	Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error)
+	// Send hands msgs over (a batch, or lines of a stream) without waiting
+	// for their outcomes, and returns once each is taken (handed to the
+	// publisher; with a spool, on disk) or refused. done(i, delivery, err) is
+	// called at most once per message, from any goroutine, and must not
+	// block: for a refusal possibly before Send returns. deadline bounds each
+	// message as PUBLISHER_CONFIRM_TIMEOUT bounds Publish. A caller that stops
+	// waiting (the deadline, a shutdown: cause) calls giveUp for each message
+	// still without an answer, and gets the answer to give for it (not
+	// published, may still arrive, spooled); a done that comes after is
+	// ignored. Messages to one exchange and routing key are published in the
+	// order of msgs.
+	Send(ctx context.Context, msgs []*publisher.Message, async bool, deadline time.Time,
+		done func(i int, d publisher.Delivery, err error)) (giveUp func(i int, cause error) (publisher.Delivery, error))
 }
 
 // DefaultExchangeName names the default exchange ("") in request paths and in
@@ -95,7 +110,33 @@ type Config struct {
 	// the status code written (StatusClientClosedRequest when the client went
 	// away). It is called on the request's goroutine and must be cheap.
 	OnResponse func(code int)
+	// ConfirmTimeout is how long a message of a batch or a stream waits for
+	// the broker before it is answered without its confirm (Publish bounds a
+	// single publish itself); 0 means 10s.
+	ConfirmTimeout time.Duration
+	// MaxBatchMessages and MaxBatchBytes bound a /v1/batch request (413
+	// beyond); 0 means DefaultMaxBatchMessages and DefaultMaxBatchBytes.
+	MaxBatchMessages int
+	MaxBatchBytes    int64
+	// StreamWindow bounds the messages of one /v1/stream that are taken and
+	// not answered yet: beyond it the handler stops reading the request
+	// (backpressure). 0 means DefaultStreamWindow.
+	StreamWindow int
+	// OnBatch, if set, is called with the number of messages of every
+	// well-formed batch; OnStream with +1 when a stream opens and -1 when it
+	// ends.
+	OnBatch  func(messages int)
+	OnStream func(delta int)
 }
+
+// Defaults of the batch and stream limits (PUBLISHER_MAX_BATCH_MESSAGES,
+// PUBLISHER_MAX_BATCH_BYTES, PUBLISHER_STREAM_WINDOW).
+const (
+	DefaultMaxBatchMessages = 1000
+	DefaultMaxBatchBytes    = 16 << 20
+	DefaultStreamWindow     = 1024
+	defaultConfirmTimeout   = 10 * time.Second
+)
 
 // handler serves the publish routes. It is immutable after newHandler.
 type handler struct {
@@ -110,12 +151,25 @@ type handler struct {
 	log        *slog.Logger
 	onResponse func(int)
 	now        func() time.Time
+
+	confirmTimeout time.Duration
+	maxBatchMsgs   int
+	maxBatchBytes  int64
+	streamWindow   int
+	onBatch        func(int)
+	onStream       func(int)
+
+	// inFlight counts the requests that passed the accepting gate and are
+	// not answered yet (publishes waiting for the broker, open streams).
+	inFlight atomic.Int64
 }
 
 // NewHandler returns the publish API:
 //
 //	POST /v1/publish/{exchange}/{routing_key...}
 //	POST /v1/publish/{exchange}            (empty routing key)
+//	POST /v1/batch                         (see serveBatch)
+//	POST /v1/stream                        (see serveStream)
 //
 // The routing key is the rest of the path after the exchange, percent-decoded;
 // it may contain '/' and may be empty ("/v1/publish/ex/" or "/v1/publish/ex").
@@ -139,9 +193,19 @@ type handler struct {
 // 401 (token), 403 (allow-list), 413 (Content-Length over the limit), 400
 // (path and headers), 503 (Config.Accepting), then the body is read (413 when
 // it grows over the limit) and published with the request's context.
-func NewHandler(cfg Config) http.Handler {
-	return newHandler(cfg)
+func NewHandler(cfg Config) *Handler {
+	return &Handler{newHandler(cfg)}
 }
+
+// Handler is the publish API (an http.Handler).
+type Handler struct{ rt *router }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.rt.ServeHTTP(w, r) }
+
+// InFlight is the number of requests taken (past the accepting check) and
+// not answered yet: publishes waiting for the broker, batches, open streams.
+// A shutdown waits for it to reach zero.
+func (h *Handler) InFlight() int64 { return h.rt.h.inFlight.Load() }
 
 func newHandler(cfg Config) *router {
 	if cfg.Publisher == nil {
@@ -155,6 +219,19 @@ func newHandler(cfg Config) *router {
 		log:        cfg.Logger,
 		onResponse: cfg.OnResponse,
 		now:        time.Now,
+
+		confirmTimeout: cmp.Or(cfg.ConfirmTimeout, defaultConfirmTimeout),
+		maxBatchMsgs:   cmp.Or(cfg.MaxBatchMessages, DefaultMaxBatchMessages),
+		maxBatchBytes:  cmp.Or(cfg.MaxBatchBytes, DefaultMaxBatchBytes),
+		streamWindow:   cmp.Or(cfg.StreamWindow, DefaultStreamWindow),
+		onBatch:        cfg.OnBatch,
+		onStream:       cfg.OnStream,
+	}
+	if h.onBatch == nil {
+		h.onBatch = func(int) {}
+	}
+	if h.onStream == nil {
+		h.onStream = func(int) {}
 	}
 	if cfg.AuthToken != "" {
 		h.auth = true
@@ -200,6 +277,14 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := r.URL.EscapedPath()
+	switch p {
+	case batchPath:
+		rt.h.serveBatch(w, r)
+		return
+	case streamPath:
+		rt.h.serveStream(w, r)
+		return
+	}
 	if r.Method != http.MethodConnect && cleanPath(p) != p {
 		if strings.HasPrefix(p, publishPrefix) {
 			rt.h.fail(w, r, http.StatusBadRequest, "malformed path: percent-encode empty, '.' and '..' segments of the routing key", "")
@@ -288,7 +373,7 @@ func cleanPath(p string) string {
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
-	writeJSONError(w, http.StatusNotFound, "not found: use POST /v1/publish/{exchange}/{routing_key}", "")
+	writeJSONError(w, http.StatusNotFound, "not found: use POST /v1/publish/{exchange}/{routing_key}, /v1/batch or /v1/stream", "")
 }
 
 // exchangeFromPath maps the path's exchange name to the AMQP one.
@@ -369,7 +454,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, ke
 			return
 		}
 	}
-	body, code, errText := h.readBody(w, r)
+	h.inFlight.Add(1)
+	defer h.inFlight.Add(-1)
+	body, code, errText := readBody(w, r, h.maxBody)
 	if code != 0 {
 		h.fail(w, r, code, errText, msg.MessageID)
 		return
@@ -568,16 +655,16 @@ func parseBool(hdr http.Header, key string) (bool, string) {
 	}
 }
 
-// readBody reads the whole body, at most h.maxBody bytes. code is 0 on
+// readBody reads the whole body, at most limit bytes. code is 0 on
 // success, else the answer to give.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, code int, errText string) {
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, code int, errText string) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, 0, ""
 	}
-	rd := http.MaxBytesReader(w, r.Body, h.maxBody)
+	rd := http.MaxBytesReader(w, r.Body, limit)
 	size := r.ContentLength
-	if size < 0 || size > h.maxBody {
-		size = min(512, h.maxBody)
+	if size < 0 || size > limit {
+		size = min(512, limit)
 	}
 	// One byte more than announced, so EOF is seen without growing.
 	buf := make([]byte, 0, size+1)
@@ -593,7 +680,7 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 			}
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				return nil, http.StatusRequestEntityTooLarge, "body larger than " + strconv.FormatInt(h.maxBody, 10) + " bytes"
+				return nil, http.StatusRequestEntityTooLarge, "body larger than " + strconv.FormatInt(limit, 10) + " bytes"
 			}
 			return nil, http.StatusBadRequest, "reading the body failed"
 		}

@@ -40,6 +40,8 @@ type fakePublisher struct {
 	err   error
 	fn    func(ctx context.Context, msg *publisher.Message) error
 	spool bool
+	hold  bool                              // Send keeps the callbacks in held
+	held  []func(publisher.Delivery, error) // guarded by mu
 }
 
 func (f *fakePublisher) Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error) {
@@ -58,6 +60,28 @@ func (f *fakePublisher) Publish(ctx context.Context, msg *publisher.Message, asy
 		return publisher.Spooled, nil
 	}
 	return publisher.Confirmed, nil
+}
+
+// Send answers each message as Publish would, at once, unless hold is set:
+// then it keeps the callbacks for the test to settle (or never).
+func (f *fakePublisher) Send(ctx context.Context, msgs []*publisher.Message, async bool, deadline time.Time,
+	done func(int, publisher.Delivery, error)) func(int, error) (publisher.Delivery, error) {
+	for i, m := range msgs {
+		f.mu.Lock()
+		hold := f.hold
+		if hold {
+			f.calls = append(f.calls, m)
+			f.held = append(f.held, func(d publisher.Delivery, err error) { done(i, d, err) })
+			f.mu.Unlock()
+			continue
+		}
+		f.mu.Unlock()
+		d, err := f.Publish(ctx, m, async)
+		done(i, d, err)
+	}
+	return func(i int, cause error) (publisher.Delivery, error) {
+		return 0, fmt.Errorf("%w: %w", publisher.ErrNotPublished, cause)
+	}
 }
 
 func (f *fakePublisher) received() []*publisher.Message {
@@ -688,6 +712,14 @@ type nopPublisher struct{}
 
 func (*nopPublisher) Publish(context.Context, *publisher.Message, bool) (publisher.Delivery, error) {
 	return publisher.Confirmed, nil
+}
+
+func (*nopPublisher) Send(_ context.Context, msgs []*publisher.Message, _ bool, _ time.Time,
+	done func(int, publisher.Delivery, error)) func(int, error) (publisher.Delivery, error) {
+	for i := range msgs {
+		done(i, publisher.Confirmed, nil)
+	}
+	return func(int, error) (publisher.Delivery, error) { return publisher.Confirmed, nil }
 }
 
 // TestLogsNoSecrets logs every kind of failure at debug level and checks that

@@ -32,6 +32,8 @@ type Metrics struct {
 	failures    *prometheus.CounterVec
 	escalations *prometheus.CounterVec
 	requests    *prometheus.CounterVec
+	batch       prometheus.Histogram
+	streams     prometheus.Gauge
 	// byCode holds the requests counter of each answer the README's HTTP API
 	// section lists, resolved
 	// once: HTTPResponse runs for every request, and WithLabelValues would
@@ -75,6 +77,15 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "publisher_http_requests_total",
 			Help: "Publish requests answered over HTTP, by status code.",
 		}, []string{"code"}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "publisher_batch_messages",
+			Help:    "Messages per /v1/batch request (well-formed ones).",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000},
+		}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "publisher_streams_open",
+			Help: "/v1/stream requests open now.",
+		}),
 		reg: reg,
 	}
 	for _, o := range []publisher.Outcome{publisher.OutcomeConfirmed, publisher.OutcomeNacked, publisher.OutcomeReturned,
@@ -83,11 +94,11 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	// The answers the README lists exist from the first scrape (at 0).
 	m.byCode = map[int]prometheus.Counter{}
-	for _, code := range []int{200, 202, 400, 401, 403, 404, 413, 422, 431, 502, 503, 504} {
+	for _, code := range []int{200, 202, 207, 400, 401, 403, 404, 413, 415, 422, 431, 502, 503, 504} {
 		m.byCode[code] = m.requests.WithLabelValues(strconv.Itoa(code))
 	}
 	cs := []prometheus.Collector{
-		messages, m.duration, m.republished, m.restarts, m.failures, m.escalations, m.requests,
+		messages, m.duration, m.republished, m.restarts, m.failures, m.escalations, m.requests, m.batch, m.streams,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
@@ -151,6 +162,12 @@ func (m *Metrics) HTTPResponse(code int) {
 	}
 	m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
 }
+
+// Batch observes the number of messages of one /v1/batch request.
+func (m *Metrics) Batch(n int) { m.batch.Observe(float64(n)) }
+
+// Stream counts /v1/stream requests opening (+1) and ending (-1).
+func (m *Metrics) Stream(delta int) { m.streams.Add(float64(delta)) }
 
 // Event consumes the supervision event stream (use as supervision.Spec.EventHook).
 func (m *Metrics) Event(ev supervision.Event) {

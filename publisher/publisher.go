@@ -384,17 +384,42 @@ var timers = sync.Pool{New: func() any {
 // never called. done runs on the publisher's own goroutine: it must not block.
 // ctx bounds the publish as Publish's ctx does (no ConfirmTimeout is added).
 func (p *Publisher) Submit(ctx context.Context, msg *Message, done func(error)) error {
+	_, err := p.Send(ctx, msg, time.Time{}, done)
+	return err
+}
+
+// Send is Submit with a deadline (zero: none), which bounds the publish as
+// Config.ConfirmTimeout bounds Publish's (a message not yet sent when it
+// passes is not sent), and a Ticket for giving up on the message. Batch and
+// stream publishing use it: one call per message, no goroutine per message.
+func (p *Publisher) Send(ctx context.Context, msg *Message, deadline time.Time, done func(error)) (Ticket, error) {
 	r, err := newRequest(ctx, msg)
 	if err != nil {
-		return err
+		return Ticket{}, err
 	}
+	r.deadline = deadline
 	start := time.Now()
 	r.cb = func(err error) {
 		p.cfg.Observer.Published(OutcomeOf(err), time.Since(start))
 		done(err)
 	}
-	return p.send(r)
+	if err := p.send(r); err != nil {
+		return Ticket{}, err
+	}
+	return Ticket{r}, nil
 }
+
+// Ticket is a message handed over by Send.
+type Ticket struct{ r *request }
+
+// GiveUp is for a caller that stops waiting for the message before its done
+// was called, because of cause (its deadline: ErrConfirmTimeout; a shutdown:
+// ErrClosed). It takes the message back if it was never written to the broker
+// and returns what Publish would have returned then: an error matching
+// ErrNotPublished (it will never be published) or else one matching
+// ErrConfirmTimeout (it may still reach the broker). done is still called
+// once, later; the caller ignores it.
+func (t Ticket) GiveUp(cause error) error { return gaveUp(t.r, cause) }
 
 // ErrCannotCheck is CheckExchange's answer when it cannot tell now (no
 // connection, or no answer before ctx ended).

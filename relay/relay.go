@@ -92,8 +92,10 @@ type Relay struct {
 	nonce uint64 // this process: a waiter matches only records written by it
 	rid   atomic.Uint64
 
+	// waiters are the callers of this process waiting for a record's outcome,
+	// by request id: each is called at most once, then removed.
 	mu      sync.Mutex
-	waiters map[uint64]chan error
+	waiters map[uint64]func(error)
 
 	// The forwarding window, shared by the forwarder's incarnations: a token
 	// of sem per record handed to the publisher and not settled; pending holds
@@ -127,7 +129,7 @@ func New(cfg Config) *Relay {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return &Relay{cfg: cfg, sp: cfg.Spool, pub: cfg.Publisher, log: cfg.Logger,
-		nonce: binary.LittleEndian.Uint64(b[:]), waiters: map[uint64]chan error{},
+		nonce: binary.LittleEndian.Uint64(b[:]), waiters: map[uint64]func(error){},
 		sem: make(chan struct{}, cfg.Window), settled: make(chan settlement, cfg.Window), pending: map[uint64]bool{}}
 }
 
@@ -140,53 +142,22 @@ func (r *Relay) Accepting() bool { return r.sp.Status().Accepting }
 // durable but not confirmed yet (at once when async: HTTP "Prefer:
 // respond-async"), or the broker's permanent refusal.
 func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error) {
-	if msg.MessageID == "" {
-		msg.MessageID = publisher.NewMessageID()
-	}
-	if err := publisher.Validate(msg); err != nil {
-		return 0, err
-	}
-	// Nothing invalid is spooled: a missing exchange is refused now when the
-	// broker can tell; when it cannot, the forwarder dead-letters it later.
-	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
-	err := r.pub.CheckExchange(cctx, msg.Exchange)
-	cancel()
-	if err != nil && !errors.Is(err, publisher.ErrCannotCheck) {
+	if err := r.check(ctx, msg); err != nil {
 		return 0, err
 	}
 	rid := r.rid.Add(1)
 	var w chan error
 	if !async {
 		w = make(chan error, 1)
-		r.mu.Lock()
-		r.waiters[rid] = w
-		r.mu.Unlock()
-		defer func() {
-			r.mu.Lock()
-			delete(r.waiters, rid)
-			r.mu.Unlock()
-		}()
+		r.wait(rid, func(err error) { w <- err })
+		defer r.unwait(rid)
 	}
 	data, err := encodeRecord(r.nonce, rid, msg)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
 	}
 	if _, err := r.sp.Append(ctx, data); err != nil {
-		switch {
-		// Refusals are not logged here: the spool logs each change of its
-		// state once (full, failing, accepting again), not every request.
-		case errors.Is(err, spool.ErrFull):
-			return 0, fmt.Errorf("%w: %w", ErrFull, err)
-		case errors.Is(err, spool.ErrDisk):
-			return 0, fmt.Errorf("%w: %w", ErrDisk, err)
-		case errors.Is(err, spool.ErrClosed):
-			return 0, publisher.ErrClosed
-		case errors.Is(err, spool.ErrTooLarge):
-			return 0, fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
-		default:
-			// ctx ended: the record may still become durable and be delivered.
-			return 0, err
-		}
+		return 0, appendError(err)
 	}
 	if async {
 		return publisher.Spooled, nil
@@ -206,6 +177,109 @@ func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool)
 	}
 }
 
+// Send spools msgs together (they share the spool's group commits) and
+// returns once each is on disk or refused. done(i, delivery, err) is called
+// at most once per message, from any goroutine, and must not block: before
+// Send returns for a message refused (invalid, missing exchange, spool full or
+// failing) or, with async, spooled; later, from the forwarder, when the broker
+// confirmed it (Confirmed) or refused it for good. A caller that stops waiting
+// (its deadline, a shutdown) calls the returned giveUp for each message still
+// without an answer: it is Spooled, on disk and to be delivered, and done is
+// not called for it any more. Messages to one exchange and routing key are
+// spooled, and so forwarded, in the order of msgs.
+func (r *Relay) Send(ctx context.Context, msgs []*publisher.Message, async bool, done func(i int, d publisher.Delivery, err error)) (giveUp func(i int, cause error) (publisher.Delivery, error)) {
+	rids := make([]uint64, len(msgs))
+	data := make([][]byte, 0, len(msgs))
+	index := make([]int, 0, len(msgs)) // data[k] is msgs[index[k]]
+	for i, msg := range msgs {
+		if err := r.check(ctx, msg); err != nil {
+			done(i, 0, err)
+			continue
+		}
+		rids[i] = r.rid.Add(1)
+		b, err := encodeRecord(r.nonce, rids[i], msg)
+		if err != nil {
+			done(i, 0, fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err))
+			continue
+		}
+		if !async {
+			r.wait(rids[i], func(err error) {
+				if err != nil {
+					done(i, 0, err)
+					return
+				}
+				done(i, publisher.Confirmed, nil)
+			})
+		}
+		data = append(data, b)
+		index = append(index, i)
+	}
+	_, errs := r.sp.AppendBatch(ctx, data)
+	for k, err := range errs {
+		i := index[k]
+		switch {
+		case err != nil:
+			r.unwait(rids[i])
+			done(i, 0, appendError(err))
+		case async:
+			done(i, publisher.Spooled, nil)
+		}
+	}
+	return func(i int, _ error) (publisher.Delivery, error) {
+		r.unwait(rids[i])
+		return publisher.Spooled, nil
+	}
+}
+
+// check validates msg (setting its id when empty) and refuses a missing
+// exchange when the broker can tell, so nothing invalid is spooled; when it
+// cannot tell, the forwarder dead-letters such a message later.
+func (r *Relay) check(ctx context.Context, msg *publisher.Message) error {
+	if msg.MessageID == "" {
+		msg.MessageID = publisher.NewMessageID()
+	}
+	if err := publisher.Validate(msg); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	err := r.pub.CheckExchange(cctx, msg.Exchange)
+	cancel()
+	if err != nil && !errors.Is(err, publisher.ErrCannotCheck) {
+		return err
+	}
+	return nil
+}
+
+// appendError is the answer for a failed spool.Append. Refusals are not
+// logged here: the spool logs each change of its state once (full, failing,
+// accepting again), not every request.
+func appendError(err error) error {
+	switch {
+	case errors.Is(err, spool.ErrFull):
+		return fmt.Errorf("%w: %w", ErrFull, err)
+	case errors.Is(err, spool.ErrDisk):
+		return fmt.Errorf("%w: %w", ErrDisk, err)
+	case errors.Is(err, spool.ErrClosed):
+		return publisher.ErrClosed
+	case errors.Is(err, spool.ErrTooLarge):
+		return fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
+	}
+	// ctx ended: the record may still become durable and be delivered.
+	return err
+}
+
+func (r *Relay) wait(rid uint64, f func(error)) {
+	r.mu.Lock()
+	r.waiters[rid] = f
+	r.mu.Unlock()
+}
+
+func (r *Relay) unwait(rid uint64) {
+	r.mu.Lock()
+	delete(r.waiters, rid)
+	r.mu.Unlock()
+}
+
 // resolve answers the caller waiting for the record (nonce, rid), if it is
 // one of this process's and still waits.
 func (r *Relay) resolve(nonce, rid uint64, err error) {
@@ -213,13 +287,11 @@ func (r *Relay) resolve(nonce, rid uint64, err error) {
 		return
 	}
 	r.mu.Lock()
-	w := r.waiters[rid]
+	f := r.waiters[rid]
+	delete(r.waiters, rid)
 	r.mu.Unlock()
-	if w != nil {
-		select {
-		case w <- err:
-		default:
-		}
+	if f != nil {
+		f(err)
 	}
 }
 

@@ -38,6 +38,9 @@ type Config struct {
 	OnGiveUp           string        `envconfig:"ON_GIVE_UP" default:"exit" desc:"when the root's intensity is exhausted, without a spool: exit (status 3) or degrade (stay up, not ready, 503, retry at BACKOFF_MAX); with a spool the service always stays up and retries"`
 	TopologyFile       string        `envconfig:"TOPOLOGY_FILE" desc:"JSON or YAML file of exchanges, queues and bindings declared on every (re)connect"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"on SIGTERM, how long in-flight messages get to be confirmed; the process exits within it plus a second or two"`
+	MaxBatchMessages   int           `envconfig:"MAX_BATCH_MESSAGES" default:"1000" desc:"most messages in one /v1/batch request (413 beyond)"`
+	MaxBatchBytes      int64         `envconfig:"MAX_BATCH_BYTES" default:"16777216" desc:"largest /v1/batch request body, in bytes (413 beyond)"`
+	StreamWindow       int           `envconfig:"STREAM_WINDOW" default:"1024" desc:"messages of one /v1/stream taken and not answered yet; beyond it the service stops reading the stream (backpressure)"`
 	SpoolDir           string        `envconfig:"SPOOL_DIR" desc:"directory of the durable spool (empty: no spool; every answer waits for the broker)"`
 	SpoolMaxBytes      int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"bound of the spool; when full, publishes get 503 (nothing old is dropped)"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -73,6 +76,8 @@ func (c Config) withDefaults() Config {
 	defInt(&c.MaxPublishAttempts, 3)
 	defInt(&c.MaxRestarts, 10)
 	defInt(&c.RootMaxRestarts, 2)
+	defInt(&c.MaxBatchMessages, 1000)
+	defInt(&c.StreamWindow, 1024)
 	defDur := func(p *time.Duration, v time.Duration) {
 		if *p == 0 {
 			*p = v
@@ -89,6 +94,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SpoolMaxBytes == 0 {
 		c.SpoolMaxBytes = 1 << 30
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = 16 << 20
 	}
 	return c
 }
@@ -132,7 +140,8 @@ func (c *Config) Validate() error {
 		{"MAX_PUBLISH_ATTEMPTS", int64(c.MaxPublishAttempts)}, {"RESTART_WINDOW", int64(c.RestartWindow)},
 		{"ROOT_RESTART_WINDOW", int64(c.RootRestartWindow)}, {"BACKOFF_MIN", int64(c.BackoffMin)},
 		{"BACKOFF_MAX", int64(c.BackoffMax)}, {"SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout)},
-		{"SPOOL_MAX_BYTES", c.SpoolMaxBytes},
+		{"SPOOL_MAX_BYTES", c.SpoolMaxBytes}, {"MAX_BATCH_MESSAGES", int64(c.MaxBatchMessages)},
+		{"MAX_BATCH_BYTES", c.MaxBatchBytes}, {"STREAM_WINDOW", int64(c.StreamWindow)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

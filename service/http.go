@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/publisher-dev/publisher/httpapi"
@@ -31,22 +30,17 @@ const (
 	writeSlack = 10 * time.Second
 )
 
-// apiServer is the publish API's side of the service, shared by the http
-// child's incarnations.
+// apiServer is the publish API's side of the service (an httpapi.Publisher):
+// through the spool when there is one, else straight to the publisher (which
+// only confirms).
 type apiServer struct {
 	s *Service
-	// active counts the publishes in progress (between the accepting check and
-	// their answer): the shutdown waits for it to reach zero.
-	active atomic.Int64
 }
 
 func newAPIServer(s *Service) *apiServer { return &apiServer{s: s} }
 
-// Publish implements httpapi.Publisher: through the spool when there is one,
-// else straight to the publisher (which only confirms).
+// Publish implements httpapi.Publisher.
 func (a *apiServer) Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error) {
-	a.active.Add(1)
-	defer a.active.Add(-1)
 	if a.s.relay != nil {
 		return a.s.relay.Publish(ctx, msg, async)
 	}
@@ -54,6 +48,33 @@ func (a *apiServer) Publish(ctx context.Context, msg *publisher.Message, async b
 		return 0, err
 	}
 	return publisher.Confirmed, nil
+}
+
+// Send implements httpapi.Publisher: one publisher.Send per message (no
+// goroutine per message), or one spool group commit for all of them.
+func (a *apiServer) Send(ctx context.Context, msgs []*publisher.Message, async bool, deadline time.Time,
+	done func(int, publisher.Delivery, error)) func(int, error) (publisher.Delivery, error) {
+	if a.s.relay != nil {
+		return a.s.relay.Send(ctx, msgs, async, done)
+	}
+	tickets := make([]publisher.Ticket, len(msgs))
+	for i, msg := range msgs {
+		t, err := a.s.pub.Send(ctx, msg, deadline, func(err error) {
+			if err != nil {
+				done(i, 0, err)
+				return
+			}
+			done(i, publisher.Confirmed, nil)
+		})
+		if err != nil {
+			done(i, 0, err)
+			continue
+		}
+		tickets[i] = t
+	}
+	return func(i int, cause error) (publisher.Delivery, error) {
+		return 0, tickets[i].GiveUp(cause)
+	}
 }
 
 // drainReserve is the part of PUBLISHER_SHUTDOWN_TIMEOUT T kept for what comes
@@ -88,17 +109,24 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 	base, cancelRequests := context.WithCancelCause(context.Background())
 	defer cancelRequests(nil)
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	handler := httpapi.NewHandler(httpapi.Config{
+		Publisher:        s.api,
+		AuthToken:        s.cfg.AuthToken,
+		AllowedExchanges: s.cfg.AllowedExchanges,
+		MaxBodyBytes:     s.cfg.MaxBodyBytes,
+		MaxHeaderBytes:   maxHeaderBytes,
+		Accepting:        s.accepting,
+		Logger:           s.log,
+		OnResponse:       s.metrics.HTTPResponse,
+		ConfirmTimeout:   s.cfg.ConfirmTimeout,
+		MaxBatchMessages: s.cfg.MaxBatchMessages,
+		MaxBatchBytes:    s.cfg.MaxBatchBytes,
+		StreamWindow:     s.cfg.StreamWindow,
+		OnBatch:          s.metrics.Batch,
+		OnStream:         s.metrics.Stream,
+	})
 	api := &http.Server{
-		Handler: httpapi.NewHandler(httpapi.Config{
-			Publisher:        s.api,
-			AuthToken:        s.cfg.AuthToken,
-			AllowedExchanges: s.cfg.AllowedExchanges,
-			MaxBodyBytes:     s.cfg.MaxBodyBytes,
-			MaxHeaderBytes:   maxHeaderBytes,
-			Accepting:        s.accepting,
-			Logger:           s.log,
-			OnResponse:       s.metrics.HTTPResponse,
-		}),
+		Handler:           handler,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       apiReadTimeout,
@@ -126,7 +154,7 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 	var failure error
 	select {
 	case <-ctx.Done():
-		s.drain(api, cancelRequests)
+		s.drain(api, handler, cancelRequests)
 	case failure = <-errc:
 		cancelRequests(publisher.ErrClosed)
 	}
@@ -154,16 +182,16 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 // (new publishes get 503 from accepting), the publishes in progress get until
 // the drain deadline, then whatever still waits is cancelled with
 // publisher.ErrClosed, which each handler answers at once.
-func (s *Service) drain(api *http.Server, cancelRequests context.CancelCauseFunc) {
+func (s *Service) drain(api *http.Server, handler *httpapi.Handler, cancelRequests context.CancelCauseFunc) {
 	start := time.Now()
 	api.SetKeepAlivesEnabled(false) // answers say "Connection: close" from now on
 	deadline := start.Add(s.cfg.ShutdownTimeout - drainReserve(s.cfg.ShutdownTimeout))
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
-	for s.api.active.Load() > 0 && time.Now().Before(deadline) {
+	for handler.InFlight() > 0 && time.Now().Before(deadline) {
 		<-tick.C
 	}
-	if n := s.api.active.Load(); n > 0 {
+	if n := handler.InFlight(); n > 0 {
 		s.log.Warn("shutdown: answering the publishes still waiting for the broker", "publishes", n,
 			"waited", time.Since(start).Round(time.Millisecond).String())
 	}

@@ -52,6 +52,7 @@ type broker interface {
 	supervision.Service
 	Publish(ctx context.Context, msg *publisher.Message) error
 	Submit(ctx context.Context, msg *publisher.Message, done func(error)) error
+	Send(ctx context.Context, msg *publisher.Message, deadline time.Time, done func(error)) (publisher.Ticket, error)
 	CheckExchange(ctx context.Context, exchange string) error
 	State() publisher.State
 	Ready() bool

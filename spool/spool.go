@@ -412,19 +412,61 @@ func (s *Spool) Append(ctx context.Context, data []byte) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	r, err := s.reserve(data)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.enqueue(ctx, r); err != nil {
+		return 0, err
+	}
+	return s.await(ctx, r)
+}
+
+// AppendBatch is Append for many records at once, which share the group
+// commits of the writer (one write and one fdatasync for all of them that fit
+// in the active segment). It returns one sequence number and one error per
+// record, in order, with the semantics of Append for each: a record refused
+// (ErrFull, ErrTooLarge, ErrClosed, a failed batch) does not stop the ones
+// after it, which may still fit.
+func (s *Spool) AppendBatch(ctx context.Context, data [][]byte) ([]uint64, []error) {
+	seqs := make([]uint64, len(data))
+	errs := make([]error, len(data))
+	reqs := make([]*appendReq, len(data))
+	for i, d := range data {
+		if errs[i] = ctx.Err(); errs[i] != nil {
+			continue
+		}
+		if reqs[i], errs[i] = s.reserve(d); errs[i] != nil {
+			continue
+		}
+		if errs[i] = s.enqueue(ctx, reqs[i]); errs[i] != nil {
+			reqs[i] = nil
+		}
+	}
+	for i, r := range reqs {
+		if r != nil {
+			seqs[i], errs[i] = s.await(ctx, r)
+		}
+	}
+	return seqs, errs
+}
+
+// reserve checks that data may be appended now and reserves its bytes
+// against Options.MaxBytes; the request it returns carries a copy of data.
+func (s *Spool) reserve(data []byte) (*appendReq, error) {
 	size := int64(headerSize) + int64(len(data))
 	if size > maxRecordSize {
-		return 0, ErrTooLarge
+		return nil, ErrTooLarge
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return 0, ErrClosed
+		return nil, ErrClosed
 	}
 	if err := s.diskErr; err != nil {
 		s.diskRefused++
 		s.mu.Unlock()
-		return 0, err
+		return nil, err
 	}
 	if s.reserved+size > s.opts.MaxBytes {
 		began := s.boundSince.IsZero()
@@ -438,22 +480,32 @@ func (s *Spool) Append(ctx context.Context, data []byte) (uint64, error) {
 		if began {
 			s.log.Warn("spool full: MaxBytes reached; refusing appends", "max_bytes", s.opts.MaxBytes, "bytes", reserved)
 		}
-		return 0, ErrFull
+		return nil, ErrFull
 	}
 	s.reserved += size
 	s.mu.Unlock()
-
 	r := &appendReq{rec: make([]byte, size), done: make(chan error, 1)}
 	copy(r.rec[headerSize:], data)
+	return r, nil
+}
+
+// enqueue hands a reserved request to the writer (releasing its bytes if it
+// cannot).
+func (s *Spool) enqueue(ctx context.Context, r *appendReq) error {
 	select {
 	case s.reqs <- r:
+		return nil
 	case <-s.writerDone:
-		s.release(size)
-		return 0, ErrClosed
+		s.release(int64(len(r.rec)))
+		return ErrClosed
 	case <-ctx.Done():
-		s.release(size)
-		return 0, ctx.Err()
+		s.release(int64(len(r.rec)))
+		return ctx.Err()
 	}
+}
+
+// await waits for the writer's verdict on an enqueued request.
+func (s *Spool) await(ctx context.Context, r *appendReq) (uint64, error) {
 	select {
 	case err := <-r.done:
 		return r.seq, err

@@ -855,3 +855,48 @@ func TestAckWatermarkSurvivesRestart(t *testing.T) {
 		}
 	}
 }
+
+// AppendBatch appends in order, shares fsyncs, and refuses only the records
+// that do not fit, not the ones after them.
+func TestAppendBatch(t *testing.T) {
+	var fsyncs atomic.Int64
+	s := open(t, t.TempDir(), Options{MaxBytes: 64 << 10, OnFsync: func(time.Duration) { fsyncs.Add(1) }})
+	defer s.Close()
+	var data [][]byte
+	for i := range 100 {
+		data = append(data, payload(i))
+	}
+	data[50] = make([]byte, 128<<10) // over the bound alone
+	before := fsyncs.Load()
+	seqs, errs := s.AppendBatch(context.Background(), data)
+	for i, err := range errs {
+		if i == 50 {
+			if !errors.Is(err, ErrFull) {
+				t.Fatalf("record 50: %v, want ErrFull", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if i > 0 && i != 51 && seqs[i] != seqs[i-1]+1 {
+			t.Fatalf("record %d has seq %d after %d", i, seqs[i], seqs[i-1])
+		}
+	}
+	if n := fsyncs.Load() - before; n > 5 {
+		t.Errorf("99 records took %d fsyncs, want them to share a few", n)
+	}
+	recs := drain(t, s)
+	if len(recs) != 99 {
+		t.Fatalf("%d records read back, want 99", len(recs))
+	}
+	for j, i := 0, 0; i < 100; i++ {
+		if i == 50 {
+			continue
+		}
+		if !bytes.Equal(recs[j].Data, data[i]) {
+			t.Fatalf("record %d read back as %q", i, recs[j].Data)
+		}
+		j++
+	}
+}
