@@ -12,8 +12,8 @@ import (
 	"github.com/publisher-dev/publisher/internal/brokertest"
 )
 
-// readmeCommands returns the curl commands of the README's sh code blocks,
-// continuation lines joined.
+// readmeCommands returns the shell commands of the README's sh code blocks
+// that run curl: a command goes on over lines ending in "\\" or "|".
 func readmeCommands(t *testing.T) []string {
 	t.Helper()
 	b, err := os.ReadFile("../../README.md")
@@ -31,16 +31,16 @@ func readmeCommands(t *testing.T) []string {
 		case strings.HasPrefix(line, "```"):
 			inSh = false
 			continue
-		case !inSh:
+		case !inSh || (cur == "" && (strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#"))):
 			continue
 		}
-		if cur != "" {
-			cur += " " + strings.TrimSpace(strings.TrimSuffix(line, "\\"))
-		} else if strings.Contains(line, "curl ") && !strings.HasPrefix(strings.TrimSpace(line), "#") {
-			cur = strings.TrimSuffix(line, "\\")
-		}
-		if cur != "" && !strings.HasSuffix(line, "\\") {
-			cmds = append(cmds, cur)
+		trimmed := strings.TrimRight(line, " ")
+		cont := strings.HasSuffix(trimmed, "\\") || strings.HasSuffix(trimmed, "|")
+		cur += " " + strings.TrimSpace(strings.TrimSuffix(trimmed, "\\"))
+		if !cont {
+			if strings.Contains(cur, "curl ") {
+				cmds = append(cmds, strings.TrimSpace(cur))
+			}
 			cur = ""
 		}
 	}
