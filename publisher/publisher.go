@@ -558,14 +558,17 @@ func (p *Publisher) Terminated(reason error) {
 
 // RedactURL returns u with its password replaced by "xxxxx", for logs and
 // errors. It never returns any part of the password, even for a URL that does
-// not parse: then everything between "://" and the last "@" of the authority
-// after the user name is masked, and a URL whose authority cannot be told
-// apart is masked whole.
+// not parse (or parses with an '@' outside its user info): then everything
+// between the user name and the last "@" is masked, and all of it when the
+// user name cannot be told apart.
 func RedactURL(u string) string {
-	if parsed, err := url.Parse(u); err == nil {
+	scheme, rest, ok := strings.Cut(u, "://")
+	// A URL that parses without user info but holds an '@' has its password
+	// where the parser did not look (e.g. "amqp://us/er:pw@host/", whose '/'
+	// made "us" the host): it is masked like one that does not parse.
+	if parsed, err := url.Parse(u); err == nil && (parsed.User != nil || !strings.Contains(rest, "@")) {
 		return parsed.Redacted()
 	}
-	scheme, rest, ok := strings.Cut(u, "://")
 	if !ok {
 		return "<unparseable URL>"
 	}

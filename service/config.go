@@ -122,8 +122,12 @@ func (c *Config) Validate() error {
 		if c.AMQPURLs[i] == "" {
 			return bad("AMQP_URLS", "empty URL in the list")
 		}
-		if _, err := amqp.ParseURI(c.AMQPURLs[i]); err != nil {
+		uri, err := amqp.ParseURI(c.AMQPURLs[i])
+		if err != nil {
 			return bad("AMQP_URLS", "%s: %s", publisher.RedactURL(c.AMQPURLs[i]), publisher.DescribeURLError(err))
+		}
+		if uri.Port < 1 || uri.Port > 65535 {
+			return bad("AMQP_URLS", "%s: invalid port (a number from 1 to 65535)", publisher.RedactURL(c.AMQPURLs[i]))
 		}
 	}
 	for name, addr := range map[string]string{"LISTEN_ADDR": c.ListenAddr, "ADMIN_ADDR": c.AdminAddr} {

@@ -413,3 +413,40 @@ func TestListenAddressInUseExits1(t *testing.T) {
 		t.Fatalf("message does not name PUBLISHER_LISTEN_ADDR:\n%s", out)
 	}
 }
+
+// No output of the binary quotes any part of the password of a broker URL,
+// whatever is wrong with the URL: refused ones (exit 2) and the one the
+// parser takes apart differently ("us" as the host) alike.
+func TestMalformedBrokerURLsNeverLeak(t *testing.T) {
+	urls := []string{
+		"amqp://user:s3cr%zzet@127.0.0.1/",
+		"amqp://user:s3cret@127.0.0.1:99999999/",
+		"amqp://user:s3cret@127.0.0.1:port/",
+		"amqp://user:s3cret@[::1/",
+		"amqp://user:s3cr/et@127.0.0.1/",
+		"amqp://user:s3cr?et@127.0.0.1/",
+		"amqp://user:s3cr et@127.0.0.1/",
+		"http://user:s3cret@127.0.0.1/",
+		"amqp://us/er:s3cret@127.0.0.1/",
+		"amqp://guest:guest@127.0.0.1:5672/,amqp://user:s3cr%zzet@127.0.0.1/",
+	}
+	for _, u := range urls {
+		t.Run(u, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, binary)
+			cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+			cmd.Env = append(os.Environ(), "PUBLISHER_AMQP_URLS="+u, "PUBLISHER_LISTEN_ADDR="+freeAddr(t),
+				"PUBLISHER_ADMIN_ADDR="+freeAddr(t), "PUBLISHER_LOG_LEVEL=debug")
+			out, _ := cmd.CombinedOutput()
+			for _, f := range []string{"s3cr", "cret", "zzet", "%zz"} {
+				if bytes.Contains(out, []byte(f)) {
+					t.Fatalf("output shows %q:\n%s", f, out)
+				}
+			}
+			if code := cmd.ProcessState.ExitCode(); code == 2 && !bytes.Contains(out, []byte("PUBLISHER_AMQP_URLS")) {
+				t.Fatalf("exit 2 without naming PUBLISHER_AMQP_URLS:\n%s", out)
+			}
+		})
+	}
+}
