@@ -152,28 +152,15 @@ func (s *settlements) close(giveUp func(int, error) (publisher.Delivery, error),
 // but the messages to one exchange and routing key are published in request
 // order.
 func (h *handler) serveBatch(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header()["Allow"] = []string{http.MethodPost}
-		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", "")
-		return
-	}
-	if h.auth && !h.authorized(r) {
-		w.Header()["Www-Authenticate"] = []string{"Bearer"}
-		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", "")
-		return
-	}
-	if !h.jsonContent(w, r, "application/json") {
+	if !h.admit(w, r, "application/json") {
 		return
 	}
 	if r.ContentLength > h.maxBatchBytes {
 		h.fail(w, r, http.StatusRequestEntityTooLarge, "batch larger than "+strconv.FormatInt(h.maxBatchBytes, 10)+" bytes", "")
 		return
 	}
-	if h.accepting != nil {
-		if err := h.accepting(); err != nil {
-			h.unavailable(w, r, err, "")
-			return
-		}
+	if !h.acceptingNow(w, r) {
+		return
 	}
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
@@ -276,9 +263,37 @@ func (h *handler) writeBatch(w http.ResponseWriter, r *http.Request, results []r
 	}
 }
 
-// jsonContent checks that the request's Content-Type is want (parameters
+// admit runs the first checks of a batch or a stream, answering the request
+// when one fails: POST (405), the token (401), the Content-Type (415).
+func (h *handler) admit(w http.ResponseWriter, r *http.Request, contentType string) bool {
+	if r.Method != http.MethodPost {
+		w.Header()["Allow"] = []string{http.MethodPost}
+		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", "")
+		return false
+	}
+	if h.auth && !h.authorized(r) {
+		w.Header()["Www-Authenticate"] = []string{"Bearer"}
+		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", "")
+		return false
+	}
+	return h.contentIs(w, r, contentType)
+}
+
+// acceptingNow answers 503 (and returns false) when Config.Accepting says
+// no messages can be taken now.
+func (h *handler) acceptingNow(w http.ResponseWriter, r *http.Request) bool {
+	if h.accepting != nil {
+		if err := h.accepting(); err != nil {
+			h.unavailable(w, r, err, "")
+			return false
+		}
+	}
+	return true
+}
+
+// contentIs checks that the request's Content-Type is want (parameters
 // such as charset allowed) or absent; otherwise it answers 415.
-func (h *handler) jsonContent(w http.ResponseWriter, r *http.Request, want string) bool {
+func (h *handler) contentIs(w http.ResponseWriter, r *http.Request, want string) bool {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
 		return true

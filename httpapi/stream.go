@@ -48,24 +48,8 @@ var ndjsonContentType = []string{ndjson}
 // drain is answered like a single publish (503 not published, 504 may still
 // arrive, 202 spooled); lines it did not read get no result.
 func (h *handler) serveStream(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header()["Allow"] = []string{http.MethodPost}
-		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", "")
+	if !h.admit(w, r, ndjson) || !h.acceptingNow(w, r) {
 		return
-	}
-	if h.auth && !h.authorized(r) {
-		w.Header()["Www-Authenticate"] = []string{"Bearer"}
-		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", "")
-		return
-	}
-	if !h.jsonContent(w, r, ndjson) {
-		return
-	}
-	if h.accepting != nil {
-		if err := h.accepting(); err != nil {
-			h.unavailable(w, r, err, "")
-			return
-		}
 	}
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
