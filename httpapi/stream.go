@@ -27,10 +27,7 @@ const (
 	// streamGroup bounds the lines already received that are handed over
 	// together (they share the spool's group commit).
 	streamGroup = 256
-	// drainCheck is how often an open stream looks whether the service is
-	// shutting down (Config.Accepting), to stop reading.
-	drainCheck = 100 * time.Millisecond
-	ndjson     = "application/x-ndjson"
+	ndjson      = "application/x-ndjson"
 )
 
 var ndjsonContentType = []string{ndjson}
@@ -43,10 +40,12 @@ var ndjsonContentType = []string{ndjson}
 // StreamWindow lines are taken and not answered: beyond that the handler
 // stops reading (backpressure, no buffering without bound). A malformed line
 // gets its own 400. The answer ends once the client closed its side and
-// every result was written. While the service shuts down, lines are answered
-// 503, the handler stops reading, and what is still waiting at the end of the
-// drain is answered like a single publish (503 not published, 504 may still
-// arrive, 202 spooled); lines it did not read get no result.
+// every result was written. While the service shuts down, every line read is
+// answered 503 (not published: the client should stop sending and go
+// elsewhere); at the end of the drain (the request's context is cancelled)
+// what is still waiting is answered like a single publish (503 not
+// published, 504 may still arrive, 202 spooled), the stream ends, and lines
+// not read by then get no result.
 func (h *handler) serveStream(w http.ResponseWriter, r *http.Request) {
 	if !h.admit(w, r, ndjson) || !h.acceptingNow(w, r) {
 		return
@@ -307,8 +306,6 @@ func (st *stream) readLine() ([]byte, error) {
 func (st *stream) write(readerDone <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	drain := time.NewTicker(drainCheck)
-	defer drain.Stop()
 	stopReading := func() {
 		select {
 		case <-st.quit:
@@ -342,10 +339,6 @@ func (st *stream) write(readerDone <-chan struct{}) {
 		select {
 		case <-st.notify:
 		case <-timer.C:
-		case <-drain.C:
-			if st.h.accepting != nil && st.h.accepting() != nil {
-				stopReading() // shutting down: read no more; what was taken is answered
-			}
 		case <-st.ctx.Done():
 			stopReading()
 			<-readerDone

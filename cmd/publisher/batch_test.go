@@ -315,9 +315,9 @@ func TestStreamStalledClientStallsOnlyItself(t *testing.T) {
 	}
 }
 
-// A stream open across SIGTERM: the service stops reading it, answers every
-// line it read (a contiguous prefix of the lines), the process exits in time,
-// and every message answered 2xx is in the queue.
+// A stream open across SIGTERM, its client stopping once it is answered 503:
+// every line it sent is answered (the results are the lines 0..n-1), the
+// process exits in time, and every message answered 2xx is in the queue.
 func TestStreamAcrossShutdown(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, amqpURL, "svc-stream-shutdown")
@@ -328,9 +328,18 @@ func TestStreamAcrossShutdown(t *testing.T) {
 	go s.read()
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { // a slow producer that never finishes by itself
+	var refused atomic.Bool // a 503 came back: the service is shutting down
+	go func() {             // a slow producer that stops once told the service is going away
 		defer wg.Done()
 		for i := 0; ; i += 100 {
+			if refused.Load() {
+				return
+			}
+			select {
+			case <-s.done:
+				return
+			default:
+			}
 			if err := s.send(q, fmt.Sprint("sd", i), 100, false); err != nil {
 				return
 			}
@@ -344,7 +353,13 @@ func TestStreamAcrossShutdown(t *testing.T) {
 	}
 	var results []entryResult
 	for r := range s.results {
+		if r.Status == 503 {
+			refused.Store(true)
+		}
 		results = append(results, r)
+	}
+	if s.err != nil {
+		t.Fatalf("the answer did not end cleanly after %d results: %v", len(results), s.err)
 	}
 	if code := p.wait(timeout + 10*time.Second); code != 0 {
 		t.Fatalf("exit status %d", code)
