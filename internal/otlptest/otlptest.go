@@ -1,10 +1,12 @@
-// Package otlptest is an OTLP/HTTP trace receiver for tests: an httptest
-// server that accepts POST /v1/traces (binary protobuf, gzip-compressed or
-// not), decodes each ExportTraceServiceRequest with the official
-// go.opentelemetry.io/proto/otlp types and keeps the spans in arrival order.
+// Package otlptest is an OTLP trace receiver for tests: New starts an
+// httptest server that accepts POST /v1/traces (binary protobuf,
+// gzip-compressed or not), NewGRPC a gRPC server with the OTLP TraceService;
+// both decode each ExportTraceServiceRequest with the official
+// go.opentelemetry.io/proto/otlp types and keep the spans in arrival order.
 //
 // Point an exporter at it with OTEL_EXPORTER_OTLP_ENDPOINT=Receiver.URL()
-// (the OTLP/HTTP exporter appends /v1/traces) or
+// (the OTLP/HTTP exporter appends /v1/traces; for gRPC, add
+// OTEL_EXPORTER_OTLP_PROTOCOL=grpc) or
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=Receiver.TracesURL(), and wait for what
 // was exported with WaitSpans, which blocks on arrivals rather than sleeping.
 //
@@ -16,9 +18,11 @@ package otlptest
 
 import (
 	"compress/gzip"
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -29,6 +33,7 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -90,7 +95,9 @@ func (s Span) Event(name string) (Event, bool) {
 // Receiver collects the spans exported to it. Its methods are safe for
 // concurrent use.
 type Receiver struct {
-	srv *httptest.Server
+	srv  *httptest.Server // nil for a gRPC receiver
+	grpc *grpc.Server     // nil for an HTTP receiver
+	lis  net.Listener     // the gRPC listener
 
 	mu       sync.Mutex
 	spans    []Span
@@ -108,16 +115,67 @@ func New(tb testing.TB) *Receiver {
 	return r
 }
 
+// NewGRPC starts a Receiver serving the OTLP/gRPC TraceService (plaintext)
+// on a loopback address; it is closed when the test ends.
+func NewGRPC(tb testing.TB) *Receiver {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := &Receiver{arrived: make(chan struct{}), grpc: grpc.NewServer(), lis: lis}
+	coltracepb.RegisterTraceServiceServer(r.grpc, traceService{r: r})
+	go func() { _ = r.grpc.Serve(lis) }()
+	tb.Cleanup(r.Close)
+	return r
+}
+
 // URL is the receiver's base URL ("http://127.0.0.1:port"), the value for
 // OTEL_EXPORTER_OTLP_ENDPOINT.
-func (r *Receiver) URL() string { return r.srv.URL }
+func (r *Receiver) URL() string {
+	if r.grpc != nil {
+		return "http://" + r.lis.Addr().String()
+	}
+	return r.srv.URL
+}
 
 // TracesURL is the full traces URL, the value for
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.
-func (r *Receiver) TracesURL() string { return r.srv.URL + TracesPath }
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (for gRPC, the same as URL).
+func (r *Receiver) TracesURL() string {
+	if r.grpc != nil {
+		return r.URL()
+	}
+	return r.srv.URL + TracesPath
+}
 
 // Close stops the server. It is safe to call more than once.
-func (r *Receiver) Close() { r.srv.Close() }
+func (r *Receiver) Close() {
+	if r.grpc != nil {
+		r.grpc.Stop()
+		return
+	}
+	r.srv.Close()
+}
+
+type traceService struct {
+	coltracepb.UnimplementedTraceServiceServer
+	r *Receiver
+}
+
+func (s traceService) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	s.r.add(Decode(req))
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// add records one accepted request's spans and wakes the waiters.
+func (r *Receiver) add(spans []Span) {
+	r.mu.Lock()
+	r.requests++
+	r.spans = append(r.spans, spans...)
+	close(r.arrived)
+	r.arrived = make(chan struct{})
+	r.mu.Unlock()
+}
 
 // Requests is the number of export requests accepted so far.
 func (r *Receiver) Requests() int {
@@ -213,14 +271,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "bad protobuf: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	spans := Decode(&export)
-
-	r.mu.Lock()
-	r.requests++
-	r.spans = append(r.spans, spans...)
-	close(r.arrived)
-	r.arrived = make(chan struct{})
-	r.mu.Unlock()
+	r.add(Decode(&export))
 
 	resp, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
 	w.Header().Set("Content-Type", "application/x-protobuf")

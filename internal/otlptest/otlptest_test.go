@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -185,5 +186,24 @@ func TestRealExporter(t *testing.T) {
 	}
 	if c.Attributes["n"] != int64(3) || len(c.Events) != 1 || c.Scope != "otlptest" {
 		t.Fatalf("child = %+v", c)
+	}
+}
+
+func TestGRPCReceiver(t *testing.T) {
+	r := NewGRPC(t)
+	ctx := context.Background()
+	exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(r.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	_, span := tp.Tracer("otlptest").Start(ctx, "over grpc", trace.WithSpanKind(trace.SpanKindClient))
+	span.End()
+	if err := tp.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	spans := r.WaitSpans(t, 1, 5*time.Second)
+	if spans[0].Name != "over grpc" || spans[0].Kind != "client" || r.Requests() != 1 {
+		t.Fatalf("spans = %s, requests %d", Names(spans), r.Requests())
 	}
 }
