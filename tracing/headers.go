@@ -90,7 +90,7 @@ func FromTable(t map[string]any) Headers {
 // malformed one replaced. Nothing is allocated beyond headers itself and
 // boxing the strings it writes.
 func (h Headers) Apply(headers map[string]any) map[string]any {
-	if headers != nil {
+	if len(headers) > 0 {
 		own := FromTable(headers)
 		if own.Traceparent != "" {
 			if own.Tracestate == "" {
