@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -162,7 +163,7 @@ type Message struct {
 type MessageSpan struct {
 	span   trace.Span
 	t      *Tracer
-	broker *brokerAddr // the one last recorded on the span
+	broker atomic.Pointer[brokerAddr] // the one last recorded on the span
 }
 
 // StartMessage carries the trace context into one message's AMQP headers and
@@ -239,7 +240,9 @@ func (t *Tracer) StartMessage(ctx context.Context, h Headers, m Message) (map[st
 	delete(headers, HeaderTracestate)
 	delete(headers, HeaderBaggage)
 	t.prop.Inject(ctx, tableCarrier(headers))
-	return headers, &MessageSpan{span: span, t: t, broker: b}
+	ms := &MessageSpan{span: span, t: t}
+	ms.broker.Store(b)
+	return headers, ms
 }
 
 // destinationName is messaging.destination.name on the producer side by the
@@ -279,8 +282,7 @@ func (s *MessageSpan) Republished(attempt int) {
 		return
 	}
 	s.span.AddEvent(EventRepublish, trace.WithAttributes(attrAttempt.Int(attempt)))
-	if b := s.t.broker.Load(); b != nil && b != s.broker {
-		s.broker = b
+	if b := s.t.broker.Load(); b != nil && s.broker.Swap(b) != b {
 		s.span.SetAttributes(appendBroker(nil, b)...)
 	}
 }
