@@ -56,6 +56,7 @@ func TestDisabledAllocs(t *testing.T) {
 				mt.End("")
 				rs.End(200)
 				tr.SetBroker("h", 1)
+				tr.SetBrokerURL("amqp://h:1/")
 			}); n != 0 {
 				t.Errorf("a request without trace headers: %v allocations, want 0", n)
 			}

@@ -72,7 +72,7 @@ func wantAttrs(t *testing.T, s otlptest.Span, want map[string]any) {
 func TestSpansExported(t *testing.T) {
 	rcv := otlptest.New(t)
 	tr := setupExporting(t, rcv)
-	tr.SetBroker(BrokerFromURL("amqp://guest:guest@rabbit-0.rabbit:5672/"))
+	tr.SetBrokerURL("amqp://guest:guest@rabbit-0.rabbit:5672/")
 
 	req := publishRequest(map[string]string{
 		"Traceparent": "00-" + incomingTraceID + "-" + incomingSpanID + "-01",

@@ -235,6 +235,15 @@ func (t *Tracer) SetBroker(host string, port int) {
 	t.broker.Store(&brokerAddr{host: host, port: port})
 }
 
+// SetBrokerURL is SetBroker(BrokerFromURL(u)): for the publisher actor,
+// which knows the URL it dialled. Credentials in u are not kept.
+func (t *Tracer) SetBrokerURL(u string) {
+	if !t.Enabled() {
+		return
+	}
+	t.SetBroker(BrokerFromURL(u))
+}
+
 // BrokerFromURL splits an amqp:// or amqps:// URL into the host and port for
 // SetBroker (the port defaults to 5672 or 5671 by scheme). It returns "", 0
 // when u cannot be parsed.
