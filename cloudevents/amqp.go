@@ -94,7 +94,7 @@ func (c Convention) String() string {
 // which both bindings allow, so that headers exchanges and consumers can
 // route and filter without parsing the body, but no "content-type" header:
 // its content_type is the event format's.
-func (e *Event) AMQPHeaders(c Convention, dst map[string]any) map[string]any {
+func (e Event) AMQPHeaders(c Convention, dst map[string]any) map[string]any {
 	if dst == nil {
 		dst = make(map[string]any, 8+len(e.Extensions))
 	}
