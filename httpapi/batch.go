@@ -10,7 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/publisher-dev/publisher/cloudevents"
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/tracing"
 )
 
 const (
@@ -151,8 +153,13 @@ func (s *settlements) close(giveUp func(int, error) (publisher.Delivery, error),
 // publish) and costs nothing else. No ordering or atomicity across entries,
 // but the messages to one exchange and routing key are published in request
 // order.
-func (h *handler) serveBatch(w http.ResponseWriter, r *http.Request) {
-	if !h.admit(w, r, "application/json") {
+func (h *handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.Headers) {
+	ceBatch := cloudevents.ContentMode(r.Header.Get("Content-Type")) == cloudevents.ModeBatch
+	want := "application/json"
+	if ceBatch {
+		want = cloudevents.MediaTypeBatch
+	}
+	if !h.admit(w, r, want) {
 		return
 	}
 	if r.ContentLength > h.maxBatchBytes {
@@ -169,39 +176,24 @@ func (h *handler) serveBatch(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, code, renameBody(errText, "batch"), "")
 		return
 	}
-	var env struct {
-		Messages *[]json.RawMessage `json:"messages"`
-	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		h.fail(w, r, http.StatusBadRequest, "malformed batch: "+jsonErrorText(err), "")
+	entries, bad, code, errText := h.batchEntries(r, body, ceBatch)
+	if code != 0 {
+		h.fail(w, r, code, errText, "")
 		return
 	}
-	if env.Messages == nil {
-		h.fail(w, r, http.StatusBadRequest, `malformed batch: want {"messages": [message objects]}`, "")
-		return
-	}
-	raws := *env.Messages
-	if len(raws) > h.maxBatchMsgs {
-		h.fail(w, r, http.StatusRequestEntityTooLarge, "batch of "+strconv.Itoa(len(raws))+" messages, more than "+strconv.Itoa(h.maxBatchMsgs), "")
-		return
-	}
-	results := make([]result, len(raws))
+	results := make([]result, len(entries))
 	var msgs []*publisher.Message
 	var index []int // msgs[k] is entry index[k]
-	for i, raw := range raws {
-		msg, bad, err := h.decodeEntry(raw)
-		switch {
-		case err != nil:
-			h.fail(w, r, http.StatusBadRequest, "malformed batch: messages["+strconv.Itoa(i)+"] is "+err.Error(), "")
-			return
-		case bad != nil:
-			results[i] = result{id: msg.MessageID, code: bad.code, text: bad.text}
-		default:
-			msgs = append(msgs, msg)
-			index = append(index, i)
+	for i, msg := range entries {
+		if bad[i] != nil {
+			results[i] = result{id: msg.MessageID, code: bad[i].code, text: bad[i].text}
+			continue
 		}
+		h.startSpan(r.Context(), th, msg)
+		msgs = append(msgs, msg)
+		index = append(index, i)
 	}
-	h.onBatch(len(raws))
+	h.onBatch(len(entries))
 	if len(msgs) > 0 {
 		ids := make([]string, len(msgs))
 		for k, m := range msgs {
@@ -216,6 +208,37 @@ func (h *handler) serveBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.writeBatch(w, r, results)
+}
+
+// batchEntries decodes a batch's body into its messages, each with its own
+// refusal or nil; code and errText refuse the whole batch.
+func (h *handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs []*publisher.Message, bad []*entryError, code int, errText string) {
+	if ceBatch {
+		return h.cloudEventsBatch(r, body)
+	}
+	var env struct {
+		Messages *[]json.RawMessage `json:"messages"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, nil, http.StatusBadRequest, "malformed batch: " + jsonErrorText(err)
+	}
+	if env.Messages == nil {
+		return nil, nil, http.StatusBadRequest, `malformed batch: want {"messages": [message objects]}`
+	}
+	raws := *env.Messages
+	if len(raws) > h.maxBatchMsgs {
+		return nil, nil, http.StatusRequestEntityTooLarge, "batch of " + strconv.Itoa(len(raws)) + " messages, more than " + strconv.Itoa(h.maxBatchMsgs)
+	}
+	msgs = make([]*publisher.Message, len(raws))
+	bad = make([]*entryError, len(raws))
+	for i, raw := range raws {
+		msg, b, err := h.decodeEntry(raw)
+		if err != nil {
+			return nil, nil, http.StatusBadRequest, "malformed batch: messages[" + strconv.Itoa(i) + "] is " + err.Error()
+		}
+		msgs[i], bad[i] = msg, b
+	}
+	return msgs, bad, 0, ""
 }
 
 // await waits until every message of set is settled, the deadline passes or

@@ -27,8 +27,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/publisher-dev/publisher/cloudevents"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
+	"github.com/publisher-dev/publisher/tracing"
 )
 
 // Publisher is what the handler needs to publish: the publisher itself (which
@@ -127,6 +129,12 @@ type Config struct {
 	// ends.
 	OnBatch  func(messages int)
 	OnStream func(delta int)
+	// Tracer carries the requests' trace context into the messages (always)
+	// and makes their spans when tracing is configured; nil means no spans
+	// (the context is still carried).
+	Tracer *tracing.Tracer
+	// CloudEvents configures the CloudEvents modes.
+	CloudEvents CloudEventsConfig
 }
 
 // Defaults of the batch and stream limits (PUBLISHER_MAX_BATCH_MESSAGES,
@@ -158,6 +166,8 @@ type handler struct {
 	streamWindow   int
 	onBatch        func(int)
 	onStream       func(int)
+	tracer         *tracing.Tracer
+	ce             CloudEventsConfig
 
 	// inFlight counts the requests that passed the accepting gate and are
 	// not answered yet (publishes waiting for the broker, open streams).
@@ -226,6 +236,8 @@ func newHandler(cfg Config) *router {
 		streamWindow:   cmp.Or(cfg.StreamWindow, DefaultStreamWindow),
 		onBatch:        cfg.OnBatch,
 		onStream:       cfg.OnStream,
+		tracer:         cfg.Tracer,
+		ce:             cfg.CloudEvents,
 	}
 	if h.onBatch == nil {
 		h.onBatch = func(int) {}
@@ -278,11 +290,19 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p := r.URL.EscapedPath()
 	switch p {
-	case batchPath:
-		rt.h.serveBatch(w, r)
-		return
-	case streamPath:
-		rt.h.serveStream(w, r)
+	case batchPath, streamPath:
+		th := tracing.FromRequest(r.Header)
+		route := tracing.RouteBatch
+		if p == streamPath {
+			route = tracing.RouteStream
+		}
+		w, r, end := rt.h.traced(w, r, route, th)
+		defer end()
+		if p == batchPath {
+			rt.h.serveBatch(w, r, th)
+		} else {
+			rt.h.serveStream(w, r, th)
+		}
 		return
 	}
 	if r.Method != http.MethodConnect && cleanPath(p) != p {
@@ -300,7 +320,10 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		rt.h.fail(w, r, http.StatusBadRequest, "malformed path: invalid percent-encoding", "")
 	default:
-		rt.h.serve(w, r, exchange, key)
+		th := tracing.FromRequest(r.Header)
+		w, r, end := rt.h.traced(w, r, tracing.RoutePublish, th)
+		defer end()
+		rt.h.serve(w, r, exchange, key, th)
 	}
 }
 
@@ -421,7 +444,7 @@ func (h *handler) authorized(r *http.Request) bool {
 // serve answers one request on a publish path; pathExchange is the exchange
 // as named in the path ("amq.default" for the default exchange) and key the
 // routing key, both decoded.
-func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, key string) {
+func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, key string, th tracing.Headers) {
 	if r.Method != http.MethodPost {
 		w.Header()["Allow"] = []string{http.MethodPost}
 		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", clientID(r))
@@ -448,6 +471,11 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, ke
 		h.fail(w, r, http.StatusBadRequest, errText, msg.MessageID)
 		return
 	}
+	ce, code, errText := h.cloudEventOf(r, msg)
+	if code != 0 {
+		h.fail(w, r, code, errText, msg.MessageID)
+		return
+	}
 	if h.accepting != nil {
 		if err := h.accepting(); err != nil {
 			h.unavailable(w, r, err, msg.MessageID)
@@ -462,10 +490,19 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, ke
 		return
 	}
 	msg.Body = body
-	if msg.MessageID == "" {
+	clientID := msg.MessageID != ""
+	if !clientID && !ce.binary && ce.mode != cloudevents.ModeStructured {
 		msg.MessageID = publisher.NewMessageID()
 	}
 	msg.Timestamp = h.now()
+	if code, errText := h.applyCloudEvent(&ce, msg, body, clientID); code != 0 {
+		h.fail(w, r, code, errText, msg.MessageID)
+		return
+	}
+	if ce.preference {
+		w.Header()["Preference-Applied"] = []string{"cloudevents"}
+	}
+	h.startSpan(r.Context(), th, msg)
 
 	async := prefersAsync(r.Header)
 	d, err := h.pub.Publish(r.Context(), msg, async)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/tracing"
 )
 
 // Stream limits. A stream is one long request, so the server's per-request
@@ -46,7 +47,7 @@ var ndjsonContentType = []string{ndjson}
 // what is still waiting is answered like a single publish (503 not
 // published, 504 may still arrive, 202 spooled), the stream ends, and lines
 // not read by then get no result.
-func (h *handler) serveStream(w http.ResponseWriter, r *http.Request) {
+func (h *handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing.Headers) {
 	if !h.admit(w, r, ndjson) || !h.acceptingNow(w, r) {
 		return
 	}
@@ -74,7 +75,7 @@ func (h *handler) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 
 	st := &stream{
-		h: h, ctx: r.Context(), async: prefersAsync(r.Header), rc: rc, w: w,
+		h: h, ctx: r.Context(), th: th, async: prefersAsync(r.Header), rc: rc, w: w,
 		body:    bufio.NewReaderSize(r.Body, 64<<10),
 		window:  make(chan struct{}, h.streamWindow),
 		quit:    make(chan struct{}),
@@ -97,6 +98,7 @@ func (h *handler) serveStream(w http.ResponseWriter, r *http.Request) {
 type stream struct {
 	h       *handler
 	ctx     context.Context
+	th      tracing.Headers // the request's trace context, carried into every message
 	async   bool
 	rc      *http.ResponseController
 	w       http.ResponseWriter
@@ -219,6 +221,7 @@ func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines 
 	case bad != nil:
 		st.answer(index, result{id: msg.MessageID, code: bad.code, text: bad.text})
 	default:
+		st.h.startSpan(st.ctx, st.th, msg)
 		group = append(group, msg)
 		lines = append(lines, index)
 	}

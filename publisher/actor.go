@@ -150,6 +150,11 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 
 	p.connected.Store(true)
 	p.connects.Add(1)
+	if cfg.OnConnect != nil {
+		if uri, err := amqp.ParseURI(url); err == nil {
+			cfg.OnConnect(uri.Host, uri.Port)
+		}
+	}
 	inc.log.Info("publisher connected", "channels", cfg.Channels)
 
 	// Messages carried over from the previous incarnation go first.
@@ -407,6 +412,10 @@ func (inc *incarnation) publish(r *request) {
 		// Its caller gave up before it was sent and was told it never would be.
 		r.finish(ErrNotPublished)
 		return
+	}
+	if r.attempts > r.tracedAttempts && r.msg.Trace != nil {
+		r.tracedAttempts = r.attempts
+		r.msg.Trace.Republished(r.attempts + 1)
 	}
 	m := r.msg
 	if err := pc.ch.PublishWithContext(r.ctx, m.Exchange, m.RoutingKey, m.Mandatory, false, publishing(m)); err != nil {
@@ -671,6 +680,9 @@ func (inc *incarnation) nacked(r *request) {
 	if !ok || time.Until(deadline) <= delay {
 		r.finish(ErrNacked)
 		return
+	}
+	if r.msg.Trace != nil {
+		r.msg.Trace.NackRetry(r.nacks, delay)
 	}
 	r.due = time.Now().Add(delay)
 	i, _ := slices.BinarySearchFunc(inc.delayed, r.due, func(d *request, t time.Time) int { return d.due.Compare(t) })

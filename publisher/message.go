@@ -35,6 +35,30 @@ type Message struct {
 	// bool, numbers, []byte, time.Time, nested tables and arrays).
 	Headers   map[string]any
 	Timestamp time.Time
+
+	// Trace, when set, receives the events of the message's life for its
+	// tracing span (package tracing's *MessageSpan is one): the publisher
+	// calls Republished and NackRetry, and End once it is settled when it
+	// came through Publish or Send. It is not part of the message sent, and
+	// not kept in the spool.
+	Trace Trace
+}
+
+// Trace receives the events of one message's life (see Message.Trace). Its
+// methods are called from the publisher's goroutine and must be cheap.
+type Trace interface {
+	// Republished: published again after a connection or channel loss;
+	// attempt is the number of the attempt about to be made (2 for the
+	// first republish).
+	Republished(attempt int)
+	// NackRetry: nacked by the broker (the nacks-th time), published again
+	// after delay.
+	NackRetry(nacks int, delay time.Duration)
+	// Spooled: durably held in the spool (package relay).
+	Spooled()
+	// End: settled; errorType is "" when the broker confirmed it, else a
+	// short class of the failure (TraceErrorType).
+	End(errorType string)
 }
 
 // NewMessageID returns a random identifier with 130 bits of entropy.

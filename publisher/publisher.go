@@ -70,6 +70,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives outcomes for metrics. Optional.
 	Observer Observer
+	// OnConnect, if set, is called by every incarnation once it is connected,
+	// with the host and port of the broker it dialled (for tracing's
+	// server.address and server.port). It must not block.
+	OnConnect func(host string, port int)
 }
 
 func (c *Config) setDefaults() {
@@ -146,6 +150,33 @@ func (d Delivery) String() string {
 		return "spooled"
 	}
 	return fmt.Sprintf("Delivery(%d)", uint8(d))
+}
+
+// TraceErrorType is the error.type of a message's span for the error its
+// publish ended with ("" for none): a low-cardinality class, as the
+// OpenTelemetry conventions want.
+func TraceErrorType(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrNacked):
+		return "nacked"
+	case errors.Is(err, ErrUnroutable):
+		return "unroutable"
+	case errors.Is(err, ErrNotPublished), errors.Is(err, ErrConfirmTimeout), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, ErrExchangeNotFound):
+		return "not_found"
+	case errors.Is(err, ErrTooManyAttempts):
+		return "too_many_attempts"
+	case errors.Is(err, ErrRejected), errors.Is(err, ErrInvalidMessage):
+		return "rejected"
+	case errors.Is(err, ErrClosed):
+		return "shutting_down"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "_OTHER"
 }
 
 // OutcomeOf classifies an error returned by Publish.
@@ -251,6 +282,12 @@ type request struct {
 	// caller told "not published" can rely on it. Only Publish abandons.
 	state atomic.Uint32
 
+	// endsTrace: the request's settlement ends msg.Trace (Publish and Send;
+	// a Submit's caller, the relay, ends it itself on the final outcome).
+	endsTrace bool
+	// tracedAttempts is the attempts already reported to msg.Trace.
+	tracedAttempts int
+
 	attempts int          // failures survived while in flight
 	nacks    int          // basic.nacks received (retried with backoff)
 	due      time.Time    // when a nacked request is published again
@@ -296,6 +333,9 @@ func (r *request) abandon() bool {
 }
 
 func (r *request) finish(err error) {
+	if r.endsTrace && r.msg.Trace != nil {
+		r.msg.Trace.End(TraceErrorType(err))
+	}
 	if r.cb != nil {
 		r.cb(err)
 		return
@@ -327,11 +367,14 @@ func (p *Publisher) Publish(ctx context.Context, msg *Message) error {
 func (p *Publisher) publish(ctx context.Context, msg *Message) error {
 	r, err := newRequest(ctx, msg)
 	if err != nil {
+		endTrace(msg, err)
 		return err
 	}
 	r.deadline = time.Now().Add(p.cfg.ConfirmTimeout)
 	r.done = make(chan error, 1)
+	r.endsTrace = true
 	if err := p.send(r); err != nil {
+		endTrace(msg, err)
 		return err
 	}
 	t := timers.Get().(*time.Timer)
@@ -384,7 +427,7 @@ var timers = sync.Pool{New: func() any {
 // never called. done runs on the publisher's own goroutine: it must not block.
 // ctx bounds the publish as Publish's ctx does (no ConfirmTimeout is added).
 func (p *Publisher) Submit(ctx context.Context, msg *Message, done func(error)) error {
-	_, err := p.Send(ctx, msg, time.Time{}, done)
+	_, err := p.send1(ctx, msg, time.Time{}, false, done)
 	return err
 }
 
@@ -393,20 +436,38 @@ func (p *Publisher) Submit(ctx context.Context, msg *Message, done func(error)) 
 // passes is not sent), and a Ticket for giving up on the message. Batch and
 // stream publishing use it: one call per message, no goroutine per message.
 func (p *Publisher) Send(ctx context.Context, msg *Message, deadline time.Time, done func(error)) (Ticket, error) {
+	return p.send1(ctx, msg, deadline, true, done)
+}
+
+func (p *Publisher) send1(ctx context.Context, msg *Message, deadline time.Time, endsTrace bool, done func(error)) (Ticket, error) {
 	r, err := newRequest(ctx, msg)
 	if err != nil {
+		if endsTrace {
+			endTrace(msg, err)
+		}
 		return Ticket{}, err
 	}
 	r.deadline = deadline
+	r.endsTrace = endsTrace
 	start := time.Now()
 	r.cb = func(err error) {
 		p.cfg.Observer.Published(OutcomeOf(err), time.Since(start))
 		done(err)
 	}
 	if err := p.send(r); err != nil {
+		if endsTrace {
+			endTrace(msg, err)
+		}
 		return Ticket{}, err
 	}
 	return Ticket{r}, nil
+}
+
+// endTrace ends msg's span for a publish refused before it reached the actor.
+func endTrace(msg *Message, err error) {
+	if msg.Trace != nil {
+		msg.Trace.End(TraceErrorType(err))
+	}
 }
 
 // Ticket is a message handed over by Send.

@@ -96,6 +96,11 @@ type Relay struct {
 	// by request id: each is called at most once, then removed.
 	mu      sync.Mutex
 	waiters map[uint64]func(error)
+	// traces are the tracing spans of this process's spooled records, by
+	// request id, until the broker's final answer ends them: a record read
+	// back from the spool is a new publisher.Message, which gets its span
+	// from here. A record replayed after a restart has none.
+	traces map[uint64]publisher.Trace
 
 	// The forwarding window, shared by the forwarder's incarnations: a token
 	// of sem per record handed to the publisher and not settled; pending holds
@@ -129,7 +134,7 @@ func New(cfg Config) *Relay {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return &Relay{cfg: cfg, sp: cfg.Spool, pub: cfg.Publisher, log: cfg.Logger,
-		nonce: binary.LittleEndian.Uint64(b[:]), waiters: map[uint64]func(error){},
+		nonce: binary.LittleEndian.Uint64(b[:]), waiters: map[uint64]func(error){}, traces: map[uint64]publisher.Trace{},
 		sem: make(chan struct{}, cfg.Window), settled: make(chan settlement, cfg.Window), pending: map[uint64]bool{}}
 }
 
@@ -143,6 +148,7 @@ func (r *Relay) Accepting() bool { return r.sp.Status().Accepting }
 // respond-async"), or the broker's permanent refusal.
 func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error) {
 	if err := r.check(ctx, msg); err != nil {
+		endTrace(msg.Trace, err)
 		return 0, err
 	}
 	rid := r.rid.Add(1)
@@ -154,11 +160,16 @@ func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool)
 	}
 	data, err := encodeRecord(r.nonce, rid, msg)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
+		err = fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
+		endTrace(msg.Trace, err)
+		return 0, err
 	}
 	if _, err := r.sp.Append(ctx, data); err != nil {
-		return 0, appendError(err)
+		err = appendError(err)
+		endTrace(msg.Trace, err)
+		return 0, err
 	}
+	r.spooled(rid, msg.Trace)
 	if async {
 		return publisher.Spooled, nil
 	}
@@ -193,13 +204,16 @@ func (r *Relay) Send(ctx context.Context, msgs []*publisher.Message, async bool,
 	index := make([]int, 0, len(msgs)) // data[k] is msgs[index[k]]
 	for i, msg := range msgs {
 		if err := r.check(ctx, msg); err != nil {
+			endTrace(msg.Trace, err)
 			done(i, 0, err)
 			continue
 		}
 		rids[i] = r.rid.Add(1)
 		b, err := encodeRecord(r.nonce, rids[i], msg)
 		if err != nil {
-			done(i, 0, fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err))
+			err = fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
+			endTrace(msg.Trace, err)
+			done(i, 0, err)
 			continue
 		}
 		if !async {
@@ -217,11 +231,15 @@ func (r *Relay) Send(ctx context.Context, msgs []*publisher.Message, async bool,
 	_, errs := r.sp.AppendBatch(ctx, data)
 	for k, err := range errs {
 		i := index[k]
-		switch {
-		case err != nil:
+		if err != nil {
 			r.unwait(rids[i])
-			done(i, 0, appendError(err))
-		case async:
+			err = appendError(err)
+			endTrace(msgs[i].Trace, err)
+			done(i, 0, err)
+			continue
+		}
+		r.spooled(rids[i], msgs[i].Trace)
+		if async {
 			done(i, publisher.Spooled, nil)
 		}
 	}
@@ -266,6 +284,60 @@ func appendError(err error) error {
 	}
 	// ctx ended: the record may still become durable and be delivered.
 	return err
+}
+
+// spooled records the spool hand-off on a durable record's span and keeps
+// the span for the record's forwarding.
+func (r *Relay) spooled(rid uint64, t publisher.Trace) {
+	if t == nil {
+		return
+	}
+	t.Spooled()
+	r.mu.Lock()
+	r.traces[rid] = t
+	r.mu.Unlock()
+}
+
+// traceOf is the span of the record (nonce, rid), if it is one of this
+// process's and not ended.
+func (r *Relay) traceOf(nonce, rid uint64) publisher.Trace {
+	if nonce != r.nonce {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.traces[rid]
+}
+
+// endTraceOf ends the span of the record (nonce, rid) with the outcome err.
+func (r *Relay) endTraceOf(nonce, rid uint64, err error) {
+	if nonce != r.nonce {
+		return
+	}
+	r.mu.Lock()
+	t := r.traces[rid]
+	delete(r.traces, rid)
+	r.mu.Unlock()
+	endTrace(t, err)
+}
+
+// EndTraces ends the spans of the records not forwarded yet (the service is
+// stopping; they stay spooled for the next start, which has no span for
+// them).
+func (r *Relay) EndTraces() {
+	r.mu.Lock()
+	traces := r.traces
+	r.traces = map[uint64]publisher.Trace{}
+	r.mu.Unlock()
+	for _, t := range traces {
+		t.End(publisher.TraceErrorType(publisher.ErrClosed))
+	}
+}
+
+func endTrace(t publisher.Trace, err error) {
+	if t != nil {
+		t.End(publisher.TraceErrorType(err))
+	}
 }
 
 func (r *Relay) wait(rid uint64, f func(error)) {
@@ -370,15 +442,18 @@ func (r *Relay) Serve(ctx context.Context) error {
 				<-r.sem
 				continue
 			}
+			msg.Trace = r.traceOf(nonce, rid)
 			r.setPending(rec.Seq, true)
 			r.submit(ctx, settlement{rec: rec, nonce: nonce, rid: rid, msg: msg})
 		case s := <-r.settled:
 			switch {
 			case permanent(s.err):
 				r.deadLetter(s.rec, s.err.Error())
+				r.endTraceOf(s.nonce, s.rid, s.err)
 				r.done(s.rec.Seq)
 			case s.attempts >= r.cfg.MaxAttempts:
 				r.deadLetter(s.rec, fmt.Sprintf("gave up after %d attempts: %v", s.attempts, s.err))
+				r.endTraceOf(s.nonce, s.rid, s.err)
 				r.done(s.rec.Seq)
 			default:
 				r.log.Debug("relay: publishing a spooled message again", "seq", s.rec.Seq, "error", s.err)
@@ -425,6 +500,7 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 		if err == nil {
 			r.sp.Ack(s.rec.Seq)
 			r.resolve(s.nonce, s.rid, nil)
+			r.endTraceOf(s.nonce, s.rid, nil)
 			r.done(s.rec.Seq)
 			return
 		}

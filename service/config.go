@@ -11,6 +11,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/publisher-dev/publisher/cloudevents"
 	"github.com/publisher-dev/publisher/publisher"
 )
 
@@ -43,8 +44,13 @@ type Config struct {
 	StreamWindow       int           `envconfig:"STREAM_WINDOW" default:"1024" desc:"messages of one /v1/stream taken and not answered yet; beyond it the service stops reading the stream (backpressure)"`
 	SpoolDir           string        `envconfig:"SPOOL_DIR" desc:"directory of the durable spool (empty: no spool; every answer waits for the broker)"`
 	SpoolMaxBytes      int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"bound of the spool; when full, publishes get 503 (nothing old is dropped)"`
+	CloudEventsSource  string        `envconfig:"CLOUDEVENTS_SOURCE" desc:"when set, the source of the CloudEvents a plain request asks to be wrapped as (Prefer: cloudevents or X-CloudEvents: binary); empty: no wrapping"`
+	CloudEventsHeaders string        `envconfig:"CLOUDEVENTS_HEADERS" default:"ce-" desc:"how CloudEvents attributes are named as AMQP headers: ce- (Knative eventing-rabbitmq reads them), cloudEvents_ or cloudEvents: (the CloudEvents AMQP binding), or none (no prefix, as Knative's broker writes them)"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat          string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
+
+	// cloudEventsConvention is CloudEventsHeaders, parsed by Validate.
+	cloudEventsConvention cloudevents.Convention
 }
 
 // ErrConfig marks configuration errors (the command exits with status 2).
@@ -66,6 +72,7 @@ func (c Config) withDefaults() Config {
 	def(&c.OnGiveUp, "exit")
 	def(&c.LogLevel, "info")
 	def(&c.LogFormat, "json")
+	def(&c.CloudEventsHeaders, "ce-")
 	defInt := func(p *int, v int) {
 		if *p == 0 {
 			*p = v
@@ -194,6 +201,16 @@ func (c *Config) Validate() error {
 			return bad("ALLOWED_EXCHANGES", "empty exchange name in the list")
 		}
 	}
+	if c.CloudEventsSource != "" {
+		if err := cloudevents.CheckSource(c.CloudEventsSource); err != nil {
+			return bad("CLOUDEVENTS_SOURCE", "%v", err)
+		}
+	}
+	conv, err := cloudevents.ParseConvention(c.CloudEventsHeaders)
+	if err != nil {
+		return bad("CLOUDEVENTS_HEADERS", "%q: want ce-, cloudEvents_, cloudEvents: or none", c.CloudEventsHeaders)
+	}
+	c.cloudEventsConvention = conv
 	if c.SpoolDir != "" {
 		if err := writableDir(c.SpoolDir); err != nil {
 			return bad("SPOOL_DIR", "%s is not a usable directory: %v", c.SpoolDir, err)

@@ -124,6 +124,8 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 		StreamWindow:     s.cfg.StreamWindow,
 		OnBatch:          s.metrics.Batch,
 		OnStream:         s.metrics.Stream,
+		Tracer:           s.tracer,
+		CloudEvents:      httpapi.CloudEventsConfig{Source: s.cfg.CloudEventsSource, Convention: s.cfg.cloudEventsConvention},
 	})
 	api := &http.Server{
 		Handler:           handler,

@@ -34,6 +34,7 @@ import (
 	"github.com/publisher-dev/publisher/relay"
 	"github.com/publisher-dev/publisher/spool"
 	"github.com/publisher-dev/publisher/supervision"
+	"github.com/publisher-dev/publisher/tracing"
 )
 
 // ErrGaveUp is returned by Run when the supervision tree exhausted the root's
@@ -69,6 +70,12 @@ type Service struct {
 	metrics *metrics.Metrics
 	reg     *prometheus.Registry
 	root    *supervision.Supervisor
+	tracer  *tracing.Tracer // nil: no spans
+
+	// broker is the host and port of the broker last connected to, for the
+	// supervision events' log records (the tracing conventions'
+	// server.address and server.port).
+	broker atomic.Pointer[brokerAddr]
 
 	apiLn, adminLn     net.Listener // handed to the first incarnation of the http child
 	apiAddr, adminAddr string       // where they listen (with port 0: the port chosen)
@@ -83,28 +90,43 @@ type Service struct {
 	treeAlive atomic.Bool // root supervisor running (liveness)
 }
 
+// Options are what the service takes besides its Config; the zero value is
+// valid.
+type Options struct {
+	// Topology is declared on every connect (PUBLISHER_TOPOLOGY_FILE, loaded
+	// by the caller); nil for none.
+	Topology *publisher.Topology
+	// Logger receives the service's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Tracer makes the spans (tracing.Setup, from the OTEL_* environment);
+	// nil for none. The trace context of requests is carried into the
+	// messages either way. The caller shuts it down after Run.
+	Tracer *tracing.Tracer
+}
+
 // New checks cfg (zero fields mean their defaults), listens on both
 // addresses (so a taken port fails at once), opens the spool when configured
 // (recovering what an earlier run left) and builds the tree. Nothing connects
-// to the broker before Run. topo may be nil.
-func New(cfg Config, topo *publisher.Topology, log *slog.Logger) (*Service, error) {
-	return newService(cfg, topo, log, nil)
+// to the broker before Run.
+func New(cfg Config, opts Options) (*Service, error) {
+	return newService(cfg, opts, nil)
 }
 
 // newService is New with the publisher made by newBroker when it is not nil
 // (tests pass a fake).
-func newService(cfg Config, topo *publisher.Topology, log *slog.Logger, newBroker func(publisher.Config) (broker, error)) (_ *Service, err error) {
+func newService(cfg Config, opts Options, newBroker func(publisher.Config) (broker, error)) (_ *Service, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	if newBroker == nil {
 		newBroker = func(c publisher.Config) (broker, error) { return publisher.New(c) }
 	}
-	s := &Service{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	s := &Service{cfg: cfg, log: log, reg: prometheus.NewRegistry(), tracer: opts.Tracer}
 	defer func() {
 		if err != nil {
 			s.closeListeners()
@@ -127,9 +149,10 @@ func newService(cfg Config, topo *publisher.Topology, log *slog.Logger, newBroke
 		BufferSize:         cfg.BufferSize,
 		ConfirmTimeout:     cfg.ConfirmTimeout,
 		MaxPublishAttempts: cfg.MaxPublishAttempts,
-		Topology:           topo,
+		Topology:           opts.Topology,
 		Logger:             log,
 		Observer:           s.metrics,
+		OnConnect:          s.connected,
 	})
 	if err != nil {
 		return nil, err
@@ -142,7 +165,7 @@ func newService(cfg Config, topo *publisher.Topology, log *slog.Logger, newBroke
 
 	hook := func(ev supervision.Event) {
 		s.metrics.Event(ev)
-		logEvent(log, ev)
+		s.logEvent(ev)
 	}
 	backoff := supervision.Backoff{Min: cfg.BackoffMin, Max: cfg.BackoffMax}
 	broker := supervision.New(supervision.Spec{
@@ -347,6 +370,7 @@ func (s *Service) closeSpool() {
 	if s.spool == nil {
 		return
 	}
+	s.relay.EndTraces()
 	if err := s.spool.Close(); err != nil {
 		s.log.Error("closing the spool", "error", err)
 	}
@@ -367,9 +391,29 @@ func redactedURLs(urls []string) []string {
 	return out
 }
 
-// logEvent logs one supervision event.
-func logEvent(log *slog.Logger, ev supervision.Event) {
-	attrs := []any{"supervisor", ev.Supervisor, "child", ev.Child}
+type brokerAddr struct {
+	host string
+	port int
+}
+
+// connected is the publisher's OnConnect: the broker in use, for the spans'
+// and the supervision log records' server.address and server.port.
+func (s *Service) connected(host string, port int) {
+	s.broker.Store(&brokerAddr{host, port})
+	s.tracer.SetBroker(host, port)
+}
+
+// logEvent logs one supervision event. Restarts and escalations are log
+// records, not span events (they belong to no request, and OpenTelemetry is
+// moving span events to log-based events): they carry the tracing
+// conventions' messaging.system and the broker's server.address and
+// server.port, to be correlated with the connection's spans.
+func (s *Service) logEvent(ev supervision.Event) {
+	log := s.log
+	attrs := []any{"supervisor", ev.Supervisor, "child", ev.Child, "messaging.system", "rabbitmq"}
+	if b := s.broker.Load(); b != nil {
+		attrs = append(attrs, "server.address", b.host, "server.port", b.port)
+	}
 	if ev.Err != nil {
 		attrs = append(attrs, "error", ev.Err.Error())
 	}

@@ -112,7 +112,7 @@ type running struct {
 
 func start(t *testing.T, cfg Config, f *fakeBroker) *running {
 	t.Helper()
-	s, err := newService(cfg, nil, discard(), func(publisher.Config) (broker, error) { return f, nil })
+	s, err := newService(cfg, Options{Logger: discard()}, func(publisher.Config) (broker, error) { return f, nil })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/publisher-dev/publisher/internal/logthrottle"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/service"
+	"github.com/publisher-dev/publisher/tracing"
 )
 
 // Exit statuses.
@@ -69,9 +70,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log, logs := newLogger(cfg, stderr)
 	defer flushLogs(logs)
 
+	tracer, err := tracing.Setup(context.Background(), tracing.Options{ServiceVersion: version, Logger: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "publisher: %v: %v\n", service.ErrConfig, err)
+		return exitConfig
+	}
+	defer shutdownTracing(tracer, log)
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	svc, err := service.New(*cfg, topo, log)
+	svc, err := service.New(*cfg, service.Options{Topology: topo, Logger: log, Tracer: tracer})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return exitRuntime
@@ -87,6 +95,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 const flushTimeout = time.Second
+
+// version is the service.version of the spans (set at build time with
+// -ldflags "-X main.version=...").
+var version = "dev"
+
+// shutdownTracing exports the spans still buffered. It is bounded by
+// tracingFlushTimeout: the OTLP endpoint may be away, and the exit must stay
+// within PUBLISHER_SHUTDOWN_TIMEOUT plus a second or two.
+func shutdownTracing(t *tracing.Tracer, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("tracing: spans not exported at exit", "error", err)
+	}
+}
+
+const tracingFlushTimeout = 500 * time.Millisecond
 
 const usageFormat = `{{range .}}{{usage_key .}}
     {{usage_description .}} (default: {{if usage_default .}}{{usage_default .}}{{else}}empty{{end}})

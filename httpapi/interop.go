@@ -1,0 +1,200 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+
+	"github.com/publisher-dev/publisher/cloudevents"
+	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/tracing"
+)
+
+// CloudEventsConfig configures the CloudEvents modes of the publish API.
+type CloudEventsConfig struct {
+	// Source, when set (PUBLISHER_CLOUDEVENTS_SOURCE), lets a plain request
+	// ask to be wrapped as a binary-mode CloudEvent ("Prefer: cloudevents" or
+	// "X-CloudEvents: binary"); it is the events' source.
+	Source string
+	// Convention names the attribute headers of published events
+	// (PUBLISHER_CLOUDEVENTS_HEADERS); the zero value is cloudevents.ConventionCE
+	// ("ce-" prefixed, as Knative's eventing-rabbitmq reads them).
+	Convention cloudevents.Convention
+}
+
+// statusWriter records the status code written, for the SERVER span. It is
+// used only with tracing on; Unwrap keeps http.ResponseController working
+// (a stream's flushes and deadlines).
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// traced starts the request's SERVER span when tracing is on: it returns the
+// writer and request to serve with (the span in the request's context) and
+// the function that ends the span with the status written. With tracing off
+// it returns w and r as they are, and a no-op, without allocating.
+func (h *handler) traced(w http.ResponseWriter, r *http.Request, route string, th tracing.Headers) (http.ResponseWriter, *http.Request, func()) {
+	if !h.tracer.Enabled() {
+		return w, r, func() {}
+	}
+	ctx, span := h.tracer.StartRequest(r, route, th)
+	sw := &statusWriter{ResponseWriter: w}
+	return sw, r.WithContext(ctx), func() { span.End(sw.code) }
+}
+
+// startSpan carries the request's trace context into msg's headers (an
+// entry's own traceparent wins) and, with tracing on, starts its PRODUCER
+// span, a child of ctx's SERVER span; the span's traceparent is the one
+// written into the message.
+func (h *handler) startSpan(ctx context.Context, th tracing.Headers, msg *publisher.Message) {
+	var span *tracing.MessageSpan
+	msg.Headers, span = h.tracer.StartMessage(ctx, th, tracing.Message{
+		Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, MessageID: msg.MessageID,
+		CorrelationID: msg.CorrelationID, BodySize: len(msg.Body), Headers: msg.Headers,
+	})
+	if span != nil { // a nil *MessageSpan in the interface would not be nil
+		msg.Trace = span
+	}
+}
+
+// ceRequest is what a single publish request is, CloudEvents-wise, as far
+// as its headers tell.
+type ceRequest struct {
+	mode       cloudevents.Mode
+	binary     bool // a binary-mode event (ce- headers), in ev
+	ev         cloudevents.Event
+	wrap       bool // a plain request to wrap (a source is configured)
+	preference bool // the wrap was asked as a preference (answer Preference-Applied)
+}
+
+// cloudEventOf reads the request's CloudEvents mode from its headers, before
+// the body: a non-empty errText is the answer (400 or 415).
+func (h *handler) cloudEventOf(r *http.Request, msg *publisher.Message) (ce ceRequest, code int, errText string) {
+	ce.mode = cloudevents.ContentMode(msg.ContentType)
+	switch ce.mode {
+	case cloudevents.ModeBatch:
+		return ce, http.StatusUnsupportedMediaType, "a CloudEvents batch goes to POST /v1/batch"
+	case cloudevents.ModeUnsupported:
+		return ce, http.StatusUnsupportedMediaType, "unsupported CloudEvents format: use application/cloudevents+json or binary mode (ce- headers)"
+	case cloudevents.ModeStructured:
+		return ce, 0, ""
+	}
+	ev, isEvent, err := cloudevents.FromBinary(r.Header)
+	if err != nil {
+		return ce, http.StatusBadRequest, "invalid CloudEvent: " + err.Error()
+	}
+	if isEvent {
+		ce.binary, ce.ev = true, ev
+		return ce, 0, ""
+	}
+	wrap, err := cloudevents.WrapRequested(r.Header)
+	switch {
+	case err != nil:
+		return ce, http.StatusBadRequest, err.Error()
+	case wrap == cloudevents.WrapRequired && h.ce.Source == "":
+		return ce, http.StatusBadRequest, "X-CloudEvents: binary needs PUBLISHER_CLOUDEVENTS_SOURCE to be set"
+	case wrap != cloudevents.WrapNone && h.ce.Source != "":
+		ce.wrap, ce.preference = true, wrap == cloudevents.WrapPreferred
+	}
+	return ce, 0, ""
+}
+
+// applyCloudEvent maps the request's event (read by cloudEventOf, or from
+// the body in structured mode) into msg: message_id = id, type = type, the
+// attributes as headers by the configured convention. An X-Message-Id or
+// X-Type that differs from the event's is a 400 (a message must not carry
+// two ids).
+func (h *handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []byte, clientID bool) (code int, errText string) {
+	switch {
+	case ce.mode == cloudevents.ModeStructured:
+		ev, err := cloudevents.FromStructured(body)
+		if err != nil {
+			return http.StatusBadRequest, "invalid CloudEvent: " + err.Error()
+		}
+		ce.ev = ev
+	case ce.wrap:
+		ev, err := cloudevents.Wrap(h.ce.Source, msg.MessageID, msg.Type, msg.ContentType, msg.Timestamp)
+		if err != nil {
+			return http.StatusBadRequest, "cannot wrap as a CloudEvent: " + err.Error()
+		}
+		ce.ev = ev
+	case !ce.binary:
+		return 0, ""
+	}
+	if clientID && msg.MessageID != ce.ev.ID {
+		return http.StatusBadRequest, "X-Message-Id differs from the event's id: give one or the other"
+	}
+	if msg.Type != "" && msg.Type != ce.ev.Type {
+		return http.StatusBadRequest, "X-Type differs from the event's type: give one or the other"
+	}
+	msg.MessageID, msg.Type = ce.ev.ID, ce.ev.Type
+	msg.Headers = ce.ev.AMQPHeaders(h.ce.Convention, msg.Headers)
+	return 0, ""
+}
+
+// cloudEventsBatch turns a CloudEvents batch (application/cloudevents-batch+json
+// to /v1/batch) into messages: each event published as is (structured,
+// content_type application/cloudevents+json), to the exchange and routing
+// key of the request's query (?exchange=…&routing_key=…, the routing key
+// defaulting to the event's type), message_id = id, type = type, the
+// attributes as headers. A bad event gets its own 400; a body that is not a
+// JSON array, or no exchange, refuses the batch (errText).
+func (h *handler) cloudEventsBatch(r *http.Request, body []byte) (msgs []*publisher.Message, bad []*entryError, code int, errText string) {
+	q := r.URL.Query()
+	exchange, ok := q["exchange"]
+	if !ok || len(exchange) != 1 {
+		return nil, nil, http.StatusBadRequest, "a CloudEvents batch needs ?exchange= (amq.default for the default exchange), and ?routing_key= unless the events' types are the routing keys"
+	}
+	key := q.Get("routing_key")
+	events, errs, err := cloudevents.FromBatch(body)
+	if err != nil {
+		return nil, nil, http.StatusBadRequest, "malformed CloudEvents batch: " + err.Error()
+	}
+	if len(events) > h.maxBatchMsgs {
+		return nil, nil, http.StatusRequestEntityTooLarge, "batch of " + strconv.Itoa(len(events)) + " events, more than " + strconv.Itoa(h.maxBatchMsgs)
+	}
+	msgs = make([]*publisher.Message, len(events))
+	bad = make([]*entryError, len(events))
+	for i, ev := range events {
+		msg := &publisher.Message{MessageID: ev.ID, Persistent: true, Mandatory: true, Timestamp: h.now()}
+		msgs[i] = msg
+		if errs[i] != nil {
+			bad[i] = badEntry("invalid CloudEvent: %v", errs[i])
+			continue
+		}
+		rk := key
+		if rk == "" {
+			rk = ev.Type
+		}
+		e := entry{Exchange: &exchange[0], RoutingKey: rk, MessageID: ev.ID, Type: ev.Type,
+			ContentType: cloudevents.MediaTypeStructured}
+		if b := h.fillEntry(msg, &e); b != nil {
+			bad[i] = b
+			continue
+		}
+		msg.Body = ev.Structured
+		if int64(len(msg.Body)) > h.maxBody {
+			bad[i] = &entryError{code: http.StatusRequestEntityTooLarge, text: "event larger than " + strconv.FormatInt(h.maxBody, 10) + " bytes"}
+			continue
+		}
+		msg.Headers = ev.AMQPHeaders(h.ce.Convention, nil)
+	}
+	return msgs, bad, 0, ""
+}
