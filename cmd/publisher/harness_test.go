@@ -150,3 +150,23 @@ func (p *proc) metric(name string, labels ...string) float64 {
 	_, body := p.get("/metrics")
 	return promtext.Value(body, name, labels...)
 }
+
+// postWith POSTs body to path with a Content-Type and headers, and returns
+// the status and the answer's body.
+func (p *proc) postWith(path, contentType, body string, headers map[string]string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodPost, p.api+path, bytes.NewReader([]byte(body)))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", contentType)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
