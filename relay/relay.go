@@ -309,18 +309,6 @@ func (r *Relay) traceOf(nonce, rid uint64) publisher.Trace {
 	return r.traces[rid]
 }
 
-// endTraceOf ends the span of the record (nonce, rid) with the outcome err.
-func (r *Relay) endTraceOf(nonce, rid uint64, err error) {
-	if nonce != r.nonce {
-		return
-	}
-	r.mu.Lock()
-	t := r.traces[rid]
-	delete(r.traces, rid)
-	r.mu.Unlock()
-	endTrace(t, err)
-}
-
 // EndTraces ends the spans of the records not forwarded yet (the service is
 // stopping; they stay spooled for the next start, which has no span for
 // them).
@@ -352,19 +340,22 @@ func (r *Relay) unwait(rid uint64) {
 	r.mu.Unlock()
 }
 
-// resolve answers the caller waiting for the record (nonce, rid), if it is
-// one of this process's and still waits.
+// resolve is the final outcome of the record (nonce, rid): it answers the
+// caller waiting for it and ends its span, if it is one of this process's
+// and they are still there.
 func (r *Relay) resolve(nonce, rid uint64, err error) {
 	if nonce != r.nonce {
 		return
 	}
 	r.mu.Lock()
-	f := r.waiters[rid]
+	f, t := r.waiters[rid], r.traces[rid]
 	delete(r.waiters, rid)
+	delete(r.traces, rid)
 	r.mu.Unlock()
 	if f != nil {
 		f(err)
 	}
+	endTrace(t, err)
 }
 
 // settlement is a forwarded record's outcome, for the forwarder goroutine.
@@ -447,13 +438,12 @@ func (r *Relay) Serve(ctx context.Context) error {
 			r.submit(ctx, settlement{rec: rec, nonce: nonce, rid: rid, msg: msg})
 		case s := <-r.settled:
 			switch {
-			case permanent(s.err):
+			case permanent(s.err): // resolved by the callback already
 				r.deadLetter(s.rec, s.err.Error())
-				r.endTraceOf(s.nonce, s.rid, s.err)
 				r.done(s.rec.Seq)
 			case s.attempts >= r.cfg.MaxAttempts:
 				r.deadLetter(s.rec, fmt.Sprintf("gave up after %d attempts: %v", s.attempts, s.err))
-				r.endTraceOf(s.nonce, s.rid, s.err)
+				r.resolve(s.nonce, s.rid, s.err)
 				r.done(s.rec.Seq)
 			default:
 				r.log.Debug("relay: publishing a spooled message again", "seq", s.rec.Seq, "error", s.err)
@@ -500,7 +490,6 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 		if err == nil {
 			r.sp.Ack(s.rec.Seq)
 			r.resolve(s.nonce, s.rid, nil)
-			r.endTraceOf(s.nonce, s.rid, nil)
 			r.done(s.rec.Seq)
 			return
 		}
