@@ -38,13 +38,33 @@ func readmeCommands(t *testing.T) []string {
 		cont := strings.HasSuffix(trimmed, "\\") || strings.HasSuffix(trimmed, "|")
 		cur += " " + strings.TrimSpace(strings.TrimSuffix(trimmed, "\\"))
 		if !cont {
-			if strings.Contains(cur, "curl ") {
+			if strings.Contains(withoutComment(cur), "curl ") {
 				cmds = append(cmds, strings.TrimSpace(cur))
 			}
 			cur = ""
 		}
 	}
 	return cmds
+}
+
+// withoutComment is a shell command line without its trailing # comment
+// (a '#' after a blank, outside quotes).
+func withoutComment(line string) string {
+	var quote byte
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '#' && (i == 0 || line[i-1] == ' ' || line[i-1] == '\t'):
+			return line[:i]
+		}
+	}
+	return line
 }
 
 // Every curl line of the README works as written against the real binary run
