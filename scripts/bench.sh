@@ -2,10 +2,10 @@
 # Performance comparison in one run: starts a private RabbitMQ node (with
 # rabbitmq_management) on free loopback ports, runs cmd/pubbench against it
 # (the service over HTTP, raw amqp091-go, raw pipelined, the management API
-# publish endpoint, and the service with a durable spool answering
+# publish endpoint, the service with a durable spool answering
 # "Prefer: respond-async", whose spool directory pubbench creates under
-# -spool-parent and removes) and always stops the node and removes its
-# directory.
+# -spool-parent and removes, and the service's /v1/batch and /v1/stream) and
+# always stops the node and removes its directory.
 #
 #   bash scripts/bench.sh                  # defaults: -c 64 -size 256 -duration 10s
 #   bash scripts/bench.sh -duration 5s -c 128

@@ -40,6 +40,8 @@ type config struct {
 	spoolDrainTimeout     time.Duration
 	jsonOut               bool
 	httpClient            string
+	batchSize, batchConc  int
+	streams, streamWindow int
 }
 
 // stringList is a repeatable flag.
@@ -75,7 +77,7 @@ func parseFlags(args []string) (*config, error) {
 // register defines the flags on fs, each filling its field of cfg; -modes,
 // which parseModes reads, is returned.
 func (cfg *config) register(fs *flag.FlagSet) (modes *string) {
-	fs.IntVar(&cfg.c, "c", 64, "concurrency of modes service, raw and mgmt")
+	fs.IntVar(&cfg.c, "c", 64, "concurrency of modes service, raw, mgmt and spooled")
 	fs.IntVar(&cfg.size, "size", 256, "message body size in bytes")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured duration of each mode")
 	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each mode's measurement")
@@ -104,7 +106,11 @@ func (cfg *config) register(fs *flag.FlagSet) (modes *string) {
 	fs.Int64Var(&cfg.spoolMaxBytes, "spool-max-bytes", 0, "PUBLISHER_SPOOL_MAX_BYTES of the spooled service (0: its default)")
 	fs.DurationVar(&cfg.spoolDrainTimeout, "spool-drain-timeout", 3*time.Minute, "mode spooled: how long to wait after the load for the spool to drain")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the results as JSON instead of a table")
-	fs.StringVar(&cfg.httpClient, "http-client", "lean", "HTTP client of modes service and spooled: lean (one prepared request per keep-alive connection, little CPU) or net/http")
+	fs.IntVar(&cfg.batchSize, "batch-size", 100, "mode batch: messages per /v1/batch request (the service refuses more than its PUBLISHER_MAX_BATCH_MESSAGES, 1000 by default)")
+	fs.IntVar(&cfg.batchConc, "batch-c", 8, "mode batch: concurrent /v1/batch requests, each on a keep-alive connection of its own")
+	fs.IntVar(&cfg.streams, "streams", 4, "mode stream: concurrent /v1/stream requests")
+	fs.IntVar(&cfg.streamWindow, "stream-window", 1024, "mode stream: lines each stream keeps written and not answered (at most the service's PUBLISHER_STREAM_WINDOW, 1024 by default, or the service stops reading and the socket buffers add to the latency)")
+	fs.StringVar(&cfg.httpClient, "http-client", "lean", "HTTP client of modes service, mgmt and spooled: lean (one prepared request per keep-alive connection, little CPU) or net/http; modes batch and stream always use their lean clients")
 	return modes
 }
 
@@ -155,6 +161,14 @@ func (cfg *config) checkRanges() error {
 		return errors.New("-spool-max-bytes: must not be negative")
 	case cfg.spoolDrainTimeout <= 0 || cfg.spoolDrainTimeout > time.Hour:
 		return errors.New("-spool-drain-timeout: must be in (0, 1h]")
+	case cfg.batchSize < 1 || cfg.batchSize > 100000:
+		return errors.New("-batch-size: must be 1..100000")
+	case cfg.batchConc < 1 || cfg.batchConc > 10000:
+		return errors.New("-batch-c: must be 1..10000")
+	case cfg.streams < 1 || cfg.streams > 1000:
+		return errors.New("-streams: must be 1..1000")
+	case cfg.streamWindow < 1 || cfg.streamWindow > 1<<20:
+		return errors.New("-stream-window: must be 1..1048576")
 	}
 	return nil
 }

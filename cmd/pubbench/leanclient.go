@@ -34,7 +34,13 @@ type leanConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	body []byte // the last answer's body, reused
+	// maxAnswer bounds an answer's body (0: defaultMaxAnswer); larger is an
+	// error
+	maxAnswer int
 }
+
+// defaultMaxAnswer is the largest answer body a leanConn reads by default.
+const defaultMaxAnswer = 64 * 1024
 
 // newLeanConn prepares POST u with header and body.
 func newLeanConn(u string, header http.Header, body []byte) (*leanConn, error) {
@@ -89,68 +95,85 @@ func (c *leanConn) roundTrip() (code int, body []byte, keep bool, err error) {
 	if _, err := c.conn.Write(c.req); err != nil {
 		return 0, nil, false, err
 	}
-	line, err := c.br.ReadSlice('\n')
+	hd, err := readHead(c.br)
 	if err != nil {
-		return 0, nil, false, err
+		return hd.code, nil, false, err
+	}
+	limit := c.maxAnswer
+	if limit <= 0 {
+		limit = defaultMaxAnswer
+	}
+	switch {
+	case hd.chunked:
+		// Not what the service answers; read correctly all the same. The
+		// chunked reader stops at the last chunk and leaves the trailer
+		// unread, so the connection is not used again.
+		c.body, err = io.ReadAll(io.LimitReader(httputil.NewChunkedReader(c.br), int64(limit)))
+		return hd.code, c.body, false, err
+	case hd.length < 0:
+		return hd.code, nil, false, errors.New("lean client: answer without Content-Length")
+	case hd.length > limit:
+		return hd.code, nil, false, fmt.Errorf("lean client: answer of %d bytes", hd.length)
+	}
+	if cap(c.body) < hd.length {
+		c.body = make([]byte, hd.length)
+	}
+	c.body = c.body[:hd.length]
+	if _, err := io.ReadFull(c.br, c.body); err != nil {
+		return hd.code, nil, false, err
+	}
+	return hd.code, c.body, hd.keep, nil
+}
+
+// respHead is what the lean clients read of an answer's head.
+type respHead struct {
+	code    int
+	length  int  // Content-Length; -1 when absent
+	chunked bool // Transfer-Encoding: chunked
+	keep    bool // no "Connection: close"
+}
+
+// readHead reads an answer's status line and headers from br.
+func readHead(br *bufio.Reader) (respHead, error) {
+	hd := respHead{length: -1, keep: true}
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return hd, err
 	}
 	// "HTTP/1.1 200 OK\r\n"
 	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.1 ")) {
-		return 0, nil, false, fmt.Errorf("lean client: bad status line %q", line)
+		return hd, fmt.Errorf("lean client: bad status line %q", line)
 	}
-	code, err = strconv.Atoi(string(line[9:12]))
-	if err != nil {
-		return 0, nil, false, fmt.Errorf("lean client: bad status line %q", line)
+	if hd.code, err = strconv.Atoi(string(line[9:12])); err != nil {
+		return hd, fmt.Errorf("lean client: bad status line %q", line)
 	}
-	keep = true
-	length := -1
-	chunked := false
 	for {
-		h, err := c.br.ReadSlice('\n')
+		h, err := br.ReadSlice('\n')
 		if err != nil {
-			return code, nil, false, err
+			return hd, err
 		}
 		h = bytes.TrimRight(h, "\r\n")
 		if len(h) == 0 {
-			break
+			return hd, nil
 		}
 		name, value, ok := bytes.Cut(h, []byte(":"))
 		if !ok {
-			return code, nil, false, fmt.Errorf("lean client: bad header line %q", h)
+			return hd, fmt.Errorf("lean client: bad header line %q", h)
 		}
 		value = bytes.TrimSpace(value)
 		switch {
 		case bytes.EqualFold(name, []byte("Content-Length")):
-			if length, err = strconv.Atoi(string(value)); err != nil || length < 0 {
-				return code, nil, false, fmt.Errorf("lean client: bad Content-Length %q", value)
+			if hd.length, err = strconv.Atoi(string(value)); err != nil || hd.length < 0 {
+				return hd, fmt.Errorf("lean client: bad Content-Length %q", value)
 			}
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			chunked = bytes.EqualFold(value, []byte("chunked"))
+			hd.chunked = bytes.EqualFold(value, []byte("chunked"))
 		case bytes.EqualFold(name, []byte("Connection")):
 			if bytes.EqualFold(value, []byte("close")) {
-				keep = false
+				hd.keep = false
 			}
 		}
 	}
-	switch {
-	case chunked:
-		// Not what the service answers; read correctly all the same. The
-		// chunked reader stops at the last chunk and leaves the trailer
-		// unread, so the connection is not used again.
-		c.body, err = io.ReadAll(io.LimitReader(httputil.NewChunkedReader(c.br), 64*1024))
-		return code, c.body, false, err
-	case length < 0:
-		return code, nil, false, errors.New("lean client: answer without Content-Length")
-	case length > 64*1024:
-		return code, nil, false, fmt.Errorf("lean client: answer of %d bytes", length)
-	}
-	if cap(c.body) < length {
-		c.body = make([]byte, length)
-	}
-	c.body = c.body[:length]
-	if _, err := io.ReadFull(c.br, c.body); err != nil {
-		return code, nil, false, err
-	}
-	return code, c.body, keep, nil
 }
 
 func (c *leanConn) close() {

@@ -1,6 +1,6 @@
 // Command pubbench measures, against one RabbitMQ broker in one run, the
-// confirmed messages per second and the p50/p99 latency of four ways to
-// publish with confirms:
+// confirmed messages per second and the p50/p99 latency of ways to publish
+// with confirms:
 //
 //	(a) service    the publisher service over HTTP at concurrency -c (pubbench
 //	               builds it and runs it as a child process on free loopback
@@ -18,11 +18,21 @@
 //	               broker); after the load pubbench waits until
 //	               publisher_spool_messages is 0 and reports the drain time and
 //	               the end-to-end rate, accepted / (load + drain)
+//	(f) batch      the service's POST /v1/batch: -batch-c lean keep-alive
+//	               clients, each posting -batch-size messages per request; a
+//	               message counts when its result has status 200; one latency
+//	               sample per request
+//	(g) stream     the service's POST /v1/stream: -streams full-duplex NDJSON
+//	               streams, each writing lines while it reads the results,
+//	               with at most -stream-window lines unanswered; a message
+//	               counts when its result line has status 200; one latency
+//	               sample per message (its line written to its result read)
 //
-// It prints a table, the ratios (a)/(b), (a)/(c), (a)/(d) and (e)/(a), the
-// CPU each process spent per message, and the service's RSS while it holds
-// -memory-messages messages behind a broker memory alarm. scripts/bench.sh
-// starts a private broker and runs it:
+// Modes service, batch and stream load the same service child. It prints a
+// table, the ratios (a)/(b), (a)/(c), (a)/(d), (e)/(a), (f)/(c), (g)/(c),
+// (f)/(b) and (g)/(b), the CPU each process spent per message, and the
+// service's RSS while it holds -memory-messages messages behind a broker
+// memory alarm. scripts/bench.sh starts a private broker and runs it:
 //
 //	bash scripts/bench.sh -duration 5s
 //

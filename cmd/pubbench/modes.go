@@ -23,9 +23,11 @@ const (
 	modePipelined = "pipelined"
 	modeMgmt      = "mgmt"
 	modeSpooled   = "spooled"
+	modeBatch     = "batch"
+	modeStream    = "stream"
 )
 
-var allModes = []string{modeService, modeRaw, modePipelined, modeMgmt, modeSpooled}
+var allModes = []string{modeService, modeRaw, modePipelined, modeMgmt, modeSpooled, modeBatch, modeStream}
 
 var modeLabels = map[string]string{
 	modeService:   "(a) service HTTP",
@@ -33,6 +35,8 @@ var modeLabels = map[string]string{
 	modePipelined: "(c) raw pipelined",
 	modeMgmt:      "(d) mgmt API",
 	modeSpooled:   "(e) service spooled",
+	modeBatch:     "(f) service batch",
+	modeStream:    "(g) service stream",
 }
 
 // modeCounts says what each mode's msgs/s counts.
@@ -42,6 +46,31 @@ var modeCounts = map[string]string{
 	modePipelined: "broker confirms",
 	modeMgmt:      "200 routed:true",
 	modeSpooled:   "202 spooled (durable on the service's disk, not yet confirmed by the broker)",
+	modeBatch:     "results with status 200 (confirmed) in /v1/batch answers",
+	modeStream:    "result lines with status 200 (confirmed) on /v1/stream",
+}
+
+// latencyOf says what one latency sample of mode measures.
+func (b *bench) latencyOf(mode string) string {
+	switch mode {
+	case modeRaw, modePipelined:
+		return "message, publish to confirm"
+	case modeBatch:
+		return fmt.Sprintf("request of %d messages, sent to answer read", b.cfg.batchSize)
+	case modeStream:
+		return "message, its line written to its result line read"
+	}
+	return "request, sent to answer read"
+}
+
+// isServiceMode reports whether mode loads a service child (whose CPU is
+// then measured).
+func isServiceMode(mode string) bool {
+	switch mode {
+	case modeService, modeSpooled, modeBatch, modeStream:
+		return true
+	}
+	return false
 }
 
 // opTimeout bounds one publish (request, or publish plus confirm).

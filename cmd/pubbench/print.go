@@ -59,11 +59,11 @@ func writeServiceCPU(w io.Writer, results []*modeResult) {
 			continue
 		}
 		if r.Spool != nil {
-			fmt.Fprintf(w, "spooled service CPU: %.1f µs per accepted message, load and drain (%.2f cores busy meanwhile)\n",
-				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
+			fmt.Fprintf(w, "%s, service CPU: %.1f µs per accepted message, load and drain (%.2f cores busy meanwhile)\n",
+				r.Label, *r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
 		} else {
-			fmt.Fprintf(w, "service CPU: %.1f µs per confirmed message (%.2f cores busy during its mode)\n",
-				*r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
+			fmt.Fprintf(w, "%s, service CPU: %.1f µs per confirmed message (%.2f cores busy during its mode)\n",
+				r.Label, *r.ServiceCPUPerMsg*1e6, *r.ServiceCPUCores)
 		}
 	}
 }
@@ -102,6 +102,11 @@ func writeTable(w io.Writer, results []*modeResult) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, r := range results {
+		if r.Mode == modeBatch || r.Mode == modeStream {
+			fmt.Fprintf(w, "%s: msgs/s counts messages, the latency columns are per %s (%d samples)\n", r.Label, r.LatencyOf, r.Samples)
+		}
 	}
 	fmt.Fprintln(w)
 	for _, r := range ratios(rates(results)) {

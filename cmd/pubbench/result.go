@@ -24,6 +24,7 @@ type modeResult struct {
 	Label          string        `json:"label"`
 	Counted        string        `json:"counted"` // what msgs_per_sec counts
 	Conc           string        `json:"concurrency"`
+	LatencyOf      string        `json:"latency_of"` // what one latency sample measures
 	Rounds         int           `json:"rounds"`
 	Rate           float64       `json:"msgs_per_sec"`
 	Mean           time.Duration `json:"-"`
@@ -32,7 +33,8 @@ type modeResult struct {
 	MeanMs         float64       `json:"mean_ms"`
 	P50Ms          float64       `json:"p50_ms"`
 	P99Ms          float64       `json:"p99_ms"`
-	Measured       int           `json:"confirmed_measured"`
+	Measured       int           `json:"confirmed_measured"` // confirmed inside the measured window
+	Samples        int           `json:"latency_samples"`
 	ConfirmedTotal int64         `json:"confirmed_total"`
 	Errors         int64         `json:"errors"`
 	LastError      string        `json:"last_error,omitempty"`
@@ -114,9 +116,10 @@ func (b *bench) result(a *modeAgg) *modeResult {
 	measured := float64(a.runs) * b.cfg.duration.Seconds()
 	r := &modeResult{
 		Mode: a.mode, Label: modeLabels[a.mode], Counted: modeCounts[a.mode], Conc: b.concLabel(a.mode), Rounds: a.runs,
-		Measured: len(a.lat), ConfirmedTotal: a.okTotal, Errors: a.errs, LastError: a.lastError,
-		Rate: float64(len(a.lat)) / measured, WallSeconds: a.wall,
+		Measured: a.measured, ConfirmedTotal: a.okTotal, Errors: a.errs, LastError: a.lastError,
+		Rate: float64(a.measured) / measured, WallSeconds: a.wall, LatencyOf: b.latencyOf(a.mode),
 	}
+	r.Samples = len(a.lat)
 	r.Mean = mean(a.lat)
 	r.P50, r.P99 = latencySummary(a.lat)
 	r.MeanMs, r.P50Ms, r.P99Ms = float64(r.Mean)/1e6, float64(r.P50)/1e6, float64(r.P99)/1e6
@@ -177,9 +180,16 @@ func (b *bench) spoolResult(a *modeAgg) *spoolResult {
 	return sp
 }
 
+// concLabel is the concurrency column of mode: channels x window (pipelined),
+// requests x messages per request (batch), streams x window (stream), else C.
 func (b *bench) concLabel(mode string) string {
-	if mode == modePipelined {
+	switch mode {
+	case modePipelined:
 		return fmt.Sprintf("%dx%d", b.cfg.pipeChannels, b.cfg.pipeWindow)
+	case modeBatch:
+		return fmt.Sprintf("%dx%d", b.cfg.batchConc, b.cfg.batchSize)
+	case modeStream:
+		return fmt.Sprintf("%dx%d", b.cfg.streams, b.cfg.streamWindow)
 	}
 	return strconv.Itoa(b.cfg.c)
 }
@@ -208,18 +218,25 @@ func rates(results []*modeResult) map[string]float64 {
 	return rate
 }
 
-// ratios returns (a)/(b), (a)/(c), (a)/(d), (e)/(a) and (e) end-to-end/(a)
-// of the modes' rates; a ratio is invalid when either side is missing or its
-// denominator is zero.
+// ratioDefs are the ratios of the report, in order: label, numerator and
+// denominator (keys of the map ratios takes).
+var ratioDefs = []struct{ label, num, den string }{
+	{"(a)/(b) service/raw", modeService, modeRaw},
+	{"(a)/(c) service/pipelined", modeService, modePipelined},
+	{"(a)/(d) service/mgmt", modeService, modeMgmt},
+	{"(e)/(a) spooled vs synchronous", modeSpooled, modeService},
+	{"(e) end-to-end/(a)", rateSpooledE2E, modeService},
+	{"(f)/(c) batch/pipelined", modeBatch, modePipelined},
+	{"(g)/(c) stream/pipelined", modeStream, modePipelined},
+	{"(f)/(b) batch/raw", modeBatch, modeRaw},
+	{"(g)/(b) stream/raw", modeStream, modeRaw},
+}
+
+// ratios returns the ratioDefs of the modes' rates; a ratio is invalid when
+// either side is missing or its denominator is zero.
 func ratios(rate map[string]float64) []ratio {
-	out := make([]ratio, 0, 5)
-	for _, d := range []struct{ label, num, den string }{
-		{"(a)/(b) service/raw", modeService, modeRaw},
-		{"(a)/(c) service/pipelined", modeService, modePipelined},
-		{"(a)/(d) service/mgmt", modeService, modeMgmt},
-		{"(e)/(a) spooled vs synchronous", modeSpooled, modeService},
-		{"(e) end-to-end/(a)", rateSpooledE2E, modeService},
-	} {
+	out := make([]ratio, 0, len(ratioDefs))
+	for _, d := range ratioDefs {
 		a, okA := rate[d.num]
 		b, okB := rate[d.den]
 		r := ratio{Name: d.label}
@@ -241,6 +258,12 @@ func (b *bench) newReport() *report {
 		"pipe_window": cfg.pipeWindow, "service_channels": cfg.serviceChannels,
 		"service_gomaxprocs": gomaxprocsLabel(cfg.serviceGOMAXPROCS), "http_client": cfg.httpClient,
 	}}
+	if slicesContains(cfg.modes, modeBatch) {
+		rep.Params["batch_size"], rep.Params["batch_c"] = cfg.batchSize, cfg.batchConc
+	}
+	if slicesContains(cfg.modes, modeStream) {
+		rep.Params["streams"], rep.Params["stream_window"] = cfg.streams, cfg.streamWindow
+	}
 	if slicesContains(cfg.modes, modeSpooled) {
 		rep.Params["spool_parent"] = cfg.spoolParent
 		rep.Params["spool_drain_timeout"] = cfg.spoolDrainTimeout.String()

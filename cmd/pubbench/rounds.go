@@ -40,7 +40,7 @@ func (b *bench) runRounds(ctx context.Context) (map[string]*modeAgg, error) {
 // logRun logs the outcome of one run of mode.
 func (b *bench) logRun(mode string, run modeRun) {
 	label := modeLabels[mode]
-	logf("%s: %s msgs/s, %d errors", label, fmtRate(float64(len(run.m.lat))/b.cfg.duration.Seconds()), run.m.errs)
+	logf("%s: %s msgs/s, %d errors", label, fmtRate(float64(run.m.measured)/b.cfg.duration.Seconds()), run.m.errs)
 	if sr := run.spool; sr != nil {
 		logf("%s: drained in %.2fs (drained: %v); end to end %s msgs/s", label, sr.drain, sr.drained,
 			fmtRate(float64(run.m.okTotal)/(sr.load+sr.drain)))
@@ -67,6 +67,7 @@ type modeAgg struct {
 	mode                    string
 	runs                    int
 	lat                     []time.Duration
+	measured                int
 	okTotal, errs           int64
 	lastError               string
 	wall                    float64
@@ -94,6 +95,7 @@ func (a *modeAgg) add(r modeRun) {
 	a.pubOK = a.pubOK && r.pubCount > 0
 	a.runs++
 	a.lat = append(a.lat, r.m.lat...)
+	a.measured += r.m.measured
 	a.okTotal += r.m.okTotal
 	a.errs += r.m.errs
 	if r.m.lastError != "" {
@@ -156,7 +158,7 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 		return modeRun{}, err
 	}
 	run.wall = time.Since(w.start).Seconds() // mode spooled: the drain included
-	isService := mode == modeService || mode == modeSpooled
+	isService := isServiceMode(mode)
 	run.setCPU(before, b.sampleCPU(svc), isService)
 	if isService && !svc.alive() {
 		return modeRun{}, fmt.Errorf("the %s exited during its mode; log:\n%s", svc.name, svc.logTail())
@@ -185,6 +187,10 @@ func (b *bench) runLoad(ctx context.Context, mode string, w window) (modeRun, er
 		run.m, err = b.runMgmt(ctx, w)
 	case modeSpooled:
 		run.m, run.spool, err = b.runSpooled(ctx, w)
+	case modeBatch:
+		run.m, err = b.runBatch(ctx, w)
+	case modeStream:
+		run.m, err = b.runStream(ctx, w)
 	}
 	return run, err
 }

@@ -41,10 +41,11 @@ const (
 )
 
 // startServices starts the service children the modes need: the service
-// for mode service (and the memory measurement), the spooled service for
-// mode spooled, built once for both. stopServices stops them.
+// for modes service, batch and stream (and the memory measurement), the
+// spooled service for mode spooled, built once for both. stopServices stops
+// them.
 func (b *bench) startServices(ctx context.Context) error {
-	if slicesContains(b.cfg.modes, modeService) {
+	if slicesContains(b.cfg.modes, modeService) || slicesContains(b.cfg.modes, modeBatch) || slicesContains(b.cfg.modes, modeStream) {
 		svc, err := startService(ctx, b.cfg, serviceOpts{name: "service"})
 		if err != nil {
 			return err

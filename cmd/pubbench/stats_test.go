@@ -84,9 +84,9 @@ func TestParseVmRSS(t *testing.T) {
 }
 
 func TestRatios(t *testing.T) {
-	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000})
-	if len(rs) != 5 {
-		t.Fatalf("%d ratios, want 5", len(rs))
+	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000, modeBatch: 10000, modeStream: 5000})
+	if len(rs) != 9 {
+		t.Fatalf("%d ratios, want 9", len(rs))
 	}
 	if !rs[3].Valid || rs[3].Value != 1.5 {
 		t.Errorf("(e)/(a) = %+v, want 1.5", rs[3])
@@ -106,16 +106,30 @@ func TestRatios(t *testing.T) {
 	if rs[2].Valid {
 		t.Errorf("(a)/(d) without mgmt is valid: %+v", rs[2])
 	}
+	if rs[5].Valid || rs[6].Valid {
+		t.Errorf("(f)/(c), (g)/(c) with a zero denominator are valid: %+v %+v", rs[5], rs[6])
+	}
+	if !rs[7].Valid || rs[7].Value != 2.5 || !rs[8].Valid || rs[8].Value != 1.25 {
+		t.Errorf("(f)/(b) = %+v, (g)/(b) = %+v; want 2.5, 1.25", rs[7], rs[8])
+	}
+	rs = ratios(map[string]float64{modePipelined: 20000, modeBatch: 16000, modeStream: 17000})
+	if !rs[5].Valid || rs[5].Value != 0.8 || !rs[6].Valid || rs[6].Value != 0.85 {
+		t.Errorf("(f)/(c) = %+v, (g)/(c) = %+v; want 0.8, 0.85", rs[5], rs[6])
+	}
 }
 
 func TestWriteTable(t *testing.T) {
-	cpu := 0.000125
+	cpu, batchCPU := 0.000125, 0.0000205
 	results := []*modeResult{
 		{Mode: modeService, Label: modeLabels[modeService], Conc: "64", Rate: 6000.4, Mean: 10660 * time.Microsecond, P50: 10 * time.Millisecond, P99: 45500 * time.Microsecond, ServiceCPUPerMsg: &cpu},
 		{Mode: modeRaw, Label: modeLabels[modeRaw], Conc: "64", Rate: 5000, P50: 12 * time.Millisecond, P99: 40 * time.Millisecond, Errors: 3},
 		{Mode: modeMgmt, Label: modeLabels[modeMgmt], Conc: "64", Rate: 500, P50: 100 * time.Millisecond, P99: 200 * time.Millisecond},
 		{Mode: modeSpooled, Label: modeLabels[modeSpooled], Conc: "64", Rate: 9000, P50: 5 * time.Millisecond, P99: 20 * time.Millisecond, ServiceCPUPerMsg: &cpu,
 			Spool: &spoolResult{DrainSeconds: 3.25, Drained: true, EndToEndRate: 5400.4}},
+		{Mode: modeBatch, Label: modeLabels[modeBatch], Conc: "8x100", Rate: 10000, P50: 80 * time.Millisecond, P99: 150 * time.Millisecond, ServiceCPUPerMsg: &batchCPU,
+			LatencyOf: "request of 100 messages, sent to answer read", Samples: 1000},
+		{Mode: modeStream, Label: modeLabels[modeStream], Conc: "4x1024", Rate: 7500, P50: 300 * time.Millisecond, P99: 600 * time.Millisecond,
+			LatencyOf: "message, its line written to its result line read", Samples: 75000},
 	}
 	var buf bytes.Buffer
 	if err := writeTable(&buf, results); err != nil {
@@ -140,6 +154,14 @@ func TestWriteTable(t *testing.T) {
 		"(e) end-to-end/(a) 0.90",
 		"(a) service HTTP 125.0 - -",
 		"(e) service spooled (per accepted msg, load+drain) 125.0 - -",
+		"(f) service batch 8x100 10000 0.00 80.00 150.00 0 - -",
+		"(g) service stream 4x1024 7500 0.00 300.00 600.00 0 - -",
+		"(f) service batch: msgs/s counts messages, the latency columns are per request of 100 messages, sent to answer read (1000 samples)",
+		"(g) service stream: msgs/s counts messages, the latency columns are per message, its line written to its result line read (75000 samples)",
+		"(f)/(b) batch/raw 2.00",
+		"(g)/(b) stream/raw 1.50",
+		"(f)/(c) batch/pipelined n/a",
+		"(f) service batch 20.5 - -",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -155,6 +177,16 @@ func TestParseFlags(t *testing.T) {
 	if cfg.c != 8 || len(cfg.modes) != 2 || cfg.modes[0] != modeRaw || cfg.duration != time.Second || !cfg.persistent || cfg.size != 256 {
 		t.Errorf("unexpected config %+v", cfg)
 	}
+	if cfg.batchSize != 100 || cfg.batchConc != 8 || cfg.streams != 4 || cfg.streamWindow != 1024 {
+		t.Errorf("batch and stream defaults: %+v", cfg)
+	}
+	cfg, err = parseFlags([]string{"-modes", "batch,stream", "-batch-size", "50", "-batch-c", "2", "-streams", "3", "-stream-window", "64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.batchSize != 50 || cfg.batchConc != 2 || cfg.streams != 3 || cfg.streamWindow != 64 || len(cfg.modes) != 2 || cfg.modes[1] != modeStream {
+		t.Errorf("batch and stream flags: %+v", cfg)
+	}
 	for _, bad := range [][]string{
 		{"-modes", "nope"},
 		{"-c", "0"},
@@ -163,6 +195,10 @@ func TestParseFlags(t *testing.T) {
 		{"-service-env", "=1"},
 		{"-http-client", "curl"},
 		{"-spool-drain-timeout", "0"},
+		{"-batch-size", "0"},
+		{"-batch-c", "0"},
+		{"-streams", "0"},
+		{"-stream-window", "0"},
 		{"-modes", "spooled", "-spool-parent", "/nonexistent/dir"},
 		{"extra"},
 	} {
