@@ -328,3 +328,33 @@ func TestStreamGivesUp(t *testing.T) {
 		t.Fatalf("result %q, want a 504 for late", b)
 	}
 }
+
+// A refused stream is answered at once, even to a client that sends nothing
+// before it has the answer (the connection is closed after the refusal).
+func TestStreamRefusalAnsweredAtOnce(t *testing.T) {
+	url := streamServer(t, &fakePublisher{}, nil)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequest(http.MethodPost, url, pr) // no token: 401
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	select {
+	case resp := <-done:
+		if resp == nil {
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("status %d, want 401", resp.StatusCode)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer to a refused stream whose client waits for it")
+	}
+}

@@ -48,9 +48,15 @@ var ndjsonContentType = []string{ndjson}
 // published, 504 may still arrive, 202 spooled), the stream ends, and lines
 // not read by then get no result.
 func (h *handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing.Headers) {
+	// A refusal comes before the body is read, and a streaming client may
+	// wait for the answer before it sends anything: net/http would first try
+	// to read (and discard) the body, and the answer would not come. Closing
+	// the connection after the refusal answers at once.
+	w.Header()["Connection"] = []string{"close"}
 	if !h.admit(w, r, ndjson) || !h.acceptingNow(w, r) {
 		return
 	}
+	delete(w.Header(), "Connection")
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
 	h.onStream(1)
