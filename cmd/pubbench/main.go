@@ -63,8 +63,10 @@ func logf(format string, args ...any) {
 type bench struct {
 	cfg       *config
 	body      []byte
-	svc       *service // mode service (and the memory measurement)
-	spoolSvc  *service // mode spooled
+	svc       *service  // mode service (and the memory measurement)
+	spoolSvc  *service  // mode spooled
+	tracedSvc *service  // mode traced
+	sink      *otlpSink // where mode traced's service exports its spans
 	brokerPid string
 	notes     []string
 }

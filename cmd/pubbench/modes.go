@@ -25,9 +25,10 @@ const (
 	modeSpooled   = "spooled"
 	modeBatch     = "batch"
 	modeStream    = "stream"
+	modeTraced    = "traced"
 )
 
-var allModes = []string{modeService, modeRaw, modePipelined, modeMgmt, modeSpooled, modeBatch, modeStream}
+var allModes = []string{modeService, modeRaw, modePipelined, modeMgmt, modeSpooled, modeBatch, modeStream, modeTraced}
 
 var modeLabels = map[string]string{
 	modeService:   "(a) service HTTP",
@@ -37,6 +38,7 @@ var modeLabels = map[string]string{
 	modeSpooled:   "(e) service spooled",
 	modeBatch:     "(f) service batch",
 	modeStream:    "(g) service stream",
+	modeTraced:    "(h) service HTTP, traced",
 }
 
 // modeCounts says what each mode's msgs/s counts.
@@ -48,6 +50,7 @@ var modeCounts = map[string]string{
 	modeSpooled:   "202 spooled (durable on the service's disk, not yet confirmed by the broker)",
 	modeBatch:     "results with status 200 (confirmed) in /v1/batch answers",
 	modeStream:    "result lines with status 200 (confirmed) on /v1/stream",
+	modeTraced:    "200 confirmed, with OpenTelemetry spans exported over OTLP/HTTP to pubbench's own sink",
 }
 
 // latencyOf says what one latency sample of mode measures.
@@ -67,7 +70,7 @@ func (b *bench) latencyOf(mode string) string {
 // then measured).
 func isServiceMode(mode string) bool {
 	switch mode {
-	case modeService, modeSpooled, modeBatch, modeStream:
+	case modeService, modeSpooled, modeBatch, modeStream, modeTraced:
 		return true
 	}
 	return false
@@ -264,9 +267,10 @@ func (b *bench) publishRequest(svc *service) (string, http.Header) {
 	return u, h
 }
 
-// runService is mode (a): c concurrent HTTP clients posting to the service.
-func (b *bench) runService(ctx context.Context, w window) (merged, error) {
-	u, h := b.serviceRequest()
+// runService is mode (a), and (h) with svc the traced service: c concurrent
+// HTTP clients posting to svc.
+func (b *bench) runService(ctx context.Context, w window, svc *service) (merged, error) {
+	u, h := b.publishRequest(svc)
 	op, done, err := b.poster(u, h, b.body, http.StatusOK, []byte(`"confirmed"`))
 	if err != nil {
 		return merged{}, err

@@ -230,6 +230,7 @@ var ratioDefs = []struct{ label, num, den string }{
 	{"(g)/(c) stream/pipelined", modeStream, modePipelined},
 	{"(f)/(b) batch/raw", modeBatch, modeRaw},
 	{"(g)/(b) stream/raw", modeStream, modeRaw},
+	{"(h)/(a) traced/untraced", modeTraced, modeService},
 }
 
 // ratios returns the ratioDefs of the modes' rates; a ratio is invalid when

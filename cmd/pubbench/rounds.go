@@ -144,8 +144,11 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 	}
 	logf("running %s at %s for %s (+%s warm-up)", modeLabels[mode], b.concLabel(mode), b.cfg.duration, b.cfg.warmup)
 	svc := b.svc
-	if mode == modeSpooled {
+	switch mode {
+	case modeSpooled:
 		svc = b.spoolSvc
+	case modeTraced:
+		svc = b.tracedSvc
 	}
 	var pub0 *publishTotals
 	if mode == modeService {
@@ -178,7 +181,9 @@ func (b *bench) runLoad(ctx context.Context, mode string, w window) (modeRun, er
 	var err error
 	switch mode {
 	case modeService:
-		run.m, err = b.runService(ctx, w)
+		run.m, err = b.runService(ctx, w, b.svc)
+	case modeTraced:
+		run.m, err = b.runService(ctx, w, b.tracedSvc)
 	case modeRaw:
 		run.m, err = b.runRaw(ctx, w)
 	case modePipelined:

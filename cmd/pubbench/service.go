@@ -32,6 +32,8 @@ type serviceOpts struct {
 	// spoolParent, when not empty, gives the service a durable spool in a new
 	// temporary directory under it (removed by stop)
 	spoolParent string
+	// env is added to the service's environment last.
+	env []string
 }
 
 const (
@@ -63,11 +65,36 @@ func (b *bench) startServices(ctx context.Context) error {
 		}
 		b.spoolSvc = svc
 	}
+	if slicesContains(b.cfg.modes, modeTraced) {
+		sink, err := newOTLPSink()
+		if err != nil {
+			return err
+		}
+		b.sink = sink
+		opts := serviceOpts{name: "traced service", env: []string{
+			"OTEL_EXPORTER_OTLP_ENDPOINT=" + sink.url(), "OTEL_SERVICE_NAME=pubbench-traced",
+		}}
+		if b.svc != nil {
+			opts.bin = b.svc.bin
+		}
+		svc, err := startService(ctx, b.cfg, opts)
+		if err != nil {
+			return err
+		}
+		b.tracedSvc = svc
+	}
 	return nil
 }
 
 // stopServices stops the children startServices started, the last first.
 func (b *bench) stopServices() {
+	if b.tracedSvc != nil {
+		b.tracedSvc.stop()
+	}
+	if b.sink != nil {
+		b.sink.close()
+		b.note("mode (h): the traced service exported %d OTLP requests, %d bytes, to pubbench's sink", b.sink.requests.Load(), b.sink.bytes.Load())
+	}
 	if b.spoolSvc != nil {
 		b.spoolSvc.stop()
 	}
@@ -99,7 +126,7 @@ func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service,
 	}
 	s.proc, err = svcproc.Start(svcproc.Spec{
 		Bin:     s.bin,
-		Env:     serviceEnv(cfg, s.spoolDir),
+		Env:     append(serviceEnv(cfg, s.spoolDir), opts.env...),
 		LogPath: filepath.Join(dir, "publisher.log"),
 		// the child must not outlive pubbench, even when pubbench is killed
 		DieWithParent: true,

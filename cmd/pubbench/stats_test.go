@@ -84,9 +84,12 @@ func TestParseVmRSS(t *testing.T) {
 }
 
 func TestRatios(t *testing.T) {
-	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000, modeBatch: 10000, modeStream: 5000})
-	if len(rs) != 9 {
-		t.Fatalf("%d ratios, want 9", len(rs))
+	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000, modeBatch: 10000, modeStream: 5000, modeTraced: 7200})
+	if len(rs) != 10 {
+		t.Fatalf("%d ratios, want 10", len(rs))
+	}
+	if h := rs[9]; !h.Valid || h.Value != 0.9 {
+		t.Errorf("(h)/(a) = %+v, want 0.9", h)
 	}
 	if !rs[3].Valid || rs[3].Value != 1.5 {
 		t.Errorf("(e)/(a) = %+v, want 1.5", rs[3])
