@@ -42,21 +42,32 @@ type leanConn struct {
 // defaultMaxAnswer is the largest answer body a leanConn reads by default.
 const defaultMaxAnswer = 64 * 1024
 
-// newLeanConn prepares POST u with header and body.
-func newLeanConn(u string, header http.Header, body []byte) (*leanConn, error) {
+// postHead writes the request line and the header lines of POST u (without
+// the blank line that ends them) and returns u parsed; only http:// is
+// supported.
+func postHead(b *bytes.Buffer, client, u string, header http.Header) (*url.URL, error) {
 	pu, err := url.Parse(u)
 	if err != nil {
 		return nil, err
 	}
 	if pu.Scheme != "http" {
-		return nil, fmt.Errorf("lean client: %s: only http:// is supported", u)
+		return nil, fmt.Errorf("%s: %s: only http:// is supported", client, u)
 	}
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\n", pu.RequestURI(), pu.Host)
+	fmt.Fprintf(b, "POST %s HTTP/1.1\r\nHost: %s\r\n", pu.RequestURI(), pu.Host)
 	for k, vs := range header {
 		for _, v := range vs {
-			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+			fmt.Fprintf(b, "%s: %s\r\n", k, v)
 		}
+	}
+	return pu, nil
+}
+
+// newLeanConn prepares POST u with header and body.
+func newLeanConn(u string, header http.Header, body []byte) (*leanConn, error) {
+	var b bytes.Buffer
+	pu, err := postHead(&b, "lean client", u, header)
+	if err != nil {
+		return nil, err
 	}
 	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n", len(body))
 	b.Write(body)

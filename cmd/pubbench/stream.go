@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -43,19 +42,10 @@ type streamConn struct {
 // it reads a line: anything but a 200 with a chunked body is an error (a
 // 100 Continue is skipped).
 func openStream(ctx context.Context, u string, header http.Header) (*streamConn, error) {
-	pu, err := url.Parse(u)
+	var head bytes.Buffer
+	pu, err := postHead(&head, "stream client", u, header)
 	if err != nil {
 		return nil, err
-	}
-	if pu.Scheme != "http" {
-		return nil, fmt.Errorf("stream client: %s: only http:// is supported", u)
-	}
-	var head bytes.Buffer
-	fmt.Fprintf(&head, "POST %s HTTP/1.1\r\nHost: %s\r\n", pu.RequestURI(), pu.Host)
-	for k, vs := range header {
-		for _, v := range vs {
-			fmt.Fprintf(&head, "%s: %s\r\n", k, v)
-		}
 	}
 	// "Expect: 100-continue" makes net/http's server answer a refusal (401,
 	// 415, 503 before the stream starts) at once: without it the server
