@@ -308,8 +308,9 @@ func TestStreamWindowBackpressure(t *testing.T) {
 	}
 }
 
-// Lines not answered within the confirm timeout are given up, and a stream
-// whose request ends (a shutdown's cancel) answers what it holds.
+// Lines not answered within the confirm timeout are given up, with what
+// giving up says (the end of a stream's request across a shutdown is tested
+// against the real binary: TestStreamAcrossShutdown).
 func TestStreamGivesUp(t *testing.T) {
 	pub := &fakePublisher{hold: true}
 	url := streamServer(t, pub, func(c *Config) { c.ConfirmTimeout = 100 * time.Millisecond })
