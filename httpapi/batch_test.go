@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -187,6 +186,19 @@ func streamServer(t *testing.T, pub *fakePublisher, edit func(*Config)) string {
 	return srv.URL + "/v1/stream"
 }
 
+// postStream posts an authorized NDJSON stream of body to url.
+func postStream(t *testing.T, url string, body io.Reader) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, body)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 type streamResult struct {
 	Index     int    `json:"index"`
 	MessageID string `json:"message_id"`
@@ -207,13 +219,7 @@ func TestStreamAnswersEveryLine(t *testing.T) {
 	lines[10] = `{"exchange": "amq.default", "priority": "high"}`
 	lines[20] = `not json`
 	body := strings.Join(lines, "\n") + "\n\n"
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := postStream(t, url, strings.NewReader(body))
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/x-ndjson" {
 		t.Fatalf("status %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
@@ -315,13 +321,7 @@ func TestStreamGivesUp(t *testing.T) {
 	pub := &fakePublisher{hold: true}
 	url := streamServer(t, pub, func(c *Config) { c.ConfirmTimeout = 100 * time.Millisecond })
 	body := `{"exchange": "amq.default", "message_id": "late"}` + "\n"
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := postStream(t, url, strings.NewReader(body))
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	var r streamResult
