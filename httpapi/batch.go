@@ -12,6 +12,7 @@ import (
 
 	"github.com/publisher-dev/publisher/cloudevents"
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/relay"
 	"github.com/publisher-dev/publisher/tracing"
 )
 
@@ -39,21 +40,18 @@ func (r result) outcome() string {
 
 // resultOf maps a message's delivery or error to its result, as the single
 // publish would answer it.
-func resultOf(id string, d publisher.Delivery, err error) result {
+func resultOf(id string, d relay.Delivery, err error) result {
 	if err == nil {
-		if d == publisher.Spooled {
+		if d == relay.Spooled {
 			return result{id: id, code: http.StatusAccepted}
 		}
 		return result{id: id, code: http.StatusOK}
 	}
-	code, text, _ := classify(err)
-	if code == 0 {
-		code, text = http.StatusServiceUnavailable, "service unavailable: cannot take messages now"
-		if errors.Is(err, context.Canceled) {
-			text = "request cancelled"
-		}
+	var p *problem
+	if !errors.As(err, &p) {
+		p = answerFor(err)
 	}
-	return result{id: id, code: code, text: text}
+	return result{id: id, code: p.code, text: p.text}
 }
 
 // appendResult appends r as a JSON object, with "index" first when index >= 0.
@@ -79,7 +77,7 @@ func appendResult(b []byte, index int, r result) []byte {
 	return append(b, '}')
 }
 
-// settlements collects the outcomes of messages handed to Publisher.Send:
+// settlements collects the outcomes of messages handed to Sender.Send:
 // done is Send's callback (any goroutine, never blocks); close gives up on
 // the ones still open. After close, done changes nothing.
 type settlements struct {
@@ -107,7 +105,7 @@ func newSettlements(ids []string) *settlements {
 	return s
 }
 
-func (s *settlements) done(i int, d publisher.Delivery, err error) {
+func (s *settlements) done(i int, d relay.Delivery, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || !s.open[i] {
@@ -130,7 +128,7 @@ func (s *settlements) settleLocked(i int, r result) {
 
 // close ends the wait: every message still open is given up with cause and
 // answered what giveUp says.
-func (s *settlements) close(giveUp func(int, error) (publisher.Delivery, error), cause error) {
+func (s *settlements) close(giveUp func(int, error) (relay.Delivery, error), cause error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, open := range s.open {
@@ -153,32 +151,34 @@ func (s *settlements) close(giveUp func(int, error) (publisher.Delivery, error),
 // publish) and costs nothing else. No ordering or atomicity across entries,
 // but the messages to one exchange and routing key are published in request
 // order.
-func (h *handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.Headers) {
+func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.Headers) {
 	ceBatch := cloudevents.ContentMode(r.Header.Get("Content-Type")) == cloudevents.ModeBatch
 	want := "application/json"
 	if ceBatch {
 		want = cloudevents.MediaTypeBatch
 	}
-	if !h.admit(w, r, want) {
+	if err := h.admitBatch(w, r, want); err != nil {
+		h.fail(w, err, "")
 		return
 	}
 	if r.ContentLength > h.maxBatchBytes {
-		h.fail(w, r, http.StatusRequestEntityTooLarge, "batch larger than "+strconv.FormatInt(h.maxBatchBytes, 10)+" bytes", "")
+		h.fail(w, refuse(http.StatusRequestEntityTooLarge, "batch larger than "+strconv.FormatInt(h.maxBatchBytes, 10)+" bytes"), "")
 		return
 	}
-	if !h.acceptingNow(w, r) {
+	if err := h.acceptingNow(); err != nil {
+		h.fail(w, err, "")
 		return
 	}
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
-	body, code, errText := readBody(w, r, h.maxBatchBytes)
-	if code != 0 {
-		h.fail(w, r, code, renameBody(errText, "batch"), "")
+	body, err := readBody(w, r, h.maxBatchBytes)
+	if err != nil {
+		h.fail(w, renameBody(err, "batch"), "")
 		return
 	}
-	entries, bad, code, errText := h.batchEntries(r, body, ceBatch)
-	if code != 0 {
-		h.fail(w, r, code, errText, "")
+	entries, bad, err := h.batchEntries(r, body, ceBatch)
+	if err != nil {
+		h.fail(w, err, "")
 		return
 	}
 	results := make([]result, len(entries))
@@ -186,7 +186,7 @@ func (h *handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 	var index []int // msgs[k] is entry index[k]
 	for i, msg := range entries {
 		if bad[i] != nil {
-			results[i] = result{id: msg.MessageID, code: bad[i].code, text: bad[i].text}
+			results[i] = resultOf(msg.MessageID, 0, bad[i])
 			continue
 		}
 		h.startSpan(r.Context(), th, msg)
@@ -201,18 +201,18 @@ func (h *handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 		}
 		set := newSettlements(ids)
 		deadline := time.Now().Add(h.confirmTimeout)
-		giveUp := h.pub.Send(r.Context(), msgs, prefersAsync(r.Header), deadline, set.done)
+		giveUp := h.send.Send(r.Context(), msgs, relay.SendOptions{Async: prefersAsync(r.Header), Deadline: deadline}, set.done)
 		h.await(r.Context(), set, giveUp, deadline)
 		for k, i := range index {
 			results[i] = set.out[k]
 		}
 	}
-	h.writeBatch(w, r, results)
+	h.writeBatch(w, results)
 }
 
 // batchEntries decodes a batch's body into its messages, each with its own
-// refusal or nil; code and errText refuse the whole batch.
-func (h *handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs []*publisher.Message, bad []*entryError, code int, errText string) {
+// refusal or nil; an error refuses the whole batch.
+func (h *Handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs []*publisher.Message, bad []*problem, err error) {
 	if ceBatch {
 		return h.cloudEventsBatch(r, body)
 	}
@@ -220,30 +220,30 @@ func (h *handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs
 		Messages *[]json.RawMessage `json:"messages"`
 	}
 	if err := json.Unmarshal(body, &env); err != nil {
-		return nil, nil, http.StatusBadRequest, "malformed batch: " + jsonErrorText(err)
+		return nil, nil, badRequest("malformed batch: " + jsonErrorText(err))
 	}
 	if env.Messages == nil {
-		return nil, nil, http.StatusBadRequest, `malformed batch: want {"messages": [message objects]}`
+		return nil, nil, badRequest(`malformed batch: want {"messages": [message objects]}`)
 	}
 	raws := *env.Messages
 	if len(raws) > h.maxBatchMsgs {
-		return nil, nil, http.StatusRequestEntityTooLarge, "batch of " + strconv.Itoa(len(raws)) + " messages, more than " + strconv.Itoa(h.maxBatchMsgs)
+		return nil, nil, refuse(http.StatusRequestEntityTooLarge, "batch of "+strconv.Itoa(len(raws))+" messages, more than "+strconv.Itoa(h.maxBatchMsgs))
 	}
 	msgs = make([]*publisher.Message, len(raws))
-	bad = make([]*entryError, len(raws))
+	bad = make([]*problem, len(raws))
 	for i, raw := range raws {
 		msg, b, err := h.decodeEntry(raw)
 		if err != nil {
-			return nil, nil, http.StatusBadRequest, "malformed batch: messages[" + strconv.Itoa(i) + "] is " + err.Error()
+			return nil, nil, badRequest("malformed batch: messages[" + strconv.Itoa(i) + "] is " + err.Error())
 		}
 		msgs[i], bad[i] = msg, b
 	}
-	return msgs, bad, 0, ""
+	return msgs, bad, nil
 }
 
 // await waits until every message of set is settled, the deadline passes or
 // ctx ends (the client went away, or a shutdown), then gives up on the rest.
-func (h *handler) await(ctx context.Context, set *settlements, giveUp func(int, error) (publisher.Delivery, error), deadline time.Time) {
+func (h *Handler) await(ctx context.Context, set *settlements, giveUp func(int, error) (relay.Delivery, error), deadline time.Time) {
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	var cause error = publisher.ErrConfirmTimeout
@@ -256,7 +256,7 @@ func (h *handler) await(ctx context.Context, set *settlements, giveUp func(int, 
 	set.close(giveUp, cause)
 }
 
-func (h *handler) writeBatch(w http.ResponseWriter, r *http.Request, results []result) {
+func (h *Handler) writeBatch(w http.ResponseWriter, results []result) {
 	code := http.StatusOK
 	for _, res := range results {
 		switch {
@@ -281,59 +281,40 @@ func (h *handler) writeBatch(w http.ResponseWriter, r *http.Request, results []r
 	hdr["X-Content-Type-Options"] = noSniff[:1:1]
 	w.WriteHeader(code)
 	_, _ = w.Write(b)
-	if h.onResponse != nil {
-		h.onResponse(code)
-	}
+	h.onResponse(code)
 }
 
-// admit runs the first checks of a batch or a stream, answering the request
-// when one fails: POST (405), the token (401), the Content-Type (415).
-func (h *handler) admit(w http.ResponseWriter, r *http.Request, contentType string) bool {
-	if r.Method != http.MethodPost {
-		w.Header()["Allow"] = []string{http.MethodPost}
-		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", "")
-		return false
+// admitBatch runs the first checks of a batch or a stream: POST (405), the
+// token (401), the Content-Type (415).
+func (h *Handler) admitBatch(w http.ResponseWriter, r *http.Request, contentType string) error {
+	if err := h.admitMethodAndToken(w, r); err != nil {
+		return err
 	}
-	if h.auth && !h.authorized(r) {
-		w.Header()["Www-Authenticate"] = []string{"Bearer"}
-		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", "")
-		return false
-	}
-	return h.contentIs(w, r, contentType)
-}
-
-// acceptingNow answers 503 (and returns false) when Config.Accepting says
-// no messages can be taken now.
-func (h *handler) acceptingNow(w http.ResponseWriter, r *http.Request) bool {
-	if h.accepting != nil {
-		if err := h.accepting(); err != nil {
-			h.unavailable(w, r, err, "")
-			return false
-		}
-	}
-	return true
+	return contentIs(w, r, contentType)
 }
 
 // contentIs checks that the request's Content-Type is want (parameters
-// such as charset allowed) or absent; otherwise it answers 415.
-func (h *handler) contentIs(w http.ResponseWriter, r *http.Request, want string) bool {
+// such as charset allowed) or absent; otherwise the answer is 415, with
+// Accept-Post.
+func contentIs(w http.ResponseWriter, r *http.Request, want string) error {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
-		return true
+		return nil
 	}
 	if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == want {
-		return true
+		return nil
 	}
 	w.Header()["Accept-Post"] = []string{want}
-	h.fail(w, r, http.StatusUnsupportedMediaType, "Content-Type must be "+want, "")
-	return false
+	return refuse(http.StatusUnsupportedMediaType, "Content-Type must be "+want)
 }
 
-// renameBody renames the body of readBody's error to what it is here.
-func renameBody(errText, what string) string {
+// renameBody renames the body of readBody's refusal to what it is here
+// ("batch larger than ..." rather than "body larger than ...").
+func renameBody(err error, what string) error {
+	var p *problem
 	const body = "body "
-	if len(errText) > len(body) && errText[:len(body)] == body {
-		return what + " " + errText[len(body):]
+	if errors.As(err, &p) && len(p.text) > len(body) && p.text[:len(body)] == body {
+		return &problem{code: p.code, text: what + " " + p.text[len(body):], retry: p.retry}
 	}
-	return errText
+	return err
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/publisher-dev/publisher/internal/poll"
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/relay"
 )
 
 type batchAnswer struct {
@@ -175,7 +176,7 @@ func TestBatchDeadline(t *testing.T) {
 	pub.mu.Lock()
 	late := pub.held[0]
 	pub.mu.Unlock()
-	late(publisher.Confirmed, nil) // a late confirm changes nothing (and does not block)
+	late(relay.Confirmed, nil) // a late confirm changes nothing (and does not block)
 }
 
 // streamServer serves the handler on a real server (full duplex needs one).
@@ -301,7 +302,7 @@ func TestStreamWindowBackpressure(t *testing.T) {
 		pub.mu.Lock()
 		f := pub.held[settled]
 		pub.mu.Unlock()
-		f(publisher.Confirmed, nil)
+		f(relay.Confirmed, nil)
 		settled++
 		if _, err := rd.ReadString('\n'); err != nil {
 			t.Fatal(err)

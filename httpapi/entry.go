@@ -36,18 +36,6 @@ type entry struct {
 	Headers         map[string]any `json:"headers"`
 }
 
-// entryError is a message object that cannot be published: its answer.
-type entryError struct {
-	code int
-	text string
-}
-
-func (e *entryError) Error() string { return e.text }
-
-func badEntry(format string, args ...any) *entryError {
-	return &entryError{code: http.StatusBadRequest, text: fmt.Sprintf(format, args...)}
-}
-
 // errNotObject is decodeEntry's error for JSON that is not an object.
 var errNotObject = errors.New("not a JSON object")
 
@@ -57,7 +45,7 @@ var errNotObject = errors.New("not a JSON object")
 // gave a usable one, so that even a refusal names it. A generated id is given
 // to a message without one. It returns errNotObject (wrapped) for JSON that is
 // not an object at all.
-func (h *handler) decodeEntry(raw []byte) (msg *publisher.Message, bad *entryError, err error) {
+func (h *Handler) decodeEntry(raw []byte) (msg *publisher.Message, bad *problem, err error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, nil, errNotObject
@@ -67,7 +55,7 @@ func (h *handler) decodeEntry(raw []byte) (msg *publisher.Message, bad *entryErr
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
-		return &publisher.Message{MessageID: idOf(raw)}, badEntry("malformed message object: %s", jsonErrorText(err)), nil
+		return &publisher.Message{MessageID: idOf(raw)}, badRequestf("malformed message object: %s", jsonErrorText(err)), nil
 	}
 	msg = &publisher.Message{Persistent: true, Mandatory: true}
 	if len(e.MessageID) <= maxShortStr && utf8.ValidString(e.MessageID) {
@@ -85,18 +73,18 @@ func (h *handler) decodeEntry(raw []byte) (msg *publisher.Message, bad *entryErr
 
 // fillEntry validates e into msg, in the single publish's order: allow-list
 // (403), then the fields (400), then the body's size (413).
-func (h *handler) fillEntry(msg *publisher.Message, e *entry) *entryError {
+func (h *Handler) fillEntry(msg *publisher.Message, e *entry) *problem {
 	if e.Exchange == nil {
-		return badEntry(`exchange is required ("amq.default" or "" for the default exchange)`)
+		return badRequestf(`exchange is required ("amq.default" or "" for the default exchange)`)
 	}
 	exchange := exchangeFromPath(*e.Exchange)
 	if h.allowed != nil {
 		if _, ok := h.allowed[exchange]; !ok {
-			return &entryError{code: http.StatusForbidden, text: "exchange not allowed"}
+			return refuse(http.StatusForbidden, "exchange not allowed")
 		}
 	}
 	if !validExchangeName(exchange) {
-		return badEntry("invalid exchange name: use letters, digits, '-', '_', '.', ':' (at most 255 bytes)")
+		return badRequestf("invalid exchange name: use letters, digits, '-', '_', '.', ':' (at most 255 bytes)")
 	}
 	msg.Exchange = exchange
 	strs := [...]struct {
@@ -111,21 +99,21 @@ func (h *handler) fillEntry(msg *publisher.Message, e *entry) *entryError {
 	}
 	for _, f := range strs {
 		if len(f.v) > maxShortStr {
-			return badEntry("%s longer than 255 bytes", f.name)
+			return badRequestf("%s longer than 255 bytes", f.name)
 		}
 		*f.to = f.v
 	}
 	if e.ExpirationMS != nil {
 		n, err := strconv.ParseUint(e.ExpirationMS.String(), 10, 64)
 		if err != nil || n > maxExpiration {
-			return badEntry("expiration_ms must be a whole number of milliseconds from 0 to 2147483647")
+			return badRequestf("expiration_ms must be a whole number of milliseconds from 0 to 2147483647")
 		}
 		msg.Expiration = strconv.FormatUint(n, 10)
 	}
 	if e.Priority != nil {
 		n, err := strconv.ParseUint(e.Priority.String(), 10, 8)
 		if err != nil {
-			return badEntry("priority must be a whole number from 0 to 255")
+			return badRequestf("priority must be a whole number from 0 to 255")
 		}
 		msg.Priority = uint8(n)
 	}
@@ -139,29 +127,29 @@ func (h *handler) fillEntry(msg *publisher.Message, e *entry) *entryError {
 		msg.Headers = make(map[string]any, len(e.Headers))
 		for k, v := range e.Headers {
 			if k == "" || len(k) > maxShortStr {
-				return badEntry("headers: a name must have 1 to 255 bytes")
+				return badRequestf("headers: a name must have 1 to 255 bytes")
 			}
 			val, ok := headerValue(v)
 			if !ok {
-				return badEntry("headers.%s: must be a string, a number or a boolean", k)
+				return badRequestf("headers.%s: must be a string, a number or a boolean", k)
 			}
 			msg.Headers[k] = val
 		}
 	}
 	switch {
 	case e.Body != nil && e.BodyBase64 != nil:
-		return badEntry("give body or body_base64, not both")
+		return badRequestf("give body or body_base64, not both")
 	case e.Body != nil:
 		msg.Body = []byte(*e.Body)
 	case e.BodyBase64 != nil:
 		b, err := base64.StdEncoding.DecodeString(*e.BodyBase64)
 		if err != nil {
-			return badEntry("body_base64 is not valid base64 (standard encoding, padded)")
+			return badRequestf("body_base64 is not valid base64 (standard encoding, padded)")
 		}
 		msg.Body = b
 	}
 	if int64(len(msg.Body)) > h.maxBody {
-		return &entryError{code: http.StatusRequestEntityTooLarge, text: "body larger than " + strconv.FormatInt(h.maxBody, 10) + " bytes"}
+		return refuse(http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes")
 	}
 	return nil
 }

@@ -3,11 +3,11 @@
 // /healthz, /readyz).
 //
 // Every answer is JSON with Content-Type application/json. A 200 answer is
-// only ever given when Publisher.Publish returned publisher.Confirmed (the
-// broker confirmed the message), a 202 only when it returned
-// publisher.Spooled (durably held on local disk, not confirmed yet); every
-// error is a 4xx or 5xx. The contract users rely on (routes, headers, status
-// codes) is the README's "HTTP API" section.
+// only ever given for a message the Sender answered relay.Confirmed (the
+// broker confirmed it), a 202 only for relay.Spooled (durably held on local
+// disk, not confirmed yet); every error is a 4xx or 5xx, read from the
+// error's publisher.Kind (status.go). The contract users rely on (routes,
+// headers, status codes) is docs/http-api.md.
 package httpapi
 
 import (
@@ -33,30 +33,6 @@ import (
 	"github.com/publisher-dev/publisher/tracing"
 )
 
-// Publisher is what the handler needs to publish: the publisher itself (which
-// only confirms) or the durable spool in front of it (package relay).
-type Publisher interface {
-	// Publish takes msg and answers how far it got (publisher.Confirmed, or
-	// publisher.Spooled when it is durably held but not confirmed yet), or
-	// why it failed. async is the request's "Prefer: respond-async" (RFC
-	// 7240): answer once msg is durable without waiting for the broker. A
-	// Publisher that cannot honour it (no spool) ignores it and confirms.
-	Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error)
-	// Send hands msgs over (a batch, or lines of a stream) without waiting
-	// for their outcomes, and returns once each is taken (handed to the
-	// publisher; with a spool, on disk) or refused. done(i, delivery, err) is
-	// called at most once per message, from any goroutine, and must not
-	// block: for a refusal possibly before Send returns. deadline bounds each
-	// message as PUBLISHER_CONFIRM_TIMEOUT bounds Publish. A caller that stops
-	// waiting (the deadline, a shutdown: cause) calls giveUp for each message
-	// still without an answer, and gets the answer to give for it (not
-	// published, may still arrive, spooled); a done that comes after is
-	// ignored. Messages to one exchange and routing key are published in the
-	// order of msgs.
-	Send(ctx context.Context, msgs []*publisher.Message, async bool, deadline time.Time,
-		done func(i int, d publisher.Delivery, err error)) (giveUp func(i int, cause error) (publisher.Delivery, error))
-}
-
 // DefaultExchangeName names the default exchange ("") in request paths and in
 // Config.AllowedExchanges, as RabbitMQ's management API does.
 const DefaultExchangeName = "amq.default"
@@ -79,8 +55,9 @@ const maxExpiration = 1<<31 - 1
 // Config configures NewHandler. Its zero value (apart from Publisher, which is
 // required) means the documented defaults.
 type Config struct {
-	// Publisher takes the messages. Required.
-	Publisher Publisher
+	// Sender takes the messages: a *relay.Relay (through the spool) or a
+	// relay.Direct (straight to the publisher). Required.
+	Sender relay.Sender
 	// AuthToken, when not empty, must be presented as
 	// "Authorization: Bearer <token>"; it is compared in constant time (over
 	// SHA-256 digests, so the token's length does not leak either).
@@ -112,9 +89,8 @@ type Config struct {
 	// the status code written (StatusClientClosedRequest when the client went
 	// away). It is called on the request's goroutine and must be cheap.
 	OnResponse func(code int)
-	// ConfirmTimeout is how long a message of a batch or a stream waits for
-	// the broker before it is answered without its confirm (Publish bounds a
-	// single publish itself); 0 means 10s.
+	// ConfirmTimeout is how long a message waits for the broker before it is
+	// answered without its confirm; 0 means publisher.DefaultConfirmTimeout.
 	ConfirmTimeout time.Duration
 	// MaxBatchMessages and MaxBatchBytes bound a /v1/batch request (413
 	// beyond); 0 means DefaultMaxBatchMessages and DefaultMaxBatchBytes.
@@ -143,12 +119,12 @@ const (
 	DefaultMaxBatchMessages = 1000
 	DefaultMaxBatchBytes    = 16 << 20
 	DefaultStreamWindow     = 1024
-	defaultConfirmTimeout   = 10 * time.Second
 )
 
-// handler serves the publish routes. It is immutable after newHandler.
-type handler struct {
-	pub        Publisher
+// Handler is the publish API, an http.Handler. It is immutable after
+// NewHandler, but for its count of requests in flight.
+type Handler struct {
+	send       relay.Sender
 	authDigest [sha256.Size]byte
 	auth       bool
 	allowed    map[string]struct{} // nil: all allowed; "" is the default exchange
@@ -199,30 +175,20 @@ type handler struct {
 // string value; several lines for the same name are joined with ", " as HTTP
 // (RFC 9110 §5.3) allows any proxy to do.
 //
-// Checks run in this order, so a rejected request never reaches Publish:
-// 401 (token), 403 (allow-list), 413 (Content-Length over the limit), 400
-// (path and headers), 503 (Config.Accepting), then the body is read (413 when
-// it grows over the limit) and published with the request's context.
+// Checks run in this order, so a rejected request never reaches the
+// Sender: 431 (headers over Config.MaxHeaderBytes), the path (404, or 400
+// for a malformed one), 405 (method), 401 (token), 403 (allow-list), 413
+// (Content-Length over the limit), 400 (headers, then the CloudEvents
+// headers, or 415 for a CloudEvents format the route does not take), 503
+// (Config.Accepting); then the body is read (413 when it grows over the
+// limit; 400 for a structured CloudEvent that does not validate) and
+// published with the request's context.
 func NewHandler(cfg Config) *Handler {
-	return &Handler{newHandler(cfg)}
-}
-
-// Handler is the publish API (an http.Handler).
-type Handler struct{ rt *router }
-
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.rt.ServeHTTP(w, r) }
-
-// InFlight is the number of requests taken (past the accepting check) and
-// not answered yet: publishes waiting for the broker, batches, open streams.
-// A shutdown waits for it to reach zero.
-func (h *Handler) InFlight() int64 { return h.rt.h.inFlight.Load() }
-
-func newHandler(cfg Config) *router {
-	if cfg.Publisher == nil {
-		panic("httpapi: Config.Publisher is nil")
+	if cfg.Sender == nil {
+		panic("httpapi: Config.Sender is nil")
 	}
-	h := &handler{
-		pub:        cfg.Publisher,
+	h := &Handler{
+		send:       cfg.Sender,
 		maxBody:    cfg.MaxBodyBytes,
 		maxHeader:  cfg.MaxHeaderBytes,
 		accepting:  cfg.Accepting,
@@ -230,7 +196,7 @@ func newHandler(cfg Config) *router {
 		onResponse: cfg.OnResponse,
 		now:        time.Now,
 
-		confirmTimeout: cmp.Or(cfg.ConfirmTimeout, defaultConfirmTimeout),
+		confirmTimeout: cmp.Or(cfg.ConfirmTimeout, publisher.DefaultConfirmTimeout),
 		maxBatchMsgs:   cmp.Or(cfg.MaxBatchMessages, DefaultMaxBatchMessages),
 		maxBatchBytes:  cmp.Or(cfg.MaxBatchBytes, DefaultMaxBatchBytes),
 		streamWindow:   cmp.Or(cfg.StreamWindow, DefaultStreamWindow),
@@ -244,6 +210,9 @@ func newHandler(cfg Config) *router {
 	}
 	if h.onStream == nil {
 		h.onStream = func(int) {}
+	}
+	if h.onResponse == nil {
+		h.onResponse = func(int) {}
 	}
 	if cfg.AuthToken != "" {
 		h.auth = true
@@ -262,9 +231,13 @@ func newHandler(cfg Config) *router {
 	if h.log == nil {
 		h.log = slog.Default()
 	}
-
-	return &router{h: h}
+	return h
 }
+
+// InFlight is the number of requests taken (past the accepting check) and
+// not answered yet: publishes waiting for the broker, batches, open streams.
+// A shutdown waits for it to reach zero.
+func (h *Handler) InFlight() int64 { return h.inFlight.Load() }
 
 // retryAfterSeconds formats d as whole seconds, rounded up; d <= 0 means 1s.
 func retryAfterSeconds(d time.Duration) string {
@@ -275,17 +248,13 @@ func retryAfterSeconds(d time.Duration) string {
 	return strconv.FormatInt(int64(s), 10)
 }
 
-// router matches the two publish routes itself: it answers non-canonical
-// paths with 400 (a ServeMux would redirect them, and a redirect could move a
-// POST to another exchange), and it splits the path without the allocations of
+// ServeHTTP routes the requests itself: it answers non-canonical paths with
+// 400 (a ServeMux would redirect them, and a redirect could move a POST to
+// another exchange), and it splits the path without the allocations of
 // ServeMux's pattern matching, which ran on every request.
-type router struct {
-	h *handler
-}
-
-func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if rt.h.maxHeader > 0 && headerBytes(r) > rt.h.maxHeader {
-		rt.h.fail(w, r, http.StatusRequestHeaderFieldsTooLarge, "request headers larger than "+strconv.Itoa(rt.h.maxHeader)+" bytes", "")
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.maxHeader > 0 && headerBytes(r) > h.maxHeader {
+		h.fail(w, refuse(http.StatusRequestHeaderFieldsTooLarge, "request headers larger than "+strconv.Itoa(h.maxHeader)+" bytes"), "")
 		return
 	}
 	p := r.URL.EscapedPath()
@@ -296,34 +265,34 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p == streamPath {
 			route = tracing.RouteStream
 		}
-		w, r, end := rt.h.traced(w, r, route, th)
+		w, r, end := h.traced(w, r, route, th)
 		defer end()
 		if p == batchPath {
-			rt.h.serveBatch(w, r, th)
+			h.serveBatch(w, r, th)
 		} else {
-			rt.h.serveStream(w, r, th)
+			h.serveStream(w, r, th)
 		}
 		return
 	}
 	if r.Method != http.MethodConnect && cleanPath(p) != p {
 		if strings.HasPrefix(p, publishPrefix) {
-			rt.h.fail(w, r, http.StatusBadRequest, "malformed path: percent-encode empty, '.' and '..' segments of the routing key", "")
+			h.fail(w, refuse(http.StatusBadRequest, "malformed path: percent-encode empty, '.' and '..' segments of the routing key"), "")
 			return
 		}
-		notFound(w, r)
+		notFound(w)
 		return
 	}
 	exchange, key, ok, err := splitPublishPath(p)
 	switch {
 	case !ok:
-		notFound(w, r)
+		notFound(w)
 	case err != nil:
-		rt.h.fail(w, r, http.StatusBadRequest, "malformed path: invalid percent-encoding", "")
+		h.fail(w, refuse(http.StatusBadRequest, "malformed path: invalid percent-encoding"), "")
 	default:
 		th := tracing.FromRequest(r.Header)
-		w, r, end := rt.h.traced(w, r, tracing.RoutePublish, th)
+		w, r, end := h.traced(w, r, tracing.RoutePublish, th)
 		defer end()
-		rt.h.serve(w, r, exchange, key, th)
+		h.serve(w, r, exchange, key, th)
 	}
 }
 
@@ -395,7 +364,9 @@ func cleanPath(p string) string {
 	return np
 }
 
-func notFound(w http.ResponseWriter, r *http.Request) {
+// notFound answers a path that is not a route. It is not passed to
+// OnResponse: only the publish routes are counted.
+func notFound(w http.ResponseWriter) {
 	writeJSONError(w, http.StatusNotFound, "not found: use POST /v1/publish/{exchange}/{routing_key}, /v1/batch or /v1/stream", "")
 }
 
@@ -427,7 +398,7 @@ func validExchangeName(e string) bool {
 
 // authorized checks "Authorization: Bearer <token>" in constant time. The
 // scheme is case-insensitive (RFC 9110 §11.1).
-func (h *handler) authorized(r *http.Request) bool {
+func (h *Handler) authorized(r *http.Request) bool {
 	v := r.Header["Authorization"]
 	if len(v) != 1 {
 		return false
@@ -444,49 +415,30 @@ func (h *handler) authorized(r *http.Request) bool {
 // serve answers one request on a publish path; pathExchange is the exchange
 // as named in the path ("amq.default" for the default exchange) and key the
 // routing key, both decoded.
-func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, key string, th tracing.Headers) {
-	if r.Method != http.MethodPost {
-		w.Header()["Allow"] = []string{http.MethodPost}
-		h.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: use POST", clientID(r))
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, key string, th tracing.Headers) {
+	if err := h.admitPublish(w, r, pathExchange); err != nil {
+		h.fail(w, err, clientID(r))
 		return
 	}
-	if h.auth && !h.authorized(r) {
-		w.Header()["Www-Authenticate"] = []string{"Bearer"}
-		h.fail(w, r, http.StatusUnauthorized, "missing or wrong bearer token", clientID(r))
+	msg, err := h.parse(r, exchangeFromPath(pathExchange), key)
+	if err != nil {
+		h.fail(w, err, msg.MessageID)
 		return
 	}
-	exchange := exchangeFromPath(pathExchange)
-	if h.allowed != nil {
-		if _, ok := h.allowed[exchange]; !ok {
-			h.fail(w, r, http.StatusForbidden, "exchange not allowed", clientID(r))
-			return
-		}
-	}
-	if r.ContentLength > h.maxBody {
-		h.fail(w, r, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes", clientID(r))
+	ce, err := h.cloudEventOf(r, msg)
+	if err != nil {
+		h.fail(w, err, msg.MessageID)
 		return
 	}
-	msg, errText := h.parse(r, exchange, key)
-	if errText != "" {
-		h.fail(w, r, http.StatusBadRequest, errText, msg.MessageID)
+	if err := h.acceptingNow(); err != nil {
+		h.fail(w, err, msg.MessageID)
 		return
-	}
-	ce, code, errText := h.cloudEventOf(r, msg)
-	if code != 0 {
-		h.fail(w, r, code, errText, msg.MessageID)
-		return
-	}
-	if h.accepting != nil {
-		if err := h.accepting(); err != nil {
-			h.unavailable(w, r, err, msg.MessageID)
-			return
-		}
 	}
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
-	body, code, errText := readBody(w, r, h.maxBody)
-	if code != 0 {
-		h.fail(w, r, code, errText, msg.MessageID)
+	body, err := readBody(w, r, h.maxBody)
+	if err != nil {
+		h.fail(w, err, msg.MessageID)
 		return
 	}
 	msg.Body = body
@@ -495,8 +447,8 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, ke
 		msg.MessageID = publisher.NewMessageID()
 	}
 	msg.Timestamp = h.now()
-	if code, errText := h.applyCloudEvent(&ce, msg, body, clientID); code != 0 {
-		h.fail(w, r, code, errText, msg.MessageID)
+	if err := h.applyCloudEvent(&ce, msg, body, clientID); err != nil {
+		h.fail(w, err, msg.MessageID)
 		return
 	}
 	if ce.preference {
@@ -505,27 +457,68 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, ke
 	h.startSpan(r.Context(), th, msg)
 
 	async := prefersAsync(r.Header)
-	d, err := h.pub.Publish(r.Context(), msg, async)
-	if err != nil {
+	d, err := relay.Publish(r.Context(), h.send, msg, relay.SendOptions{Async: async, Deadline: time.Now().Add(h.confirmTimeout)})
+	switch {
+	case err != nil:
 		h.publishFailed(w, r, err, msg.MessageID)
-		return
-	}
-	code = http.StatusOK
-	switch d {
-	case publisher.Confirmed:
-		writeConfirmed(w, msg.MessageID)
-	case publisher.Spooled:
-		code = http.StatusAccepted
+	case d == relay.Spooled:
 		// RFC 7240: Preference-Applied only when the preference was applied,
 		// that is when the answer did not wait for the broker.
 		writeSpooled(w, msg.MessageID, async)
+		h.onResponse(http.StatusAccepted)
 	default:
-		h.publishFailed(w, r, errors.New("httpapi: unknown delivery "+d.String()), msg.MessageID)
-		return
+		writeConfirmed(w, msg.MessageID)
+		h.onResponse(http.StatusOK)
 	}
-	if h.onResponse != nil {
-		h.onResponse(code)
+}
+
+// admitPublish runs the checks of a single publish that need neither its
+// headers nor its body: the method (405), the token (401), the allow-list
+// (403), the announced size (413).
+func (h *Handler) admitPublish(w http.ResponseWriter, r *http.Request, pathExchange string) error {
+	if err := h.admitMethodAndToken(w, r); err != nil {
+		return err
 	}
+	if h.allowed != nil {
+		if _, ok := h.allowed[exchangeFromPath(pathExchange)]; !ok {
+			return refuse(http.StatusForbidden, "exchange not allowed")
+		}
+	}
+	if r.ContentLength > h.maxBody {
+		return refuse(http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes")
+	}
+	return nil
+}
+
+// admitMethodAndToken: POST only (405 with Allow), and the bearer token
+// when one is configured (401 with WWW-Authenticate).
+func (h *Handler) admitMethodAndToken(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		w.Header()["Allow"] = []string{http.MethodPost}
+		return refuse(http.StatusMethodNotAllowed, "method not allowed: use POST")
+	}
+	if h.auth && !h.authorized(r) {
+		w.Header()["Www-Authenticate"] = []string{"Bearer"}
+		return refuse(http.StatusUnauthorized, "missing or wrong bearer token")
+	}
+	return nil
+}
+
+// acceptingNow is Config.Accepting's refusal as an answer (503 with
+// Retry-After), or nil.
+func (h *Handler) acceptingNow() error {
+	if h.accepting == nil {
+		return nil
+	}
+	err := h.accepting()
+	if err == nil {
+		return nil
+	}
+	text := "service unavailable: cannot take messages now"
+	if errors.Is(err, publisher.ErrClosed) {
+		text = "service unavailable: shutting down"
+	}
+	return &problem{code: http.StatusServiceUnavailable, text: text, retry: true, cause: err}
 }
 
 // clientID is the request's own X-Message-Id when it gave exactly one of at
@@ -581,10 +574,10 @@ var stringHeaders = [...]struct {
 	{"X-Type", func(m *publisher.Message) *string { return &m.Type }},
 }
 
-// parse builds the message from the path and headers (not the body). A
-// non-empty errText is the 400 answer; msg.MessageID is the client's id when it
-// was valid.
-func (h *handler) parse(r *http.Request, exchange, key string) (msg *publisher.Message, errText string) {
+// parse builds the message from the path and headers (not the body). An
+// error is the 400 answer; msg.MessageID is the client's id when it was
+// valid, even then.
+func (h *Handler) parse(r *http.Request, exchange, key string) (msg *publisher.Message, err error) {
 	msg = &publisher.Message{Exchange: exchange, Persistent: true, Mandatory: true}
 	hdr := r.Header
 
@@ -592,36 +585,36 @@ func (h *handler) parse(r *http.Request, exchange, key string) (msg *publisher.M
 	for _, sh := range stringHeaders {
 		v, ok := single(hdr, sh.key)
 		if !ok {
-			return msg, sh.key + " given more than once"
+			return msg, badRequest(sh.key + " given more than once")
 		}
 		if len(v) > maxShortStr {
-			return msg, sh.key + " longer than 255 bytes"
+			return msg, badRequest(sh.key + " longer than 255 bytes")
 		}
 		if sh.key == "X-Message-Id" && !utf8.ValidString(v) {
 			// The answer is JSON, which can only echo valid UTF-8: an id the
 			// broker stores as other bytes than the caller is told could not be
 			// used to deduplicate.
-			return msg, "X-Message-Id must be valid UTF-8"
+			return msg, badRequest("X-Message-Id must be valid UTF-8")
 		}
 		*sh.field(msg) = v
 	}
 
 	if !validExchangeName(exchange) {
-		return msg, "invalid exchange name: use letters, digits, '-', '_', '.', ':' (at most 255 bytes)"
+		return msg, badRequest("invalid exchange name: use letters, digits, '-', '_', '.', ':' (at most 255 bytes)")
 	}
 	msg.RoutingKey = key
 	if len(msg.RoutingKey) > maxShortStr {
-		return msg, "routing key longer than 255 bytes"
+		return msg, badRequest("routing key longer than 255 bytes")
 	}
 
 	v, ok := single(hdr, "X-Expiration")
 	if !ok {
-		return msg, "X-Expiration given more than once"
+		return msg, badRequest("X-Expiration given more than once")
 	}
 	if v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil || n > maxExpiration {
-			return msg, "X-Expiration must be a whole number of milliseconds from 0 to 2147483647"
+			return msg, badRequest("X-Expiration must be a whole number of milliseconds from 0 to 2147483647")
 		}
 		if v[0] == '0' && len(v) > 1 { // normalize leading zeros
 			v = strconv.FormatUint(n, 10)
@@ -630,21 +623,21 @@ func (h *handler) parse(r *http.Request, exchange, key string) (msg *publisher.M
 	}
 
 	if v, ok = single(hdr, "X-Priority"); !ok {
-		return msg, "X-Priority given more than once"
+		return msg, badRequest("X-Priority given more than once")
 	}
 	if v != "" {
 		n, err := strconv.ParseUint(v, 10, 8)
 		if err != nil {
-			return msg, "X-Priority must be a whole number from 0 to 255"
+			return msg, badRequest("X-Priority must be a whole number from 0 to 255")
 		}
 		msg.Priority = uint8(n)
 	}
 
-	if msg.Persistent, errText = parseBool(hdr, "X-Persistent"); errText != "" {
-		return msg, errText
+	if msg.Persistent, err = parseBool(hdr, "X-Persistent"); err != nil {
+		return msg, err
 	}
-	if msg.Mandatory, errText = parseBool(hdr, "X-Mandatory"); errText != "" {
-		return msg, errText
+	if msg.Mandatory, err = parseBool(hdr, "X-Mandatory"); err != nil {
+		return msg, err
 	}
 
 	for k, vs := range hdr {
@@ -654,10 +647,10 @@ func (h *handler) parse(r *http.Request, exchange, key string) (msg *publisher.M
 		}
 		name := strings.ToLower(k[len(prefix):])
 		if name == "" {
-			return msg, "X-Header- needs a header name after the prefix"
+			return msg, badRequest("X-Header- needs a header name after the prefix")
 		}
 		if len(name) > maxShortStr {
-			return msg, "X-Header- name longer than 255 bytes"
+			return msg, badRequest("X-Header- name longer than 255 bytes")
 		}
 		if msg.Headers == nil {
 			msg.Headers = make(map[string]any)
@@ -673,30 +666,30 @@ func (h *handler) parse(r *http.Request, exchange, key string) (msg *publisher.M
 		}
 		msg.Headers[name] = val
 	}
-	return msg, ""
+	return msg, nil
 }
 
 // parseBool reads an optional "true"/"false" header (any case); absent means
 // true.
-func parseBool(hdr http.Header, key string) (bool, string) {
+func parseBool(hdr http.Header, key string) (bool, error) {
 	v, ok := single(hdr, key)
 	switch {
 	case !ok:
-		return true, key + " given more than once"
+		return true, badRequest(key + " given more than once")
 	case v == "" || strings.EqualFold(v, "true"):
-		return true, ""
+		return true, nil
 	case strings.EqualFold(v, "false"):
-		return false, ""
+		return false, nil
 	default:
-		return true, key + " must be true or false"
+		return true, badRequest(key + " must be true or false")
 	}
 }
 
-// readBody reads the whole body, at most limit bytes. code is 0 on
-// success, else the answer to give.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, code int, errText string) {
+// readBody reads the whole body, at most limit bytes; an error is the
+// answer to give (413 beyond the limit, 400 when reading fails).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
-		return nil, 0, ""
+		return nil, nil
 	}
 	rd := http.MaxBytesReader(w, r.Body, limit)
 	size := r.ContentLength
@@ -711,15 +704,15 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte,
 		if err != nil {
 			if err == io.EOF {
 				if len(buf) == 0 {
-					return nil, 0, ""
+					return nil, nil
 				}
-				return buf, 0, ""
+				return buf, nil
 			}
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				return nil, http.StatusRequestEntityTooLarge, "body larger than " + strconv.FormatInt(limit, 10) + " bytes"
+				return nil, refuse(http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
 			}
-			return nil, http.StatusBadRequest, "reading the body failed"
+			return nil, badRequest("reading the body failed")
 		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -727,113 +720,43 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte,
 	}
 }
 
-// unavailable answers 503 with Retry-After for an Accepting error.
-func (h *handler) unavailable(w http.ResponseWriter, r *http.Request, err error, id string) {
-	text := "service unavailable: cannot take messages now"
-	if errors.Is(err, publisher.ErrClosed) {
-		text = "service unavailable: shutting down"
-	}
-	h.log.LogAttrs(r.Context(), slog.LevelDebug, "httpapi: not accepting publishes",
-		slog.String("message_id", id), slog.String("error", err.Error()))
-	w.Header()["Retry-After"] = []string{h.retryAfter}
-	h.fail(w, r, http.StatusServiceUnavailable, text, id)
-}
-
-// publishFailed maps a Publish error to its answer.
-func (h *handler) publishFailed(w http.ResponseWriter, r *http.Request, err error, id string) {
+// publishFailed answers a publish that did not succeed.
+func (h *Handler) publishFailed(w http.ResponseWriter, r *http.Request, err error, id string) {
 	ctx := r.Context()
 	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && errors.Is(err, context.Canceled) {
 		// The client went away (net/http cancels the request's context with
 		// no other cause). Write a 503 in case someone still listens; never a
 		// 2xx. A server shutting down cancels with a cause of its own instead,
-		// and its answer is classified below.
+		// and its answer is the error's own.
 		h.log.LogAttrs(ctx, slog.LevelDebug, "httpapi: request cancelled before the confirm",
 			slog.String("message_id", id), slog.String("error", err.Error()))
 		w.Header()["Retry-After"] = []string{h.retryAfter}
 		writeJSONError(w, http.StatusServiceUnavailable, "request cancelled", id)
-		if h.onResponse != nil {
-			h.onResponse(StatusClientClosedRequest)
-		}
+		h.onResponse(StatusClientClosedRequest)
 		return
 	}
-	code, text, retry := classify(err)
-	if code == 0 {
-		h.log.LogAttrs(r.Context(), slog.LevelWarn, "httpapi: publish failed",
-			slog.String("message_id", id), slog.String("error", err.Error()))
-		code, text, retry = http.StatusServiceUnavailable, "service unavailable: cannot take messages now", true
-	} else {
-		h.log.LogAttrs(r.Context(), slog.LevelDebug, "httpapi: publish failed",
-			slog.String("message_id", id), slog.Int("status", code), slog.String("error", err.Error()))
+	level := slog.LevelDebug
+	if publisher.Classify(err) == publisher.Unknown {
+		level = slog.LevelWarn
 	}
-	if retry {
+	p := answerFor(err)
+	h.log.LogAttrs(ctx, level, "httpapi: publish failed",
+		slog.String("message_id", id), slog.Int("status", p.code), slog.String("error", err.Error()))
+	h.fail(w, p, id)
+}
+
+// fail writes the answer of a refusal (a *problem, or any error: its
+// answerFor) and reports it. id, when not empty, is echoed.
+func (h *Handler) fail(w http.ResponseWriter, err error, id string) {
+	var p *problem
+	if !errors.As(err, &p) {
+		p = answerFor(err)
+	}
+	if p.retry {
 		w.Header()["Retry-After"] = []string{h.retryAfter}
 	}
-	h.fail(w, r, code, text, id)
-}
-
-// classify maps the publisher's errors to an answer; code 0 means an error it
-// does not know. Broker reason texts (from *ChannelError and *ReturnError) are
-// passed on: they concern this request and carry no secrets.
-func classify(err error) (code int, text string, retry bool) {
-	var ce *publisher.ChannelError
-	var re *publisher.ReturnError
-	switch {
-	case errors.Is(err, publisher.ErrNotPublished):
-		// Taken back before it was sent: it will not arrive, a retry makes no
-		// duplicate.
-		if errors.Is(err, publisher.ErrClosed) {
-			return http.StatusServiceUnavailable, "service unavailable: shutting down; the message was not published", true
-		}
-		return http.StatusGatewayTimeout, "not confirmed in time; the message was not published (safe to retry)", false
-	case errors.Is(err, publisher.ErrConfirmTimeout), errors.Is(err, context.DeadlineExceeded):
-		if errors.Is(err, publisher.ErrClosed) {
-			return http.StatusGatewayTimeout, "shutting down before the broker confirmed; the message may still reach the broker", false
-		}
-		return http.StatusGatewayTimeout, "not confirmed in time; the message may still reach the broker", false
-	case errors.Is(err, publisher.ErrTooManyAttempts):
-		return http.StatusBadGateway, "not published: failed through too many connection failures", false
-	case errors.Is(err, publisher.ErrExchangeNotFound):
-		if errors.As(err, &ce) && ce.Reason != "" {
-			return http.StatusNotFound, "exchange not found: " + ce.Reason, false
-		}
-		return http.StatusNotFound, "exchange not found", false
-	case errors.Is(err, publisher.ErrUnroutable):
-		if errors.As(err, &re) && re.Text != "" {
-			return http.StatusUnprocessableEntity, "unroutable: returned by the broker: " + re.Text, false
-		}
-		return http.StatusUnprocessableEntity, "unroutable: returned by the broker", false
-	case errors.Is(err, publisher.ErrNacked):
-		return http.StatusBadGateway, "nacked by the broker", false
-	case errors.Is(err, publisher.ErrAccessRefused):
-		if errors.As(err, &ce) {
-			return http.StatusForbidden, "refused by the broker: " + ce.Reason, false
-		}
-		return http.StatusForbidden, "refused by the broker", false
-	case errors.Is(err, publisher.ErrRejected):
-		if errors.As(err, &ce) {
-			return http.StatusBadRequest, "rejected by the broker: " + strconv.Itoa(ce.Code) + " " + ce.Reason, false
-		}
-		return http.StatusBadRequest, "rejected by the broker", false
-	case errors.Is(err, publisher.ErrInvalidMessage):
-		return http.StatusBadRequest, "invalid message: it cannot be encoded as AMQP", false
-	case errors.Is(err, publisher.ErrBufferFull):
-		return http.StatusServiceUnavailable, "service unavailable: buffer full", true
-	case errors.Is(err, relay.ErrFull):
-		return http.StatusServiceUnavailable, "service unavailable: spool full", true
-	case errors.Is(err, relay.ErrDisk):
-		return http.StatusServiceUnavailable, "service unavailable: the spool cannot write to its disk", true
-	case errors.Is(err, publisher.ErrClosed):
-		return http.StatusServiceUnavailable, "service unavailable: shutting down", true
-	}
-	return 0, "", false
-}
-
-// fail writes an error answer and reports it.
-func (h *handler) fail(w http.ResponseWriter, r *http.Request, code int, text, id string) {
-	writeJSONError(w, code, text, id)
-	if h.onResponse != nil {
-		h.onResponse(code)
-	}
+	writeJSONError(w, p.code, p.text, id)
+	h.onResponse(p.code)
 }
 
 var (

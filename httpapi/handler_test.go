@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/relay"
 )
 
 func TestMain(m *testing.M) {
@@ -30,8 +31,8 @@ const testToken = "s3cret-token"
 var testNow = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // fakePublisher records what Publish received and answers with err, or with
-// fn when set; a nil error is answered as publisher.Confirmed, or as
-// publisher.Spooled when spool is set (the durable spool: at once when the
+// fn when set; a nil error is answered as relay.Confirmed, or as
+// relay.Spooled when spool is set (the durable spool: at once when the
 // request asked for async).
 type fakePublisher struct {
 	mu    sync.Mutex
@@ -41,10 +42,10 @@ type fakePublisher struct {
 	fn    func(ctx context.Context, msg *publisher.Message) error
 	spool bool
 	hold  bool                              // Send keeps the callbacks in held
-	held  []func(publisher.Delivery, error) // guarded by mu
+	held  []func(relay.Delivery, error) // guarded by mu
 }
 
-func (f *fakePublisher) Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error) {
+func (f *fakePublisher) publish(ctx context.Context, msg *publisher.Message, async bool) (relay.Delivery, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, msg)
 	f.async = append(f.async, async)
@@ -57,29 +58,30 @@ func (f *fakePublisher) Publish(ctx context.Context, msg *publisher.Message, asy
 	case err != nil:
 		return 0, err
 	case spool:
-		return publisher.Spooled, nil
+		return relay.Spooled, nil
 	}
-	return publisher.Confirmed, nil
+	return relay.Confirmed, nil
 }
 
-// Send answers each message as Publish would, at once, unless hold is set:
+// Send answers each message as publish does, at once, unless hold is set:
 // then it keeps the callbacks for the test to settle (or never).
-func (f *fakePublisher) Send(ctx context.Context, msgs []*publisher.Message, async bool, deadline time.Time,
-	done func(int, publisher.Delivery, error)) func(int, error) (publisher.Delivery, error) {
+func (f *fakePublisher) Send(ctx context.Context, msgs []*publisher.Message, opts relay.SendOptions,
+	done func(int, relay.Delivery, error)) func(int, error) (relay.Delivery, error) {
+	async := opts.Async
 	for i, m := range msgs {
 		f.mu.Lock()
 		hold := f.hold
 		if hold {
 			f.calls = append(f.calls, m)
-			f.held = append(f.held, func(d publisher.Delivery, err error) { done(i, d, err) })
+			f.held = append(f.held, func(d relay.Delivery, err error) { done(i, d, err) })
 			f.mu.Unlock()
 			continue
 		}
 		f.mu.Unlock()
-		d, err := f.Publish(ctx, m, async)
+		d, err := f.publish(ctx, m, async)
 		done(i, d, err)
 	}
-	return func(i int, cause error) (publisher.Delivery, error) {
+	return func(i int, cause error) (relay.Delivery, error) {
 		return 0, fmt.Errorf("%w: %w", publisher.ErrNotPublished, cause)
 	}
 }
@@ -109,9 +111,9 @@ func (c *codeRecorder) get() []int {
 }
 
 // testHandler builds the handler with a fixed clock; edit adjusts the config.
-func testHandler(pub Publisher, rec *codeRecorder, edit func(*Config)) http.Handler {
+func testHandler(pub relay.Sender, rec *codeRecorder, edit func(*Config)) http.Handler {
 	cfg := Config{
-		Publisher:    pub,
+		Sender:       pub,
 		AuthToken:    testToken,
 		MaxBodyBytes: 16,
 		RetryAfter:   1500 * time.Millisecond,
@@ -123,9 +125,9 @@ func testHandler(pub Publisher, rec *codeRecorder, edit func(*Config)) http.Hand
 	if edit != nil {
 		edit(&cfg)
 	}
-	rt := newHandler(cfg)
-	rt.h.now = func() time.Time { return testNow }
-	return rt
+	h := NewHandler(cfg)
+	h.now = func() time.Time { return testNow }
+	return h
 }
 
 // generated marks a MessageID the handler must have generated.
@@ -683,7 +685,7 @@ func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 
 func BenchmarkHandler(b *testing.B) {
 	h := NewHandler(Config{
-		Publisher:        &nopPublisher{},
+		Sender:           &nopPublisher{},
 		AuthToken:        testToken,
 		AllowedExchanges: []string{"orders"},
 		Logger:           discardLogger(),
@@ -710,16 +712,12 @@ func BenchmarkHandler(b *testing.B) {
 
 type nopPublisher struct{}
 
-func (*nopPublisher) Publish(context.Context, *publisher.Message, bool) (publisher.Delivery, error) {
-	return publisher.Confirmed, nil
-}
-
-func (*nopPublisher) Send(_ context.Context, msgs []*publisher.Message, _ bool, _ time.Time,
-	done func(int, publisher.Delivery, error)) func(int, error) (publisher.Delivery, error) {
+func (*nopPublisher) Send(_ context.Context, msgs []*publisher.Message, _ relay.SendOptions,
+	done func(int, relay.Delivery, error)) func(int, error) (relay.Delivery, error) {
 	for i := range msgs {
-		done(i, publisher.Confirmed, nil)
+		done(i, relay.Confirmed, nil)
 	}
-	return func(int, error) (publisher.Delivery, error) { return publisher.Confirmed, nil }
+	return func(int, error) (relay.Delivery, error) { return relay.Confirmed, nil }
 }
 
 // TestLogsNoSecrets logs every kind of failure at debug level and checks that
@@ -839,5 +837,17 @@ func TestInvalidUTF8MessageIDRefused(t *testing.T) {
 	}
 	if len(pub.received()) != 0 {
 		t.Fatal("published a message with an invalid id")
+	}
+}
+
+// Every publisher.Kind but Confirmed has its HTTP answer.
+func TestEveryKindHasAnAnswer(t *testing.T) {
+	for k := publisher.NotSent; k <= publisher.Unknown; k++ {
+		if _, ok := statuses[k]; !ok {
+			t.Errorf("no HTTP answer for Kind %v (%d)", k, k)
+		}
+	}
+	if p := answerFor(publisher.ErrBufferFull); p.code != http.StatusServiceUnavailable || p.text != "service unavailable: buffer full" || !p.retry {
+		t.Errorf("buffer full: %+v", p)
 	}
 }

@@ -50,7 +50,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // writer and request to serve with (the span in the request's context) and
 // the function that ends the span with the status written. With tracing off
 // it returns w and r as they are, and a no-op, without allocating.
-func (h *handler) traced(w http.ResponseWriter, r *http.Request, route string, th tracing.Headers) (http.ResponseWriter, *http.Request, func()) {
+func (h *Handler) traced(w http.ResponseWriter, r *http.Request, route string, th tracing.Headers) (http.ResponseWriter, *http.Request, func()) {
 	if !h.tracer.Enabled() {
 		return w, r, func() {}
 	}
@@ -63,7 +63,7 @@ func (h *handler) traced(w http.ResponseWriter, r *http.Request, route string, t
 // entry's own traceparent wins) and, with tracing on, starts its PRODUCER
 // span, a child of ctx's SERVER span; the span's traceparent is the one
 // written into the message.
-func (h *handler) startSpan(ctx context.Context, th tracing.Headers, msg *publisher.Message) {
+func (h *Handler) startSpan(ctx context.Context, th tracing.Headers, msg *publisher.Message) {
 	var span *tracing.MessageSpan
 	msg.Headers, span = h.tracer.StartMessage(ctx, th, tracing.Message{
 		Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, MessageID: msg.MessageID,
@@ -85,35 +85,35 @@ type ceRequest struct {
 }
 
 // cloudEventOf reads the request's CloudEvents mode from its headers, before
-// the body: a non-empty errText is the answer (400 or 415).
-func (h *handler) cloudEventOf(r *http.Request, msg *publisher.Message) (ce ceRequest, code int, errText string) {
+// the body: an error is the answer (400 or 415).
+func (h *Handler) cloudEventOf(r *http.Request, msg *publisher.Message) (ce ceRequest, err error) {
 	ce.mode = cloudevents.ContentMode(msg.ContentType)
 	switch ce.mode {
 	case cloudevents.ModeBatch:
-		return ce, http.StatusUnsupportedMediaType, "a CloudEvents batch goes to POST /v1/batch"
+		return ce, refuse(http.StatusUnsupportedMediaType, "a CloudEvents batch goes to POST /v1/batch")
 	case cloudevents.ModeUnsupported:
-		return ce, http.StatusUnsupportedMediaType, "unsupported CloudEvents format: use application/cloudevents+json or binary mode (ce- headers)"
+		return ce, refuse(http.StatusUnsupportedMediaType, "unsupported CloudEvents format: use application/cloudevents+json or binary mode (ce- headers)")
 	case cloudevents.ModeStructured:
-		return ce, 0, ""
+		return ce, nil
 	}
 	ev, isEvent, err := cloudevents.FromBinary(r.Header)
 	if err != nil {
-		return ce, http.StatusBadRequest, "invalid CloudEvent: " + err.Error()
+		return ce, badRequest("invalid CloudEvent: " + err.Error())
 	}
 	if isEvent {
 		ce.binary, ce.ev = true, ev
-		return ce, 0, ""
+		return ce, nil
 	}
 	wrap, err := cloudevents.WrapRequested(r.Header)
 	switch {
 	case err != nil:
-		return ce, http.StatusBadRequest, err.Error()
+		return ce, badRequest(err.Error())
 	case wrap == cloudevents.WrapRequired && h.ce.Source == "":
-		return ce, http.StatusBadRequest, "X-CloudEvents: binary needs PUBLISHER_CLOUDEVENTS_SOURCE to be set"
+		return ce, badRequest("X-CloudEvents: binary needs PUBLISHER_CLOUDEVENTS_SOURCE to be set")
 	case wrap != cloudevents.WrapNone && h.ce.Source != "":
 		ce.wrap, ce.preference = true, wrap == cloudevents.WrapPreferred
 	}
-	return ce, 0, ""
+	return ce, nil
 }
 
 // applyCloudEvent maps the request's event (read by cloudEventOf, or from
@@ -121,32 +121,32 @@ func (h *handler) cloudEventOf(r *http.Request, msg *publisher.Message) (ce ceRe
 // attributes as headers by the configured convention. An X-Message-Id or
 // X-Type that differs from the event's is a 400 (a message must not carry
 // two ids).
-func (h *handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []byte, clientID bool) (code int, errText string) {
+func (h *Handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []byte, clientID bool) error {
 	switch {
 	case ce.mode == cloudevents.ModeStructured:
 		ev, err := cloudevents.FromStructured(body)
 		if err != nil {
-			return http.StatusBadRequest, "invalid CloudEvent: " + err.Error()
+			return badRequest("invalid CloudEvent: " + err.Error())
 		}
 		ce.ev = ev
 	case ce.wrap:
 		ev, err := cloudevents.Wrap(h.ce.Source, msg.MessageID, msg.Type, msg.ContentType, msg.Timestamp)
 		if err != nil {
-			return http.StatusBadRequest, "cannot wrap as a CloudEvent: " + err.Error()
+			return badRequest("cannot wrap as a CloudEvent: " + err.Error())
 		}
 		ce.ev = ev
 	case !ce.binary:
-		return 0, ""
+		return nil
 	}
 	if clientID && msg.MessageID != ce.ev.ID {
-		return http.StatusBadRequest, "X-Message-Id differs from the event's id: give one or the other"
+		return badRequest("X-Message-Id differs from the event's id: give one or the other")
 	}
 	if msg.Type != "" && msg.Type != ce.ev.Type {
-		return http.StatusBadRequest, "X-Type differs from the event's type: give one or the other"
+		return badRequest("X-Type differs from the event's type: give one or the other")
 	}
 	msg.MessageID, msg.Type = ce.ev.ID, ce.ev.Type
 	msg.Headers = ce.ev.AMQPHeaders(h.ce.Convention, msg.Headers)
-	return 0, ""
+	return nil
 }
 
 // cloudEventsBatch turns a CloudEvents batch (application/cloudevents-batch+json
@@ -156,27 +156,27 @@ func (h *handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []
 // defaulting to the event's type), message_id = id, type = type, the
 // attributes as headers. A bad event gets its own 400; a body that is not a
 // JSON array, or no exchange, refuses the batch (errText).
-func (h *handler) cloudEventsBatch(r *http.Request, body []byte) (msgs []*publisher.Message, bad []*entryError, code int, errText string) {
+func (h *Handler) cloudEventsBatch(r *http.Request, body []byte) (msgs []*publisher.Message, bad []*problem, err error) {
 	q := r.URL.Query()
 	exchange, ok := q["exchange"]
 	if !ok || len(exchange) != 1 {
-		return nil, nil, http.StatusBadRequest, "a CloudEvents batch needs ?exchange= (amq.default for the default exchange), and ?routing_key= unless the events' types are the routing keys"
+		return nil, nil, badRequest("a CloudEvents batch needs ?exchange= (amq.default for the default exchange), and ?routing_key= unless the events' types are the routing keys")
 	}
 	key := q.Get("routing_key")
 	events, errs, err := cloudevents.FromBatch(body)
 	if err != nil {
-		return nil, nil, http.StatusBadRequest, "malformed CloudEvents batch: " + err.Error()
+		return nil, nil, badRequest("malformed CloudEvents batch: " + err.Error())
 	}
 	if len(events) > h.maxBatchMsgs {
-		return nil, nil, http.StatusRequestEntityTooLarge, "batch of " + strconv.Itoa(len(events)) + " events, more than " + strconv.Itoa(h.maxBatchMsgs)
+		return nil, nil, refuse(http.StatusRequestEntityTooLarge, "batch of "+strconv.Itoa(len(events))+" events, more than "+strconv.Itoa(h.maxBatchMsgs))
 	}
 	msgs = make([]*publisher.Message, len(events))
-	bad = make([]*entryError, len(events))
+	bad = make([]*problem, len(events))
 	for i, ev := range events {
 		msg := &publisher.Message{MessageID: ev.ID, Persistent: true, Mandatory: true, Timestamp: h.now()}
 		msgs[i] = msg
 		if errs[i] != nil {
-			bad[i] = badEntry("invalid CloudEvent: %v", errs[i])
+			bad[i] = badRequestf("invalid CloudEvent: %v", errs[i])
 			continue
 		}
 		rk := key
@@ -191,10 +191,10 @@ func (h *handler) cloudEventsBatch(r *http.Request, body []byte) (msgs []*publis
 		}
 		msg.Body = ev.Structured
 		if int64(len(msg.Body)) > h.maxBody {
-			bad[i] = &entryError{code: http.StatusRequestEntityTooLarge, text: "event larger than " + strconv.FormatInt(h.maxBody, 10) + " bytes"}
+			bad[i] = refuse(http.StatusRequestEntityTooLarge, "event larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes")
 			continue
 		}
 		msg.Headers = ev.AMQPHeaders(h.ce.Convention, nil)
 	}
-	return msgs, bad, 0, ""
+	return msgs, bad, nil
 }

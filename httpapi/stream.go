@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/relay"
 	"github.com/publisher-dev/publisher/tracing"
 )
 
@@ -47,13 +48,18 @@ var ndjsonContentType = []string{ndjson}
 // what is still waiting is answered like a single publish (503 not
 // published, 504 may still arrive, 202 spooled), the stream ends, and lines
 // not read by then get no result.
-func (h *handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing.Headers) {
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing.Headers) {
 	// A refusal comes before the body is read, and a streaming client may
 	// wait for the answer before it sends anything: net/http would first try
 	// to read (and discard) the body, and the answer would not come. Closing
 	// the connection after the refusal answers at once.
 	w.Header()["Connection"] = []string{"close"}
-	if !h.admit(w, r, ndjson) || !h.acceptingNow(w, r) {
+	if err := h.admitBatch(w, r, ndjson); err != nil {
+		h.fail(w, err, "")
+		return
+	}
+	if err := h.acceptingNow(); err != nil {
+		h.fail(w, err, "")
 		return
 	}
 	delete(w.Header(), "Connection")
@@ -66,7 +72,7 @@ func (h *handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing
 	// HTTP/1.1 needs full duplex to read the body after the answer began
 	// (HTTP/2 always has it, and says it is not supported).
 	if err := rc.EnableFullDuplex(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		h.fail(w, r, http.StatusInternalServerError, "cannot stream: "+err.Error(), "")
+		h.fail(w, refuse(http.StatusInternalServerError, "cannot stream: "+err.Error()), "")
 		return
 	}
 	_ = rc.SetReadDeadline(time.Time{})
@@ -76,9 +82,7 @@ func (h *handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing
 	hdr["X-Content-Type-Options"] = noSniff[:1:1]
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
-	if h.onResponse != nil {
-		h.onResponse(http.StatusOK)
-	}
+	h.onResponse(http.StatusOK)
 
 	st := &stream{
 		h: h, ctx: r.Context(), th: th, async: prefersAsync(r.Header), rc: rc, w: w,
@@ -102,7 +106,7 @@ func (h *handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing
 // hands them over; the handler's goroutine (write) writes the results, gives
 // up on lines past their deadline, and watches the request and the service.
 type stream struct {
-	h       *handler
+	h       *Handler
 	ctx     context.Context
 	th      tracing.Headers // the request's trace context, carried into every message
 	async   bool
@@ -128,7 +132,7 @@ type streamLine struct {
 	id       string
 	deadline time.Time
 	k        int // its position in its Send call
-	giveUp   func(int, error) (publisher.Delivery, error)
+	giveUp   func(int, error) (relay.Delivery, error)
 }
 
 // answer queues the result of line index and wakes the writer.
@@ -225,7 +229,7 @@ func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines 
 	case err != nil:
 		st.answer(index, result{code: http.StatusBadRequest, text: "malformed line: " + err.Error()})
 	case bad != nil:
-		st.answer(index, result{id: msg.MessageID, code: bad.code, text: bad.text})
+		st.answer(index, resultOf(msg.MessageID, 0, bad))
 	default:
 		st.h.startSpan(st.ctx, st.th, msg)
 		group = append(group, msg)
@@ -246,7 +250,7 @@ func (st *stream) send(group []*publisher.Message, lines []int) {
 	}
 	st.mu.Unlock()
 	lines = append([]int(nil), lines...) // the callback outlives the caller's slice
-	giveUp := st.h.pub.Send(st.ctx, group, st.async, deadline, func(k int, d publisher.Delivery, err error) {
+	giveUp := st.h.send.Send(st.ctx, group, relay.SendOptions{Async: st.async, Deadline: deadline}, func(k int, d relay.Delivery, err error) {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		index := lines[k]

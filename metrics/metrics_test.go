@@ -49,7 +49,7 @@ func TestOutcomesAndEvents(t *testing.T) {
 	m, reg, src := newMetrics(t)
 	m.Published(publisher.OutcomeConfirmed, 3*time.Millisecond)
 	m.Published(publisher.OutcomeConfirmed, 5*time.Millisecond)
-	m.Published(publisher.OutcomeOf(publisher.ErrNacked), time.Millisecond)
+	m.Published(publisher.Classify(publisher.ErrNacked).Outcome(), time.Millisecond)
 	m.Republished(7)
 	cause := errors.New("EOF")
 	m.Event(supervision.Event{Kind: supervision.EventFailure, Supervisor: "broker", Child: "publisher", Err: cause})

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -15,9 +15,17 @@ import (
 
 // Serve runs one incarnation: dial, register, declare, publish until the
 // connection dies (the error is returned so the supervisor restarts it) or ctx
-// ends (nil is returned after a clean close). Messages in flight when it ends
-// are kept for the next incarnation.
+// ends (nil is returned after a clean close, within about two closeTimeouts).
+// Messages in flight when it ends are kept for the next incarnation. Two
+// incarnations never run at once: Serve first waits (bounded by ctx) for
+// the previous one to have returned.
 func (p *Publisher) Serve(ctx context.Context) error {
+	select {
+	case p.serving <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	defer func() { <-p.serving }()
 	url := p.cfg.URLs[p.urlIndex%len(p.cfg.URLs)]
 	inc := &incarnation{p: p, log: p.log.With("broker", RedactURL(url))}
 	err := inc.run(ctx, url)
@@ -37,11 +45,14 @@ func (p *Publisher) Serve(ctx context.Context) error {
 type incarnation struct {
 	p    *Publisher
 	log  *slog.Logger
-	conn *amqp.Connection
+	conn Conn
 
 	chans   []*pubChannel
 	events  chan chanEvent
 	stop    chan struct{} // closed when the incarnation ends: stops forwarders and the checker
+	// goroutines are the incarnation's own (forwarders, checker, cutOnStall),
+	// awaited before Serve returns.
+	goroutines sync.WaitGroup
 	next    int           // round-robin position over chans
 	backlog []*request    // to publish before reading the mailbox, oldest first
 
@@ -60,7 +71,7 @@ type incarnation struct {
 type pubChannel struct {
 	id       int
 	gen      int // bumped on reopen; events of an older generation are ignored
-	ch       *amqp.Channel
+	ch       Channel
 	open     bool
 	seq      uint64
 	inflight map[uint64]*request
@@ -91,20 +102,7 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 	p := inc.p
 	cfg := p.cfg
 	redacted := RedactURL(url)
-	var sock net.Conn
-	conn, err := amqp.DialConfig(url, amqp.Config{
-		Heartbeat: cfg.Heartbeat,
-		Locale:    "en_US",
-		Dial: func(network, addr string) (net.Conn, error) {
-			c, err := amqp.DefaultDial(cfg.DialTimeout)(network, addr)
-			if err != nil {
-				return nil, err
-			}
-			sock = c
-			return newBatchConn(c), nil
-		},
-		Properties: amqp.Table{"connection_name": cfg.ConnectionName, "product": "publisher"},
-	})
+	conn, err := p.dial(ctx, url)
 	if err != nil {
 		return fmt.Errorf("publisher: dial %s: %w", redacted, err)
 	}
@@ -115,8 +113,12 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 		close(inc.stop)
 		_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
 		close(ended)
+		// The channels' forwarders, the checker and cutOnStall end with the
+		// incarnation (stop, ended, and the closed connection end each of
+		// their waits): none outlives Serve.
+		inc.goroutines.Wait()
 	}()
-	go cutOnStall(ctx, ended, sock)
+	inc.goroutines.Go(func() { cutOnStall(ctx, ended, conn) })
 	p.currentURL.Store(&redacted)
 
 	// Every registration is made anew: nothing from an earlier incarnation is
@@ -146,7 +148,7 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 	}
 	inc.checks = make(chan string, 64)
 	inc.verdicts = make(chan verdict, 64)
-	go inc.checker()
+	inc.goroutines.Go(inc.checker)
 
 	p.connected.Store(true)
 	p.connects.Add(1)
@@ -158,8 +160,9 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 	inc.log.Info("publisher connected", "channels", cfg.Channels)
 
 	// Messages carried over from the previous incarnation go first.
-	inc.backlog = p.carry
-	p.carry = nil
+	p.mu.Lock()
+	inc.backlog, p.carry = p.carry, nil
+	p.mu.Unlock()
 	if n := len(inc.backlog); n > 0 {
 		p.cfg.Observer.Republished(n)
 		inc.log.Info("publishing again messages in flight at the last failure", "messages", n)
@@ -218,7 +221,7 @@ const closeTimeout = time.Second
 // cutOnStall closes sock when the incarnation has not ended within
 // closeTimeout of ctx being cancelled. Closing the socket fails the write the
 // loop may be stuck in, so the loop sees ctx and returns.
-func cutOnStall(ctx context.Context, ended <-chan struct{}, sock net.Conn) {
+func cutOnStall(ctx context.Context, ended <-chan struct{}, conn Conn) {
 	select {
 	case <-ended:
 		return
@@ -229,7 +232,7 @@ func cutOnStall(ctx context.Context, ended <-chan struct{}, sock net.Conn) {
 	select {
 	case <-ended:
 	case <-t.C:
-		sock.Close()
+		conn.Cut()
 	}
 }
 
@@ -254,7 +257,8 @@ func (inc *incarnation) openChannel(pc *pubChannel) error {
 	pc.seq = 0
 	pc.inflight = make(map[uint64]*request, n)
 	inc.p.openChans.Add(1)
-	go inc.forward(pc.id, pc.gen, confirms, returns, closes)
+	id, gen := pc.id, pc.gen
+	inc.goroutines.Go(func() { inc.forward(id, gen, confirms, returns, closes) })
 	return nil
 }
 
@@ -556,7 +560,7 @@ func missingExchange(e *amqp.Error) (string, bool) {
 // checker verifies exchanges with passive declares on a channel of its own,
 // so a missing exchange closes only that channel.
 func (inc *incarnation) checker() {
-	var ch *amqp.Channel
+	var ch Channel
 	defer func() {
 		if ch != nil {
 			_ = ch.Close()
@@ -656,8 +660,19 @@ func (inc *incarnation) saveCarry() {
 		}
 		live = append(live, r)
 	}
+	p.mu.Lock()
+	if p.terminated {
+		p.mu.Unlock()
+		// Terminated ran while this incarnation was still ending: nobody will
+		// publish these, so they are failed back as Terminated fails its own.
+		for _, r := range live {
+			r.finish(ErrClosed)
+		}
+		return
+	}
 	p.carry = append(live, p.carry...)
 	p.carried.Store(int64(len(p.carry)))
+	p.mu.Unlock()
 }
 
 // Nack retry backoff: the n-th nack of a message delays its next publish by

@@ -38,9 +38,9 @@ type Message struct {
 
 	// Trace, when set, receives the events of the message's life for its
 	// tracing span (package tracing's *MessageSpan is one): the publisher
-	// calls Republished and NackRetry, and End once it is settled when it
-	// came through Publish or Send. It is not part of the message sent, and
-	// not kept in the spool.
+	// calls Republished and NackRetry, and End once the message is settled
+	// (or refused by Send). It is not part of the message sent, and not kept
+	// in the spool.
 	Trace Trace
 }
 
@@ -54,10 +54,8 @@ type Trace interface {
 	// NackRetry: nacked by the broker (the nacks-th time), published again
 	// after delay.
 	NackRetry(nacks int, delay time.Duration)
-	// Spooled: durably held in the spool (package relay).
-	Spooled()
 	// End: settled; errorType is "" when the broker confirmed it, else a
-	// short class of the failure (TraceErrorType).
+	// short class of the failure (Kind.ErrorType).
 	End(errorType string)
 }
 

@@ -53,7 +53,8 @@ type Config struct {
 	// BufferSize bounds the mailbox: messages taken but not yet published,
 	// including those waiting while the actor restarts. Default 10000.
 	BufferSize int
-	// ConfirmTimeout bounds how long Publish waits for the broker. Default 10s.
+	// ConfirmTimeout bounds how long Publish waits for the broker. Default
+	// DefaultConfirmTimeout.
 	ConfirmTimeout time.Duration
 	// MaxPublishAttempts is how many connection or channel failures a message may
 	// be in flight through before it is failed with ErrTooManyAttempts. Default 3.
@@ -70,11 +71,21 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives outcomes for metrics. Optional.
 	Observer Observer
+	// Dial opens one connection to a broker URL, returning once it is open
+	// (handshake done) or failed, and at once when ctx ends. nil means
+	// amqp091-go over TCP (TLS for amqps), bounded by DialTimeout; tests
+	// give a fake broker (internal/fakeamqp).
+	Dial func(ctx context.Context, url string) (Conn, error)
 	// OnConnect, if set, is called by every incarnation once it is connected,
 	// with the host and port of the broker it dialled (for tracing's
 	// server.address and server.port). It must not block.
 	OnConnect func(host string, port int)
 }
+
+// DefaultConfirmTimeout is how long a publish waits for the broker's
+// confirm when nothing else is configured (PUBLISHER_CONFIRM_TIMEOUT's
+// default): the one place this default is written.
+const DefaultConfirmTimeout = 10 * time.Second
 
 func (c *Config) setDefaults() {
 	if len(c.URLs) == 0 {
@@ -90,7 +101,7 @@ func (c *Config) setDefaults() {
 		c.BufferSize = 10000
 	}
 	if c.ConfirmTimeout <= 0 {
-		c.ConfirmTimeout = 10 * time.Second
+		c.ConfirmTimeout = DefaultConfirmTimeout
 	}
 	if c.MaxPublishAttempts <= 0 {
 		c.MaxPublishAttempts = 3
@@ -112,7 +123,9 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Outcome is how a publish ended, as counted in publisher_messages_total.
+
+// Outcome is how a publish ended, as counted in publisher_messages_total
+// (Kind.Outcome).
 type Outcome string
 
 // The outcomes of a publish.
@@ -125,81 +138,11 @@ const (
 	OutcomeTimeout   Outcome = "timeout"
 )
 
-// Delivery is how far a message got when publishing it succeeded: the
-// answer of a publish that returned no error. The publisher itself only ever
-// confirms; the durable spool in front of it (package relay) may answer
-// Spooled.
-type Delivery uint8
-
-// The deliveries.
-const (
-	// Confirmed: the broker confirmed the message (basic.ack); it is the
-	// broker's responsibility now.
-	Confirmed Delivery = iota + 1
-	// Spooled: the message is durably held on local disk (written and
-	// fsync'ed) but not confirmed by the broker yet; it will be published, at
-	// least once, with its message id.
-	Spooled
-)
-
-func (d Delivery) String() string {
-	switch d {
-	case Confirmed:
-		return "confirmed"
-	case Spooled:
-		return "spooled"
-	}
-	return fmt.Sprintf("Delivery(%d)", uint8(d))
-}
-
-// TraceErrorType is the error.type of a message's span for the error its
-// publish ended with ("" for none): a low-cardinality class, as the
-// OpenTelemetry conventions want.
-func TraceErrorType(err error) string {
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, ErrNacked):
-		return "nacked"
-	case errors.Is(err, ErrUnroutable):
-		return "unroutable"
-	case errors.Is(err, ErrNotPublished), errors.Is(err, ErrConfirmTimeout), errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, ErrExchangeNotFound):
-		return "not_found"
-	case errors.Is(err, ErrTooManyAttempts):
-		return "too_many_attempts"
-	case errors.Is(err, ErrRejected), errors.Is(err, ErrInvalidMessage):
-		return "rejected"
-	case errors.Is(err, ErrClosed):
-		return "shutting_down"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	}
-	return "_OTHER"
-}
-
-// OutcomeOf classifies an error returned by Publish.
-func OutcomeOf(err error) Outcome {
-	switch {
-	case err == nil:
-		return OutcomeConfirmed
-	case errors.Is(err, ErrNacked):
-		return OutcomeNacked
-	case errors.Is(err, ErrUnroutable):
-		return OutcomeReturned
-	case errors.Is(err, ErrExchangeNotFound), errors.Is(err, ErrRejected), errors.Is(err, ErrInvalidMessage):
-		return OutcomeRejected
-	case errors.Is(err, ErrConfirmTimeout), errors.Is(err, context.DeadlineExceeded):
-		return OutcomeTimeout
-	default:
-		return OutcomeFailed
-	}
-}
-
-// Observer is told about every finished publish and every republish. Methods
-// are called from many goroutines and must be cheap.
+// Observer is told about every message once, when its outcome is known
+// (refused by Send, or settled), and about every republish. Methods are
+// called from many goroutines and must be cheap.
 type Observer interface {
+	// Published: the message's outcome, and the time from Send to it.
 	Published(outcome Outcome, d time.Duration)
 	Republished(n int)
 }
@@ -211,10 +154,11 @@ func (nopObserver) Republished(int)                  {}
 
 // Publisher publishes messages with confirms over one supervised connection.
 // Create it with New, add it to a supervisor (it is a supervision.Service), and
-// call Publish from any goroutine.
+// call Send or Publish from any goroutine.
 type Publisher struct {
 	cfg     Config
 	log     *slog.Logger
+	dial    func(ctx context.Context, url string) (Conn, error)
 	mailbox *supervision.Mailbox[*request]
 	checks  chan *request // CheckExchange requests, read by the running incarnation
 	// exchanges caches the names seen to exist (by any incarnation), so that
@@ -222,14 +166,23 @@ type Publisher struct {
 	// name is dropped when the broker says it is gone.
 	exchanges sync.Map
 
-	// carry holds the requests that were in flight (or waiting) when the last
-	// incarnation ended, oldest first. It is touched by the running
-	// incarnation (Serve) and by Terminated, never at the same time: the
-	// supervisor calls Serve and Terminated from its own goroutine, starts the
-	// next Serve only after the previous one returned, and calls Terminated
-	// only once Serve has returned for good.
-	carry []*request
-	// urlIndex is the index into cfg.URLs of the next dial. Same ownership as carry.
+	// serving holds a token while an incarnation runs: Serve takes it first,
+	// so two incarnations never run at once, even when a supervisor gave up
+	// waiting for one to stop (its shutdown timeout) and started the next.
+	serving chan struct{}
+
+	// mu guards carry and terminated, which the incarnation (taking the
+	// carry at its start, saving it at its end) and Terminated share. A
+	// supervisor calls Terminated only once Serve has returned for good, but
+	// the publisher does not rely on it: an incarnation that ends after
+	// Terminated fails what it holds with ErrClosed instead of carrying it.
+	mu sync.Mutex
+	// carry holds the requests that were in flight (or waiting) when the
+	// last incarnation ended, oldest first.
+	carry      []*request
+	terminated bool
+	// urlIndex is the index into cfg.URLs of the next dial; only Serve
+	// touches it, holding serving.
 	urlIndex int
 
 	connected  atomic.Bool
@@ -239,7 +192,6 @@ type Publisher struct {
 	inflight   atomic.Int64
 	carried    atomic.Int64
 	currentURL atomic.Pointer[string]
-	terminated atomic.Bool
 }
 
 // New returns a Publisher; it does not connect until Serve runs.
@@ -250,41 +202,43 @@ func New(cfg Config) (*Publisher, error) {
 			return nil, fmt.Errorf("publisher: invalid broker URL %s: %s", RedactURL(u), DescribeURLError(err))
 		}
 	}
-	return &Publisher{
+	p := &Publisher{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		mailbox: supervision.NewMailbox[*request](cfg.BufferSize),
 		checks:  make(chan *request),
+		serving: make(chan struct{}, 1),
 		// Start at a random broker so that many publishers spread their
 		// connections over a cluster's nodes.
 		urlIndex: rand.IntN(len(cfg.URLs)),
-	}, nil
+	}
+	p.dial = cfg.Dial
+	if p.dial == nil {
+		p.dial = p.dialAMQP
+	}
+	return p, nil
 }
 
-// request is one Publish call travelling through the actor.
+// request is one message travelling through the actor.
 type request struct {
 	ctx context.Context
-	// deadline is Publish's own bound (Config.ConfirmTimeout), kept beside the
-	// caller's ctx rather than in a derived context: a context.WithTimeout per
-	// message cost the hot path nine allocations and ~600 bytes. Zero for
-	// Submit and CheckExchange, which are bounded by ctx alone.
+	// deadline bounds the publish beside ctx (zero: none), kept on the
+	// request rather than in a derived context: a context.WithTimeout per
+	// message cost the hot path nine allocations and ~600 bytes.
 	deadline time.Time
 	msg      *Message
-	done     chan error  // capacity 1: the actor never blocks finishing a request
-	cb       func(error) // instead of done, for Submit
+	start    time.Time   // when Send took it, for the Observer
+	done     func(error) // called once with the outcome, on the actor's goroutine
 	// checkOnly asks only whether msg.Exchange exists (CheckExchange): it is
 	// answered once the exchange is known, never published.
 	checkOnly bool
 
 	// state is requestQueued until the actor first writes the message to a
-	// channel (requestSent) or Publish gives up on it before that
+	// channel (requestSent) or its caller gives up on it before that
 	// (requestAbandoned); the compare-and-swap between the two decides, so a
-	// caller told "not published" can rely on it. Only Publish abandons.
+	// caller told "not published" can rely on it. Only Ticket.GiveUp abandons.
 	state atomic.Uint32
 
-	// endsTrace: the request's settlement ends msg.Trace (Publish and Send;
-	// a Submit's caller, the relay, ends it itself on the final outcome).
-	endsTrace bool
 	// tracedAttempts is the attempts already reported to msg.Trace.
 	tracedAttempts int
 
@@ -326,87 +280,75 @@ func (r *request) claim() bool {
 	return r.state.Load() == requestSent || r.state.CompareAndSwap(requestQueued, requestSent)
 }
 
-// abandon is called by Publish when it stops waiting: true when r had never
+// abandon is called by a caller that stops waiting: true when r had never
 // been written to the broker and now never will be.
 func (r *request) abandon() bool {
 	return r.state.CompareAndSwap(requestQueued, requestAbandoned)
 }
 
+// finish settles r: its outcome goes to its span, the Observer and its
+// caller, once.
 func (r *request) finish(err error) {
-	if r.endsTrace && r.msg.Trace != nil {
-		r.msg.Trace.End(TraceErrorType(err))
-	}
-	if r.cb != nil {
-		r.cb(err)
-		return
-	}
-	r.done <- err
+	r.done(err)
 }
 
-// Publish sends msg and waits until the broker confirmed it (nil), nacked it
-// (ErrNacked), returned it (ErrUnroutable), refused it (ErrExchangeNotFound,
-// ErrRejected), or until Config.ConfirmTimeout or ctx ended. ErrBufferFull and
-// ErrClosed come back at once, without waiting. Publish sets msg.MessageID
-// when it is empty.
+// Send hands msg to the publisher and returns at once, without waiting for
+// the broker. done is called exactly once with the outcome — nil when the
+// broker confirmed the message, else an error Classify knows — unless Send
+// itself returns an error (the message was not taken: ErrInvalidMessage,
+// ErrBufferFull, ErrClosed), in which case done is never called. done runs
+// on the publisher's goroutine and must not block.
 //
-// When Publish stops waiting before the broker answered, the error says
-// whether the message may still arrive: if it was never written to the broker,
-// Publish takes it back and the error matches ErrNotPublished (it will not be
-// published later); otherwise it may still reach the broker. The reason is
-// wrapped beside it: ErrConfirmTimeout for the timeout or a ctx deadline, else
-// context.Cause(ctx) (a service shutting down cancels with ErrClosed, for
-// example), which is matched as ErrConfirmTimeout too when the message may still
-// arrive.
-func (p *Publisher) Publish(ctx context.Context, msg *Message) error {
+// The publish is bounded by ctx and by deadline (zero: none): a message not
+// yet written to the broker when either ends is never written (done gets
+// ErrConfirmTimeout), and a nacked one is retried only while they allow.
+// The Ticket lets a caller that stops waiting first take the message back
+// (Ticket.GiveUp). Send sets msg.MessageID when it is empty; msg.Trace, when
+// set, is told of republishes and nack retries and ended with the outcome
+// (at once when Send refuses the message). Batch and stream publishing call
+// Send once per message: no goroutine per message.
+func (p *Publisher) Send(ctx context.Context, msg *Message, deadline time.Time, done func(error)) (Ticket, error) {
 	start := time.Now()
-	err := p.publish(ctx, msg)
-	p.cfg.Observer.Published(OutcomeOf(err), time.Since(start))
-	return err
-}
-
-func (p *Publisher) publish(ctx context.Context, msg *Message) error {
-	r, err := newRequest(ctx, msg)
-	if err != nil {
-		endTrace(msg, err)
-		return err
+	if msg.MessageID == "" {
+		msg.MessageID = NewMessageID()
 	}
-	r.deadline = time.Now().Add(p.cfg.ConfirmTimeout)
-	r.done = make(chan error, 1)
-	r.endsTrace = true
-	if err := p.send(r); err != nil {
-		endTrace(msg, err)
-		return err
-	}
-	t := timers.Get().(*time.Timer)
-	t.Reset(p.cfg.ConfirmTimeout)
-	defer func() {
-		t.Stop() // since Go 1.23 no stale tick survives Stop: the timer is reusable
-		timers.Put(t)
-	}()
-	var cause error
-	select {
-	case err := <-r.done:
-		return err
-	case <-t.C:
-		cause = ErrConfirmTimeout
-	case <-ctx.Done():
-		cause = context.Cause(ctx)
-		if errors.Is(cause, context.DeadlineExceeded) {
-			cause = ErrConfirmTimeout
+	settle := func(err error) {
+		if msg.Trace != nil {
+			msg.Trace.End(Classify(err).ErrorType())
 		}
+		p.cfg.Observer.Published(Classify(err).Outcome(), time.Since(start))
 	}
-	return gaveUp(r, cause)
+	if err := Validate(msg); err != nil {
+		settle(err)
+		return Ticket{}, err
+	}
+	r := &request{ctx: ctx, deadline: deadline, msg: msg, start: start}
+	r.done = func(err error) {
+		settle(err)
+		done(err)
+	}
+	if err := p.send(r); err != nil {
+		settle(err)
+		return Ticket{}, err
+	}
+	return Ticket{r}, nil
 }
 
-// gaveUp is Publish's answer when it stops waiting for r because of cause.
-func gaveUp(r *request, cause error) error {
+// Ticket is a message taken by Send.
+type Ticket struct{ r *request }
+
+// GiveUp is for a caller that stops waiting for the message before its done
+// was called, because of cause (its deadline: ErrConfirmTimeout; a
+// shutdown: ErrClosed; else its ctx's cause). It takes the message back if
+// it was never written to the broker and returns the answer to give for it:
+// an error matching ErrNotPublished, wrapping cause (it will never be
+// published: Kind NotSent or Withdrawn), or else one matching
+// ErrConfirmTimeout (it may still reach the broker: TimedOut, or
+// Interrupted when cause is ErrClosed). done is still called once, later.
+func (t Ticket) GiveUp(cause error) error {
+	r := t.r
 	if r.abandon() {
 		return fmt.Errorf("%w (message %s): %w", ErrNotPublished, r.msg.MessageID, cause)
-	}
-	select {
-	case err := <-r.done: // the answer came after all
-		return err
-	default:
 	}
 	if errors.Is(cause, ErrConfirmTimeout) {
 		return fmt.Errorf("%w (message %s)", ErrConfirmTimeout, r.msg.MessageID)
@@ -414,73 +356,44 @@ func gaveUp(r *request, cause error) error {
 	return fmt.Errorf("%w (message %s; it may still reach the broker): %w", ErrConfirmTimeout, r.msg.MessageID, cause)
 }
 
-// timers are Publish's stopped timers, reused: one per waiting caller.
-var timers = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
-}}
-
-// Submit hands msg to the publisher without waiting: done is called exactly
-// once with what Publish would have returned, unless Submit itself returns an
-// error (ErrBufferFull, ErrClosed, ErrInvalidMessage), in which case done is
-// never called. done runs on the publisher's own goroutine: it must not block.
-// ctx bounds the publish as Publish's ctx does (no ConfirmTimeout is added).
-func (p *Publisher) Submit(ctx context.Context, msg *Message, done func(error)) error {
-	_, err := p.send1(ctx, msg, time.Time{}, false, done)
+// Publish is Send and a wait for the outcome, bounded by
+// Config.ConfirmTimeout and ctx: nil when the broker confirmed msg, else
+// its error (Classify). ErrInvalidMessage, ErrBufferFull and ErrClosed come
+// back at once. When Publish stops waiting before the broker answered, it
+// returns what Ticket.GiveUp says: ErrNotPublished (taken back, never
+// published) or ErrConfirmTimeout (it may still arrive); a ctx that ends
+// with context.DeadlineExceeded counts as the timeout, any other cause
+// (a shutdown cancels with ErrClosed) is wrapped in the answer.
+func (p *Publisher) Publish(ctx context.Context, msg *Message) error {
+	answer := make(chan error, 1)
+	t, err := p.Send(ctx, msg, time.Now().Add(p.cfg.ConfirmTimeout), func(err error) { answer <- err })
+	if err != nil {
+		return err
+	}
+	timer := time.NewTimer(p.cfg.ConfirmTimeout)
+	defer timer.Stop()
+	var cause error
+	select {
+	case err := <-answer:
+		return err
+	case <-timer.C:
+		cause = ErrConfirmTimeout
+	case <-ctx.Done():
+		cause = context.Cause(ctx)
+		if errors.Is(cause, context.DeadlineExceeded) {
+			cause = ErrConfirmTimeout
+		}
+	}
+	err = t.GiveUp(cause)
+	if !errors.Is(err, ErrNotPublished) {
+		select {
+		case err := <-answer: // the answer came after all
+			return err
+		default:
+		}
+	}
 	return err
 }
-
-// Send is Submit with a deadline (zero: none), which bounds the publish as
-// Config.ConfirmTimeout bounds Publish's (a message not yet sent when it
-// passes is not sent), and a Ticket for giving up on the message. Batch and
-// stream publishing use it: one call per message, no goroutine per message.
-func (p *Publisher) Send(ctx context.Context, msg *Message, deadline time.Time, done func(error)) (Ticket, error) {
-	return p.send1(ctx, msg, deadline, true, done)
-}
-
-func (p *Publisher) send1(ctx context.Context, msg *Message, deadline time.Time, endsTrace bool, done func(error)) (Ticket, error) {
-	r, err := newRequest(ctx, msg)
-	if err != nil {
-		if endsTrace {
-			endTrace(msg, err)
-		}
-		return Ticket{}, err
-	}
-	r.deadline = deadline
-	r.endsTrace = endsTrace
-	start := time.Now()
-	r.cb = func(err error) {
-		p.cfg.Observer.Published(OutcomeOf(err), time.Since(start))
-		done(err)
-	}
-	if err := p.send(r); err != nil {
-		if endsTrace {
-			endTrace(msg, err)
-		}
-		return Ticket{}, err
-	}
-	return Ticket{r}, nil
-}
-
-// endTrace ends msg's span for a publish refused before it reached the actor.
-func endTrace(msg *Message, err error) {
-	if msg.Trace != nil {
-		msg.Trace.End(TraceErrorType(err))
-	}
-}
-
-// Ticket is a message handed over by Send.
-type Ticket struct{ r *request }
-
-// GiveUp is for a caller that stops waiting for the message before its done
-// was called, because of cause (its deadline: ErrConfirmTimeout; a shutdown:
-// ErrClosed). It takes the message back if it was never written to the broker
-// and returns what Publish would have returned then: an error matching
-// ErrNotPublished (it will never be published) or else one matching
-// ErrConfirmTimeout (it may still reach the broker). done is still called
-// once, later; the caller ignores it.
-func (t Ticket) GiveUp(cause error) error { return gaveUp(t.r, cause) }
 
 // ErrCannotCheck is CheckExchange's answer when it cannot tell now (no
 // connection, or no answer before ctx ended).
@@ -500,14 +413,15 @@ func (p *Publisher) CheckExchange(ctx context.Context, exchange string) error {
 	if !p.connected.Load() {
 		return ErrCannotCheck
 	}
-	r := &request{ctx: ctx, msg: &Message{Exchange: exchange}, done: make(chan error, 1), checkOnly: true}
+	answer := make(chan error, 1)
+	r := &request{ctx: ctx, msg: &Message{Exchange: exchange}, done: func(err error) { answer <- err }, checkOnly: true}
 	select {
 	case p.checks <- r:
 	case <-ctx.Done():
 		return ErrCannotCheck
 	}
 	select {
-	case err := <-r.done:
+	case err := <-answer:
 		return err
 	case <-ctx.Done():
 		return ErrCannotCheck
@@ -531,16 +445,6 @@ func Validate(msg *Message) error {
 		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
 	return nil
-}
-
-func newRequest(ctx context.Context, msg *Message) (*request, error) {
-	if msg.MessageID == "" {
-		msg.MessageID = NewMessageID()
-	}
-	if err := Validate(msg); err != nil {
-		return nil, err
-	}
-	return &request{ctx: ctx, msg: msg}, nil
 }
 
 // publishing is msg as amqp091-go sends it. It is built when the message is
@@ -602,18 +506,23 @@ func (p *Publisher) Ready() bool {
 }
 
 // Terminated is called by the supervisor when the publisher is removed for
-// good (tree shutdown or a Stop decision). The mailbox is closed, so later
-// Publish calls get ErrClosed at once, and every message still waiting is failed
-// back with ErrClosed: none is dropped silently.
+// good (tree shutdown or a Stop decision), after its last Serve returned.
+// The mailbox is closed, so later sends get ErrClosed at once, and every
+// message still waiting is failed back with ErrClosed: none is dropped
+// silently. Should an incarnation still be running (a supervisor that gave
+// up waiting for it), it fails what it holds with ErrClosed when it ends.
 func (p *Publisher) Terminated(reason error) {
-	p.terminated.Store(true)
+	p.mu.Lock()
+	p.terminated = true
+	carry := p.carry
+	p.carry = nil
+	p.mu.Unlock()
 	for _, r := range p.mailbox.Close() {
 		r.finish(ErrClosed)
 	}
-	for _, r := range p.carry {
+	for _, r := range carry {
 		r.finish(ErrClosed)
 	}
-	p.carry = nil
 	p.carried.Store(0)
 }
 

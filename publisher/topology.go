@@ -85,7 +85,7 @@ func (t *Topology) Validate() error {
 func durable(b *bool) bool { return b == nil || *b }
 
 // declareTopology declares t on a channel of its own, closed afterwards.
-func declareTopology(conn *amqp.Connection, t *Topology) error {
+func declareTopology(conn Conn, t *Topology) error {
 	ch, err := conn.Channel()
 	if err != nil {
 		return err

@@ -3,17 +3,19 @@
 // supervised forwarder publishes spooled messages to the broker with confirms,
 // deleting them only after the broker's ack.
 //
-// It is the seed about state kept outside the process that crashes, taken one
-// step further: outside the process altogether. After a crash, even SIGKILL, the
-// next start publishes again whatever was not confirmed (at-least-once, same
-// message id).
+// The state that must survive a crash is kept outside the process
+// altogether: after a crash, even SIGKILL, the next start publishes again
+// whatever was not confirmed (at-least-once, same message id).
 //
-// Answers (Publish): Confirmed when the broker confirmed within
-// ConfirmTimeout; Spooled when the message is durably held but not confirmed
-// yet (at once when the caller asked not to wait); a broker's permanent
-// refusal (not found, unroutable, rejected, nacked) when it came within the
-// timeout — the message is then moved to the spool's dead-letter file, not
-// retried forever; ErrFull or ErrDisk when it could not be made durable.
+// Answers (Send, and Publish, which waits for one): Confirmed when the broker
+// confirmed while the caller waited; Spooled when the message is durably
+// held but not confirmed yet (at once when the caller asked not to wait); a
+// broker's permanent refusal (publisher.Kind.Permanent: not found,
+// unroutable, rejected, nacked) when it came while the caller waited — the
+// message is then moved to the spool's dead-letter file, not retried
+// forever; ErrFull or ErrDisk when it could not be made durable.
+//
+// Direct is the same Send without a spool, straight to the publisher.
 package relay
 
 import (
@@ -33,15 +35,54 @@ import (
 
 // ErrFull means the spool cannot take the message now: it holds
 // PUBLISHER_SPOOL_MAX_BYTES already, or its volume is full (HTTP 503);
-// nothing old is dropped to make room.
-var ErrFull = errors.New("relay: spool full")
+// nothing old is dropped to make room. Its Kind is publisher.Full.
+var ErrFull error = &publisher.KindError{Kind: publisher.Full, Text: "relay: spool full", Reason: "spool full"}
 
-// ErrDisk means the message could not be made durable (HTTP 503).
-var ErrDisk = errors.New("relay: spool disk failure")
+// ErrDisk means the message could not be made durable (HTTP 503). Its Kind
+// is publisher.Unavailable.
+var ErrDisk error = &publisher.KindError{Kind: publisher.Unavailable, Text: "relay: spool disk failure",
+	Reason: "the spool cannot write to its disk"}
+
+// Delivery is how far a message got when taking it succeeded.
+type Delivery uint8
+
+// The deliveries.
+const (
+	// Confirmed: the broker confirmed the message (basic.ack); it is the
+	// broker's responsibility now.
+	Confirmed Delivery = iota + 1
+	// Spooled: the message is durably held on local disk (written and
+	// fsync'ed) but not confirmed by the broker yet; it will be published, at
+	// least once, with its message id.
+	Spooled
+)
+
+func (d Delivery) String() string {
+	switch d {
+	case Confirmed:
+		return "confirmed"
+	case Spooled:
+		return "spooled"
+	}
+	return fmt.Sprintf("Delivery(%d)", uint8(d))
+}
+
+// SendOptions are the options of a Send.
+type SendOptions struct {
+	// Async is the request's "Prefer: respond-async" (RFC 7240): answer
+	// Spooled once a message is durable, without waiting for the broker.
+	// Direct, which has no spool, ignores it.
+	Async bool
+	// Deadline bounds each message as PUBLISHER_CONFIRM_TIMEOUT bounds a
+	// single publish: Direct passes it to publisher.Send (a message not sent
+	// by then never is); the Relay's messages are durable, so it bounds only
+	// the caller's wait. Zero: none.
+	Deadline time.Time
+}
 
 // Publisher is what the relay needs of publisher.Publisher.
 type Publisher interface {
-	Submit(ctx context.Context, msg *publisher.Message, done func(error)) error
+	Send(ctx context.Context, msg *publisher.Message, deadline time.Time, done func(error)) (publisher.Ticket, error)
 	CheckExchange(ctx context.Context, exchange string) error
 }
 
@@ -50,7 +91,7 @@ type Config struct {
 	Spool     *spool.Spool
 	Publisher Publisher
 	// ConfirmTimeout is how long Publish waits for the broker before answering
-	// Spooled. Default 10s.
+	// Spooled. Default publisher.DefaultConfirmTimeout.
 	ConfirmTimeout time.Duration
 	// Window bounds the spooled messages handed to the publisher and not yet
 	// settled. Default 2048.
@@ -114,7 +155,7 @@ type Relay struct {
 // New returns a Relay over an opened spool.
 func New(cfg Config) *Relay {
 	if cfg.ConfirmTimeout <= 0 {
-		cfg.ConfirmTimeout = 10 * time.Second
+		cfg.ConfirmTimeout = publisher.DefaultConfirmTimeout
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 2048
@@ -142,63 +183,79 @@ func New(cfg Config) *Relay {
 // at its bound, its volume not full, no disk failure being retried.
 func (r *Relay) Accepting() bool { return r.sp.Status().Accepting }
 
-// Publish spools msg and, unless async, waits up to ConfirmTimeout for the
-// broker: Confirmed when it confirmed in time, Spooled when the message is
-// durable but not confirmed yet (at once when async: HTTP "Prefer:
-// respond-async"), or the broker's permanent refusal.
-func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error) {
-	if err := r.check(ctx, msg); err != nil {
-		endTrace(msg.Trace, err)
-		return 0, err
+// Sender takes messages and answers how far each got: a *Relay (through
+// the spool) and Direct (straight to the publisher). The HTTP layer
+// publishes through one.
+//
+// Send hands msgs over and returns once each is taken or refused, without
+// waiting for the broker. done(i, delivery, err) is called at most once per
+// message, from any goroutine, and must not block: for a refusal possibly
+// before Send returns. A caller that stops waiting (its deadline, a
+// shutdown: cause) calls giveUp for each message still without an answer,
+// and gets the answer to give for it (not published, may still arrive,
+// spooled); a done that comes after is ignored. Messages to one exchange and
+// routing key are published in the order of msgs.
+type Sender interface {
+	Send(ctx context.Context, msgs []*publisher.Message, opts SendOptions, done func(i int, d Delivery, err error)) (giveUp func(i int, cause error) (Delivery, error))
+}
+
+// Publish is s.Send of one message and a wait for its answer until
+// opts.Deadline (zero: until ctx ends): the blocking call, a thin wrapper
+// over Send. Its answer when the wait ends first is giveUp's, with cause
+// publisher.ErrConfirmTimeout for the deadline, else context.Cause(ctx).
+func Publish(ctx context.Context, s Sender, msg *publisher.Message, opts SendOptions) (Delivery, error) {
+	type answer struct {
+		d   Delivery
+		err error
 	}
-	rid := r.rid.Add(1)
-	var w chan error
-	if !async {
-		w = make(chan error, 1)
-		r.wait(rid, func(err error) { w <- err })
-		defer r.unwait(rid)
+	answers := make(chan answer, 1)
+	giveUp := s.Send(ctx, []*publisher.Message{msg}, opts, func(_ int, d Delivery, err error) {
+		answers <- answer{d, err}
+	})
+	var timeout <-chan time.Time
+	if !opts.Deadline.IsZero() {
+		t := time.NewTimer(time.Until(opts.Deadline))
+		defer t.Stop()
+		timeout = t.C
 	}
-	data, err := encodeRecord(r.nonce, rid, msg)
-	if err != nil {
-		err = fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
-		endTrace(msg.Trace, err)
-		return 0, err
-	}
-	if _, err := r.sp.Append(ctx, data); err != nil {
-		err = appendError(err)
-		endTrace(msg.Trace, err)
-		return 0, err
-	}
-	r.spooled(rid, msg.Trace)
-	if async {
-		return publisher.Spooled, nil
-	}
-	t := time.NewTimer(r.cfg.ConfirmTimeout)
-	defer t.Stop()
+	var cause error
 	select {
-	case err := <-w:
-		if err != nil {
-			return 0, err
-		}
-		return publisher.Confirmed, nil
-	case <-t.C:
-		return publisher.Spooled, nil
+	case a := <-answers:
+		return a.d, a.err
+	case <-timeout:
+		cause = publisher.ErrConfirmTimeout
 	case <-ctx.Done():
-		return publisher.Spooled, nil
+		cause = context.Cause(ctx)
 	}
+	d, err := giveUp(0, cause)
+	if d == 0 && !errors.Is(err, publisher.ErrNotPublished) {
+		select {
+		case a := <-answers: // the answer came after all
+			return a.d, a.err
+		default:
+		}
+	}
+	return d, err
+}
+
+// Publish is Publish(ctx, r, msg, ...) waiting at most Config.ConfirmTimeout.
+func (r *Relay) Publish(ctx context.Context, msg *publisher.Message, async bool) (Delivery, error) {
+	return Publish(ctx, r, msg, SendOptions{Async: async, Deadline: time.Now().Add(r.cfg.ConfirmTimeout)})
 }
 
 // Send spools msgs together (they share the spool's group commits) and
 // returns once each is on disk or refused. done(i, delivery, err) is called
 // at most once per message, from any goroutine, and must not block: before
 // Send returns for a message refused (invalid, missing exchange, spool full or
-// failing) or, with async, spooled; later, from the forwarder, when the broker
-// confirmed it (Confirmed) or refused it for good. A caller that stops waiting
-// (its deadline, a shutdown) calls the returned giveUp for each message still
-// without an answer: it is Spooled, on disk and to be delivered, and done is
-// not called for it any more. Messages to one exchange and routing key are
-// spooled, and so forwarded, in the order of msgs.
-func (r *Relay) Send(ctx context.Context, msgs []*publisher.Message, async bool, done func(i int, d publisher.Delivery, err error)) (giveUp func(i int, cause error) (publisher.Delivery, error)) {
+// failing) or, with opts.Async, spooled; later, from the forwarder, when the
+// broker confirmed it (Confirmed) or refused it for good. A caller that stops
+// waiting (its deadline, a shutdown) calls the returned giveUp for each
+// message still without an answer: it is Spooled, on disk and to be
+// delivered, and done is not called for it any more. Messages to one
+// exchange and routing key are spooled, and so forwarded, in the order of
+// msgs.
+func (r *Relay) Send(ctx context.Context, msgs []*publisher.Message, opts SendOptions, done func(i int, d Delivery, err error)) (giveUp func(i int, cause error) (Delivery, error)) {
+	async := opts.Async
 	rids := make([]uint64, len(msgs))
 	data := make([][]byte, 0, len(msgs))
 	index := make([]int, 0, len(msgs)) // data[k] is msgs[index[k]]
@@ -222,7 +279,7 @@ func (r *Relay) Send(ctx context.Context, msgs []*publisher.Message, async bool,
 					done(i, 0, err)
 					return
 				}
-				done(i, publisher.Confirmed, nil)
+				done(i, Confirmed, nil)
 			})
 		}
 		data = append(data, b)
@@ -240,12 +297,12 @@ func (r *Relay) Send(ctx context.Context, msgs []*publisher.Message, async bool,
 		}
 		r.spooled(rids[i], msgs[i].Trace)
 		if async {
-			done(i, publisher.Spooled, nil)
+			done(i, Spooled, nil)
 		}
 	}
-	return func(i int, _ error) (publisher.Delivery, error) {
+	return func(i int, _ error) (Delivery, error) {
 		r.unwait(rids[i])
-		return publisher.Spooled, nil
+		return Spooled, nil
 	}
 }
 
@@ -292,7 +349,9 @@ func (r *Relay) spooled(rid uint64, t publisher.Trace) {
 	if t == nil {
 		return
 	}
-	t.Spooled()
+	if s, ok := t.(interface{ Spooled() }); ok {
+		s.Spooled()
+	}
 	r.mu.Lock()
 	r.traces[rid] = t
 	r.mu.Unlock()
@@ -318,13 +377,13 @@ func (r *Relay) EndTraces() {
 	r.traces = map[uint64]publisher.Trace{}
 	r.mu.Unlock()
 	for _, t := range traces {
-		t.End(publisher.TraceErrorType(publisher.ErrClosed))
+		t.End(publisher.Closed.ErrorType())
 	}
 }
 
 func endTrace(t publisher.Trace, err error) {
 	if t != nil {
-		t.End(publisher.TraceErrorType(err))
+		t.End(publisher.Classify(err).ErrorType())
 	}
 }
 
@@ -369,11 +428,7 @@ type settlement struct {
 }
 
 // permanent reports whether the broker refused the message for good.
-func permanent(err error) bool {
-	return errors.Is(err, publisher.ErrExchangeNotFound) || errors.Is(err, publisher.ErrUnroutable) ||
-		errors.Is(err, publisher.ErrRejected) || errors.Is(err, publisher.ErrInvalidMessage) ||
-		errors.Is(err, publisher.ErrNacked)
-}
+func permanent(err error) bool { return err != nil && publisher.Classify(err).Permanent() }
 
 // Serve is the forwarder, a child of the broker supervisor: it publishes
 // spooled records in order, pipelined (up to Window unsettled), acks each one
@@ -483,7 +538,12 @@ func (r *Relay) done(seq uint64) {
 func (r *Relay) submit(ctx context.Context, s settlement) {
 	s.attempts++
 	// A fresh copy: the publisher may set fields, and a retry must not share.
+	// The span (when this process spooled the record) lives across attempts:
+	// the relay ends it with the final outcome, the publisher only adds events.
 	msg := *s.msg
+	if msg.Trace != nil {
+		msg.Trace = attemptTrace{msg.Trace}
+	}
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ForwardTimeout)
 	cb := func(err error) {
 		pcancel()
@@ -501,7 +561,7 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 	}
 	backoff := submitBackoffMin
 	for {
-		err := r.pub.Submit(pctx, &msg, cb)
+		_, err := r.pub.Send(pctx, &msg, time.Time{}, cb)
 		if err == nil {
 			return
 		}
@@ -537,4 +597,37 @@ func (r *Relay) deadLetter(rec spool.Record, reason string) {
 	}
 	r.cfg.OnDeadLetter()
 	r.log.Warn("relay: message moved to the dead-letter file", "seq", rec.Seq, "reason", reason)
+}
+
+// attemptTrace is a record's span as one publish attempt sees it: the
+// publisher's events reach the span, its End does not (the relay ends the
+// span once the record's outcome is final, across attempts).
+type attemptTrace struct{ publisher.Trace }
+
+func (attemptTrace) End(string) {}
+
+// Direct is Send without a spool: each message goes straight to the
+// publisher (publisher.Send, no goroutine per message), and every answer
+// waits for the broker: Confirmed or why not. SendOptions.Async is ignored.
+type Direct struct{ Publisher Publisher }
+
+// Send is Relay.Send's contract without a spool: giveUp answers what
+// publisher.Ticket.GiveUp says (not published, or may still arrive).
+func (d Direct) Send(ctx context.Context, msgs []*publisher.Message, opts SendOptions, done func(i int, d Delivery, err error)) (giveUp func(i int, cause error) (Delivery, error)) {
+	tickets := make([]publisher.Ticket, len(msgs))
+	for i, msg := range msgs {
+		t, err := d.Publisher.Send(ctx, msg, opts.Deadline, func(err error) {
+			if err != nil {
+				done(i, 0, err)
+				return
+			}
+			done(i, Confirmed, nil)
+		})
+		if err != nil {
+			done(i, 0, err)
+			continue
+		}
+		tickets[i] = t
+	}
+	return func(i int, cause error) (Delivery, error) { return 0, tickets[i].GiveUp(cause) }
 }

@@ -35,13 +35,13 @@ func newFake() *fakePublisher {
 	return &fakePublisher{missing: map[string]bool{}, arrived: make(chan struct{}, 1000)}
 }
 
-func (f *fakePublisher) Submit(_ context.Context, msg *publisher.Message, done func(error)) error {
+func (f *fakePublisher) Send(_ context.Context, msg *publisher.Message, _ time.Time, done func(error)) (publisher.Ticket, error) {
 	f.mu.Lock()
 	f.submitted = append(f.submitted, msg)
 	f.pending = append(f.pending, done)
 	f.mu.Unlock()
 	f.arrived <- struct{}{}
-	return nil
+	return publisher.Ticket{}, nil
 }
 
 func (f *fakePublisher) CheckExchange(_ context.Context, ex string) error {
@@ -110,7 +110,7 @@ func TestConfirmedWithinTimeoutIsNil(t *testing.T) {
 		f.waitSubmissions(t, 1)
 		f.settle(nil)
 	}()
-	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, false); err != nil || d != publisher.Confirmed {
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, false); err != nil || d != Confirmed {
 		t.Fatalf("Publish = %v, %v, want confirmed", d, err)
 	}
 	waitLive(t, sp, 0)
@@ -119,10 +119,10 @@ func TestConfirmedWithinTimeoutIsNil(t *testing.T) {
 func TestUnconfirmedIsSpooledThenDelivered(t *testing.T) {
 	r, f, sp, _ := setup(t)
 	defer serve(t, r)()
-	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, false); err != nil || d != publisher.Spooled {
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, false); err != nil || d != Spooled {
 		t.Fatalf("Publish = %v, %v, want spooled after the confirm timeout", d, err)
 	}
-	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, true); err != nil || d != publisher.Spooled {
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, true); err != nil || d != Spooled {
 		t.Fatalf("Publish(async) = %v, %v, want spooled", d, err)
 	}
 	f.waitSubmissions(t, 2)
@@ -152,7 +152,7 @@ func TestPermanentDeadLetteredTransientRetried(t *testing.T) {
 	r, f, sp, dir := setup(t)
 	defer serve(t, r)()
 	type answer struct {
-		d   publisher.Delivery
+		d   Delivery
 		err error
 	}
 	res := make(chan answer, 1)
@@ -162,7 +162,7 @@ func TestPermanentDeadLetteredTransientRetried(t *testing.T) {
 	}()
 	f.waitSubmissions(t, 1)
 	f.settle(&publisher.ReturnError{Code: 312, Text: "NO_ROUTE"})
-	if a := <-res; !errors.Is(a.err, publisher.ErrUnroutable) && !(a.err == nil && a.d == publisher.Spooled) {
+	if a := <-res; !errors.Is(a.err, publisher.ErrUnroutable) && !(a.err == nil && a.d == Spooled) {
 		t.Fatalf("Publish = %v, %v", a.d, a.err)
 	}
 	waitLive(t, sp, 0)
@@ -171,7 +171,7 @@ func TestPermanentDeadLetteredTransientRetried(t *testing.T) {
 		t.Fatalf("dead-letter.log: %q %v", b, err)
 	}
 
-	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "m2"}, true); err != nil || d != publisher.Spooled {
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "m2"}, true); err != nil || d != Spooled {
 		t.Fatal(d, err)
 	}
 	f.waitSubmissions(t, 2)
@@ -191,14 +191,14 @@ func TestRestartedForwarderSkipsPending(t *testing.T) {
 	r, f, sp, _ := setup(t)
 	stop := serve(t, r)
 	for range 3 {
-		if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, true); err != nil || d != publisher.Spooled {
+		if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q"}, true); err != nil || d != Spooled {
 			t.Fatal(d, err)
 		}
 	}
 	f.waitSubmissions(t, 3)
 	stop() // the forwarder crashes / restarts
 	defer serve(t, r)()
-	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "fourth"}, true); err != nil || d != publisher.Spooled {
+	if d, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "fourth"}, true); err != nil || d != Spooled {
 		t.Fatal(d, err)
 	}
 	f.waitSubmissions(t, 4)

@@ -30,53 +30,6 @@ const (
 	writeSlack = 10 * time.Second
 )
 
-// apiServer is the publish API's side of the service (an httpapi.Publisher):
-// through the spool when there is one, else straight to the publisher (which
-// only confirms).
-type apiServer struct {
-	s *Service
-}
-
-func newAPIServer(s *Service) *apiServer { return &apiServer{s: s} }
-
-// Publish implements httpapi.Publisher.
-func (a *apiServer) Publish(ctx context.Context, msg *publisher.Message, async bool) (publisher.Delivery, error) {
-	if a.s.relay != nil {
-		return a.s.relay.Publish(ctx, msg, async)
-	}
-	if err := a.s.pub.Publish(ctx, msg); err != nil {
-		return 0, err
-	}
-	return publisher.Confirmed, nil
-}
-
-// Send implements httpapi.Publisher: one publisher.Send per message (no
-// goroutine per message), or one spool group commit for all of them.
-func (a *apiServer) Send(ctx context.Context, msgs []*publisher.Message, async bool, deadline time.Time,
-	done func(int, publisher.Delivery, error)) func(int, error) (publisher.Delivery, error) {
-	if a.s.relay != nil {
-		return a.s.relay.Send(ctx, msgs, async, done)
-	}
-	tickets := make([]publisher.Ticket, len(msgs))
-	for i, msg := range msgs {
-		t, err := a.s.pub.Send(ctx, msg, deadline, func(err error) {
-			if err != nil {
-				done(i, 0, err)
-				return
-			}
-			done(i, publisher.Confirmed, nil)
-		})
-		if err != nil {
-			done(i, 0, err)
-			continue
-		}
-		tickets[i] = t
-	}
-	return func(i int, cause error) (publisher.Delivery, error) {
-		return 0, tickets[i].GiveUp(cause)
-	}
-}
-
 // drainReserve is the part of PUBLISHER_SHUTDOWN_TIMEOUT T kept for what comes
 // after the requests are answered (closing the listeners, stopping the broker
 // subtree): min(1s, T/4). answerGrace bounds the wait for handlers to write
@@ -110,7 +63,7 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 	defer cancelRequests(nil)
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	handler := httpapi.NewHandler(httpapi.Config{
-		Publisher:        s.api,
+		Sender:           s.sender,
 		AuthToken:        s.cfg.AuthToken,
 		AllowedExchanges: s.cfg.AllowedExchanges,
 		MaxBodyBytes:     s.cfg.MaxBodyBytes,

@@ -47,26 +47,16 @@ var ErrGaveUp = errors.New("service: supervision tree gave up")
 // still away (PUBLISHER_ON_GIVE_UP=degrade, no spool).
 var errGivenUp = errors.New("service: broker unavailable, retrying at the slowest backoff")
 
-// broker is what the service needs of the publisher actor (a
-// *publisher.Publisher; tests use a fake).
-type broker interface {
-	supervision.Service
-	Publish(ctx context.Context, msg *publisher.Message) error
-	Submit(ctx context.Context, msg *publisher.Message, done func(error)) error
-	Send(ctx context.Context, msg *publisher.Message, deadline time.Time, done func(error)) (publisher.Ticket, error)
-	CheckExchange(ctx context.Context, exchange string) error
-	State() publisher.State
-	Ready() bool
-	Terminated(reason error)
-}
-
 // Service is the running service. Create it with New, run it with Run.
 type Service struct {
 	cfg     Config
 	log     *slog.Logger
-	pub     broker
+	pub     *publisher.Publisher
 	spool   *spool.Spool // nil without a spool
 	relay   *relay.Relay // nil without a spool
+	// sender is what the publish API sends through: the relay with a spool,
+	// else relay.Direct, straight to the publisher.
+	sender relay.Sender
 	metrics *metrics.Metrics
 	reg     *prometheus.Registry
 	root    *supervision.Supervisor
@@ -79,7 +69,6 @@ type Service struct {
 
 	apiLn, adminLn     net.Listener // handed to the first incarnation of the http child
 	apiAddr, adminAddr string       // where they listen (with port 0: the port chosen)
-	api                *apiServer
 
 	// draining is set when Run's ctx ends: not ready, new publishes 503.
 	draining atomic.Bool
@@ -112,9 +101,9 @@ func New(cfg Config, opts Options) (*Service, error) {
 	return newService(cfg, opts, nil)
 }
 
-// newService is New with the publisher made by newBroker when it is not nil
-// (tests pass a fake).
-func newService(cfg Config, opts Options, newBroker func(publisher.Config) (broker, error)) (_ *Service, err error) {
+// newService is New with the publisher's connections made by dial when it
+// is not nil (tests pass internal/fakeamqp's).
+func newService(cfg Config, opts Options, dial func(context.Context, string) (publisher.Conn, error)) (_ *Service, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
@@ -122,9 +111,6 @@ func newService(cfg Config, opts Options, newBroker func(publisher.Config) (brok
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
-	}
-	if newBroker == nil {
-		newBroker = func(c publisher.Config) (broker, error) { return publisher.New(c) }
 	}
 	s := &Service{cfg: cfg, log: log, reg: prometheus.NewRegistry(), tracer: opts.Tracer}
 	defer func() {
@@ -143,7 +129,7 @@ func newService(cfg Config, opts Options, newBroker func(publisher.Config) (brok
 	if s.metrics, err = metrics.New(s.reg); err != nil {
 		return nil, err
 	}
-	s.pub, err = newBroker(publisher.Config{
+	s.pub, err = publisher.New(publisher.Config{
 		URLs:               cfg.AMQPURLs,
 		Channels:           cfg.Channels,
 		BufferSize:         cfg.BufferSize,
@@ -153,6 +139,7 @@ func newService(cfg Config, opts Options, newBroker func(publisher.Config) (brok
 		Logger:             log,
 		Observer:           s.metrics,
 		OnConnect:          s.connected,
+		Dial:               dial,
 	})
 	if err != nil {
 		return nil, err
@@ -202,7 +189,10 @@ func newService(cfg Config, opts Options, newBroker func(publisher.Config) (brok
 	if err := s.root.Add(supervision.ChildSpec{Name: "broker", Service: broker, ShutdownTimeout: publisherStopTimeout + forwarderStopTimeout}); err != nil {
 		return nil, err
 	}
-	s.api = newAPIServer(s)
+	s.sender = relay.Direct{Publisher: s.pub}
+	if s.relay != nil {
+		s.sender = s.relay
+	}
 	if err := s.root.Add(supervision.ChildSpec{Name: "http", Service: supervision.ServiceFunc(s.serveHTTP), ShutdownTimeout: cfg.ShutdownTimeout + httpStopSlack}); err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,76 +11,18 @@ import (
 	"reflect"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
 	"go.uber.org/goleak"
 
+	"github.com/publisher-dev/publisher/internal/fakeamqp"
 	"github.com/publisher-dev/publisher/internal/poll"
 	"github.com/publisher-dev/publisher/publisher"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// fakeBroker stands in for the publisher actor: Serve runs serve (default:
-// connected until ctx ends), Publish runs publish (default: confirmed).
-type fakeBroker struct {
-	serve   func(ctx context.Context, f *fakeBroker) error
-	publish func(ctx context.Context, msg *publisher.Message) error
-
-	connected  atomic.Bool
-	connects   atomic.Uint64
-	stopped    atomic.Int64 // UnixNano when the last Serve returned
-	terminated atomic.Bool
-}
-
-func (f *fakeBroker) Serve(ctx context.Context) error {
-	defer func() { f.stopped.Store(time.Now().UnixNano()) }()
-	if f.serve != nil {
-		return f.serve(ctx, f)
-	}
-	f.connect()
-	<-ctx.Done()
-	f.connected.Store(false)
-	return nil
-}
-
-func (f *fakeBroker) connect() {
-	f.connected.Store(true)
-	f.connects.Add(1)
-}
-
-func (f *fakeBroker) Publish(ctx context.Context, msg *publisher.Message) error {
-	if f.publish != nil {
-		return f.publish(ctx, msg)
-	}
-	return nil
-}
-
-func (f *fakeBroker) Submit(ctx context.Context, msg *publisher.Message, done func(error)) error {
-	return publisher.ErrClosed // the spool keeps what it cannot forward
-}
-
-func (f *fakeBroker) Send(ctx context.Context, msg *publisher.Message, deadline time.Time, done func(error)) (publisher.Ticket, error) {
-	go func() { done(f.Publish(ctx, msg)) }()
-	return publisher.Ticket{}, nil
-}
-
-func (f *fakeBroker) CheckExchange(context.Context, string) error { return publisher.ErrCannotCheck }
-
-func (f *fakeBroker) State() publisher.State {
-	c := f.connected.Load()
-	st := publisher.State{Connected: c, Connects: f.connects.Load()}
-	if c {
-		st.Channels = 1
-	}
-	return st
-}
-
-func (f *fakeBroker) Ready() bool             { return f.connected.Load() }
-func (f *fakeBroker) Terminated(reason error) { f.terminated.Store(true) }
 
 // testConfig listens on free loopback ports, gives up fast and shuts down
 // fast.
@@ -110,9 +51,12 @@ type running struct {
 	done   chan error
 }
 
-func start(t *testing.T, cfg Config, f *fakeBroker) *running {
+// start runs a Service whose publisher connects to b, a fake broker (the
+// real publisher's logic against RabbitMQ is tested in package publisher
+// and, for the whole service, in cmd/publisher).
+func start(t *testing.T, cfg Config, b *fakeamqp.Broker) *running {
 	t.Helper()
-	s, err := newService(cfg, Options{Logger: discard()}, func(publisher.Config) (broker, error) { return f, nil })
+	s, err := newService(cfg, Options{Logger: discard()}, b.Dial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,8 +123,8 @@ func (r *running) publish(headers map[string]string) answer {
 }
 
 func TestReadinessFollowsTheBroker(t *testing.T) {
-	f := &fakeBroker{}
-	r := start(t, testConfig(), f)
+	b := &fakeamqp.Broker{}
+	r := start(t, testConfig(), b)
 	poll.Within(t, 10*time.Second, "ready", func() bool { c, _ := r.get("/readyz"); return c == 200 })
 	_, body := r.get("/readyz")
 	for _, k := range []string{"connected", "blocked", "channels", "inflight", "buffered", "broker", "broker_up", "draining", "given_up"} {
@@ -194,20 +138,19 @@ func TestReadinessFollowsTheBroker(t *testing.T) {
 	if a := r.publish(nil); a.code != 200 || a.body["status"] != "confirmed" {
 		t.Fatalf("publish: %+v", a)
 	}
-	f.connected.Store(false)
-	if c, body := r.get("/readyz"); c != 503 || body["broker_up"] != false {
-		t.Fatalf("/readyz %d %v with the broker away, want 503 broker_up=false", c, body)
+	b.Conn().Block(true, "low on memory")
+	poll.Within(t, 10*time.Second, "not ready while blocked", func() bool { c, _ := r.get("/readyz"); return c == 503 })
+	if _, body := r.get("/readyz"); body["broker_up"] != false || body["blocked"] != true {
+		t.Fatalf("/readyz %v with the broker blocking, want broker_up=false, blocked=true", body)
 	}
 }
-
-// dialFails is a broker that never connects.
-func dialFails(context.Context, *fakeBroker) error { return errors.New("dial: connection refused") }
 
 // Without a spool, PUBLISHER_ON_GIVE_UP=exit: Run returns ErrGaveUp and what
 // still waits is failed back (Terminated).
 func TestGiveUpExits(t *testing.T) {
-	f := &fakeBroker{serve: dialFails}
-	r := start(t, testConfig(), f)
+	b := &fakeamqp.Broker{}
+	b.Refuse(fakeamqp.ErrRefused)
+	r := start(t, testConfig(), b)
 	select {
 	case err := <-r.done:
 		r.done <- err
@@ -217,8 +160,8 @@ func TestGiveUpExits(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the tree did not give up")
 	}
-	if !f.terminated.Load() {
-		t.Fatal("the publisher was not terminated after giving up")
+	if _, err := r.pub.Send(context.Background(), &publisher.Message{}, time.Time{}, func(error) {}); !errors.Is(err, publisher.ErrClosed) {
+		t.Fatalf("Send after giving up = %v, want ErrClosed (the publisher terminated)", err)
 	}
 }
 
@@ -226,19 +169,11 @@ func TestGiveUpExits(t *testing.T) {
 // Retry-After, given_up in /readyz and the metric; the first connection ends
 // it, without reading changing anything.
 func TestDegradeThenRecovers(t *testing.T) {
-	var fail atomic.Bool
-	fail.Store(true)
-	f := &fakeBroker{serve: func(ctx context.Context, f *fakeBroker) error {
-		if fail.Load() {
-			return errors.New("dial: connection refused")
-		}
-		f.connect()
-		<-ctx.Done()
-		return nil
-	}}
+	b := &fakeamqp.Broker{}
+	b.Refuse(fakeamqp.ErrRefused)
 	cfg := testConfig()
 	cfg.OnGiveUp = "degrade"
-	r := start(t, cfg, f)
+	r := start(t, cfg, b)
 	poll.Within(t, 10*time.Second, "given up", func() bool { _, b := r.get("/readyz"); return b["given_up"] == true })
 	for range 3 { // reading does not change the state
 		if c, b := r.get("/readyz"); c != 503 || b["given_up"] != true {
@@ -251,7 +186,7 @@ func TestDegradeThenRecovers(t *testing.T) {
 	if !strings.Contains(r.metricsText(), "publisher_given_up 1") {
 		t.Fatal("publisher_given_up is not 1 while degraded")
 	}
-	fail.Store(false)
+	b.Refuse(nil)
 	poll.Within(t, 10*time.Second, "recovered", func() bool { c, _ := r.get("/readyz"); return c == 200 })
 	if a := r.publish(nil); a.code != 200 {
 		t.Fatalf("publish after recovery: %+v", a)
@@ -262,6 +197,27 @@ func TestDegradeThenRecovers(t *testing.T) {
 	if err, _ := r.stop(); err != nil {
 		t.Fatalf("Run = %v after a clean shutdown", err)
 	}
+}
+
+// answered is publisher_http_requests_total summed over its codes; it fails
+// the test when the series is missing.
+func (r *running) answered(t *testing.T) float64 {
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Error(err)
+		return -1
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "publisher_http_requests_total" {
+			sum := 0.0
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+			return sum
+		}
+	}
+	t.Error("no publisher_http_requests_total in the registry")
+	return -1
 }
 
 func (r *running) metricsText() string {
@@ -277,10 +233,11 @@ func (r *running) metricsText() string {
 // With a spool that accepts, giving up on the broker never stops the process,
 // whatever PUBLISHER_ON_GIVE_UP says: it stays ready and answers 202.
 func TestGiveUpWithASpoolKeepsAccepting(t *testing.T) {
-	f := &fakeBroker{serve: dialFails}
+	b := &fakeamqp.Broker{}
+	b.Refuse(fakeamqp.ErrRefused)
 	cfg := testConfig()
 	cfg.SpoolDir = t.TempDir()
-	r := start(t, cfg, f)
+	r := start(t, cfg, b)
 	poll.Within(t, 10*time.Second, "given up", func() bool { _, b := r.get("/readyz"); return b["given_up"] == true })
 	select {
 	case err := <-r.done:
@@ -299,21 +256,22 @@ func TestGiveUpWithASpoolKeepsAccepting(t *testing.T) {
 	}
 }
 
-// A shutdown against a broker that never answers: new publishes get 503 at
-// once while the drain runs, every publish in flight is answered (here the
-// fake never confirms) before the listener closes, the broker subtree stops
-// after the HTTP side, and Run returns within the timeout plus a second.
+// A shutdown against a broker that blocks publishing (a memory alarm): new
+// publishes get 503 at once while the drain runs, every publish in flight
+// is answered 503 "not published" (it never left the buffer) before the
+// listener closes, the broker subtree stops after the HTTP side, and Run
+// returns within the timeout plus a second.
 func TestShutdownAnswersEveryPublishInFlight(t *testing.T) {
-	var waiting, lastAnswer atomic.Int64
-	f := &fakeBroker{publish: func(ctx context.Context, msg *publisher.Message) error {
-		waiting.Add(1)
-		<-ctx.Done() // a stalled broker: no confirm ever
-		lastAnswer.Store(time.Now().UnixNano())
-		return fmt.Errorf("%w: %w", publisher.ErrNotPublished, context.Cause(ctx))
-	}}
+	b := &fakeamqp.Broker{}
 	cfg := testConfig()
-	r := start(t, cfg, f)
+	r := start(t, cfg, b)
+	// When the publisher's connection closes, every answer must have been
+	// given: the n in flight and the one refused while draining.
+	answeredAtClose := make(chan float64, 1)
+	b.OnClose = func(int) { answeredAtClose <- r.answered(t) }
 	poll.Within(t, 10*time.Second, "ready", func() bool { c, _ := r.get("/readyz"); return c == 200 })
+	b.Conn().Block(true, "low on memory")
+	poll.Within(t, 10*time.Second, "blocked", func() bool { return r.pub.State().Blocked })
 	const n = 16
 	answers := make(chan answer, n)
 	var wg sync.WaitGroup
@@ -324,7 +282,7 @@ func TestShutdownAnswersEveryPublishInFlight(t *testing.T) {
 			answers <- r.publish(nil)
 		}()
 	}
-	poll.Within(t, 10*time.Second, "publishes waiting", func() bool { return waiting.Load() == n })
+	poll.Within(t, 10*time.Second, "publishes waiting", func() bool { return r.pub.State().Buffered == n })
 	go func() {
 		// While draining: not ready, and a new publish is answered 503 at once.
 		poll.Within(t, 10*time.Second, "draining", func() bool { return r.draining.Load() })
@@ -349,8 +307,11 @@ func TestShutdownAnswersEveryPublishInFlight(t *testing.T) {
 			t.Errorf("in-flight publish answered %+v, want 503 with the message id", a)
 		}
 	}
-	if f.stopped.Load() < lastAnswer.Load() {
-		t.Error("the broker subtree stopped before the last publish was given up")
+	if got := <-answeredAtClose; got != n+1 {
+		t.Errorf("%v publishes answered when the broker connection closed, want %d: the broker subtree stopped first", got, n+1)
+	}
+	for _, p := range b.Published() {
+		t.Errorf("published %s, after it was answered 503 not published", p.MessageId)
 	}
 }
 

@@ -51,7 +51,7 @@ func TestDisabledAllocs(t *testing.T) {
 				ms.Republished(2)
 				ms.NackRetry(1, time.Millisecond)
 				ms.Spooled()
-				ms.End(ErrorNacked)
+				ms.End("nacked")
 				var mt MessageTrace = ms
 				mt.End("")
 				rs.End(200)

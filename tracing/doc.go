@@ -45,8 +45,9 @@
 //     correlation id), messaging.message.body.size, server.address and
 //     server.port (the broker in use, SetBroker), network.protocol.name=amqp
 //     and network.protocol.version=0.9.1;
-//   - error.type and status Error when not confirmed (ErrorNacked,
-//     ErrorUnroutable, ErrorTimeout, ErrorNotFound, ...).
+//   - error.type and status Error when not confirmed: the publisher's
+//     classification of the failure (publisher.Kind.ErrorType: "nacked",
+//     "unroutable", "timeout", "not_found", ...).
 //
 // Events use the publisher. namespace (EventRepublish, EventNackRetry,
 // EventSpooled), as the conventions define none for them. OpenTelemetry is

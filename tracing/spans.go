@@ -32,20 +32,6 @@ const (
 	DefaultExchangeName = "amq.default"
 )
 
-// error.type values for MessageSpan.End: low-cardinality classes of why a
-// message was not confirmed. Callers may pass other values.
-const (
-	ErrorNacked          = "nacked"            // basic.nack after the retries
-	ErrorUnroutable      = "unroutable"        // mandatory and returned (basic.return)
-	ErrorTimeout         = "timeout"           // not confirmed within the confirm timeout
-	ErrorNotFound        = "not_found"         // the exchange does not exist (404)
-	ErrorRejected        = "rejected"          // a channel error for this message (access refused, precondition failed, ...)
-	ErrorTooManyAttempts = "too_many_attempts" // in flight through PUBLISHER_MAX_PUBLISH_ATTEMPTS connection losses
-	ErrorCanceled        = "canceled"          // the caller went away before the confirm
-	ErrorShuttingDown    = "shutting_down"     // failed back at shutdown
-	ErrorOther           = "_OTHER"            // anything else (the conventions' fallback)
-)
-
 // Span events on PRODUCER spans, and their attributes (the publisher.
 // namespace: the conventions define none for these).
 const (
@@ -309,7 +295,8 @@ func (s *MessageSpan) Spooled() {
 }
 
 // End ends the span: errorType "" means the broker confirmed the message;
-// anything else (ErrorNacked, ErrorUnroutable, ...) is set as error.type and
+// anything else (the publisher's publisher.Kind.ErrorType: "nacked",
+// "unroutable", "timeout", ...) is set as error.type and
 // the span's status is Error with it as description. Only the first End
 // counts.
 func (s *MessageSpan) End(errorType string) {
