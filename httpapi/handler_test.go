@@ -41,7 +41,7 @@ type fakePublisher struct {
 	err   error
 	fn    func(ctx context.Context, msg *publisher.Message) error
 	spool bool
-	hold  bool                              // Send keeps the callbacks in held
+	hold  bool                          // Send keeps the callbacks in held
 	held  []func(relay.Delivery, error) // guarded by mu
 }
 

@@ -47,14 +47,14 @@ type incarnation struct {
 	log  *slog.Logger
 	conn Conn
 
-	chans   []*pubChannel
-	events  chan chanEvent
-	stop    chan struct{} // closed when the incarnation ends: stops forwarders and the checker
+	chans  []*pubChannel
+	events chan chanEvent
+	stop   chan struct{} // closed when the incarnation ends: stops forwarders and the checker
 	// goroutines are the incarnation's own (forwarders, checker, cutOnStall),
 	// awaited before Serve returns.
 	goroutines sync.WaitGroup
-	next    int           // round-robin position over chans
-	backlog []*request    // to publish before reading the mailbox, oldest first
+	next       int        // round-robin position over chans
+	backlog    []*request // to publish before reading the mailbox, oldest first
 
 	known    map[string]bool       // exchanges seen to exist in this incarnation
 	waiting  map[string][]*request // waiting for an exchange check

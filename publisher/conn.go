@@ -45,7 +45,6 @@ type Channel interface {
 	IsClosed() bool
 }
 
-
 // amqpConnection is an *amqp.Connection and the socket under it.
 type amqpConnection struct {
 	*amqp.Connection

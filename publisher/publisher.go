@@ -123,7 +123,6 @@ func (c *Config) setDefaults() {
 	}
 }
 
-
 // Outcome is how a publish ended, as counted in publisher_messages_total
 // (Kind.Outcome).
 type Outcome string

@@ -49,14 +49,14 @@ var errGivenUp = errors.New("service: broker unavailable, retrying at the slowes
 
 // Service is the running service. Create it with New, run it with Run.
 type Service struct {
-	cfg     Config
-	log     *slog.Logger
-	pub     *publisher.Publisher
-	spool   *spool.Spool // nil without a spool
-	relay   *relay.Relay // nil without a spool
+	cfg   Config
+	log   *slog.Logger
+	pub   *publisher.Publisher
+	spool *spool.Spool // nil without a spool
+	relay *relay.Relay // nil without a spool
 	// sender is what the publish API sends through: the relay with a spool,
 	// else relay.Direct, straight to the publisher.
-	sender relay.Sender
+	sender  relay.Sender
 	metrics *metrics.Metrics
 	reg     *prometheus.Registry
 	root    *supervision.Supervisor
