@@ -5,12 +5,24 @@
 //
 // # Ownership
 //
-// All state of a [Supervisor] is owned by the goroutine running
-// [Supervisor.Serve]. Each child runs in its own goroutine and reports its
-// exit to that loop over a channel; backoff timers feed the same loop. The
-// loop is the only place where children are started and stopped, so no
-// locking is needed for the restart statistics. [Supervisor.Add] talks to the
-// loop through a channel as well.
+// The state of one [Supervisor.Serve] call (the children, their restart
+// statistics, backoff timers, the incarnation running for each child) lives
+// in one run value owned by the goroutine running Serve, and only that
+// goroutine starts and stops children. Each child's Serve runs in a
+// goroutine of its own, which reports its exit to the loop over a channel;
+// backoff timers feed the same loop.
+//
+// A few fields are shared with other goroutines and guarded by the
+// Supervisor's mutex: the list of child specs (appended by [Supervisor.Add],
+// read by [Supervisor.BeforeRestart] and [Supervisor.Terminated] on a
+// parent's goroutine, pruned by the loop when a child is removed for good),
+// whether Serve runs, whether the children were terminated, and the
+// incarnations abandoned at a shutdown timeout with the calls queued for
+// them (written by the loop, by Supervisor.BeforeRestart/Terminated and by
+// the abandoned incarnation's goroutine when its Serve returns). Add and a
+// returning abandoned incarnation wake the loop through a channel; the loop
+// then rescans. The mutex is never held while user code (a Service method, a
+// hook, the EventHook or the Decider) runs.
 //
 // # Failures and decisions
 //
@@ -47,11 +59,26 @@
 // and never charges its siblings. A supervisor that wants OTP's shared count
 // can sum its children's stats in its Decider.
 //
-// # Shutdown
+// # Shutdown and goroutines
 //
 // When the context given to Serve is cancelled, children are stopped in
-// reverse start order, each awaited for at most its shutdown timeout; a child
-// that ignores its context past that timeout is reported with
-// [EventStopTimeout] and abandoned: its goroutine is the only one that may
-// outlive Serve, and it ends as soon as the child's Serve returns.
+// reverse start order, each awaited for at most its shutdown timeout, then
+// terminated (Terminated, AfterStop, EventStop) in reverse start order; Serve
+// then returns. So Serve returns within the sum of its running children's
+// shutdown timeouts (plus the time the hooks and Terminated methods called
+// on its goroutine take), whatever the children do.
+//
+// Serve returns only once every goroutine it started has ended, with one
+// exception: a child that ignores its context past its shutdown timeout is
+// reported with [EventStopTimeout] and abandoned (on shutdown, a sibling's
+// restart or an escalation alike). Its goroutine, and only it, may outlive
+// Serve: it lives until the child's Serve returns, then makes the
+// BeforeRestart and Terminated calls (with their hooks) that became due
+// meanwhile, in order, on itself, wakes the running Serve of this supervisor
+// if there is one, and ends; it touches nothing else of the supervisor's
+// (in particular it reports no failure: the stop was the supervisor's
+// decision, and the EventStopTimeout has been emitted). Until then the child
+// is not started again, by this Serve call or a later one: the restart waits
+// for that return. See [ChildSpec] for who calls a child's methods, when and
+// where.
 package supervision

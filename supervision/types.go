@@ -189,12 +189,15 @@ type Event struct {
 	Stack      []byte
 }
 
-// Hooks are a child's lifecycle callbacks. They run on the supervisor's
-// goroutine and must not block.
+// Hooks are a child's lifecycle callbacks. They must not block. BeforeStart
+// runs on the supervisor's goroutine, just before Serve is started.
+// BeforeRestart and AfterStop run right after the Service's BeforeRestart and
+// Terminated methods (when it has them), on the same goroutine, under the
+// same rules: see [ChildSpec].
 type Hooks struct {
 	BeforeStart   func()             // before every Serve call of the child
-	BeforeRestart func(cause error)  // before a restart (not a resume) with the failure
-	AfterStop     func(reason error) // when the child is stopped for good
+	BeforeRestart func(cause error)  // before a restart (not a resume) with the failure; after the method of the same name
+	AfterStop     func(reason error) // when the child is stopped for good; after the Terminated method
 }
 
 // ChildSpec describes one child of a supervisor.
@@ -203,8 +206,30 @@ type Hooks struct {
 // BeforeRestart(cause error), before a Restart (not a Resume), and
 // Terminated(reason error), when the child is removed for good (Stop
 // directive, temporary child exit, transient child normal exit, shutdown of
-// the tree). Terminated is not called when the supervisor escalates: the
-// parent may restart the subtree, whose mailboxes must keep their messages.
+// the tree, or [Supervisor.Terminated] of the supervisor holding it).
+// Terminated is not called when the supervisor escalates: the parent may
+// restart the subtree, whose mailboxes must keep their messages.
+//
+// Neither method (nor Hooks.BeforeRestart or Hooks.AfterStop) ever runs
+// concurrently with the child's Serve, and no Serve of a child starts before
+// the previous one returned. Who calls them, and on which goroutine:
+//
+//   - Normally the child's last Serve has returned when the call is due, and
+//     the call is made at once: by the supervisor's Serve goroutine (a
+//     restart, a Stop, an exit for good, the shutdown of the tree), or by the
+//     goroutine calling [Supervisor.BeforeRestart] or [Supervisor.Terminated]
+//     (a parent supervisor forwarding down its subtree).
+//   - A child that ignored its context past its ShutdownTimeout was
+//     abandoned (EventStopTimeout) and its Serve may still run. Calls due
+//     meanwhile are queued, in order, and made on the child's own goroutine
+//     right after its Serve returns; none is lost and none runs before. The
+//     event that announces the decision (EventStop) is still emitted at once,
+//     on the supervisor's goroutine. A restart of such a child (by this Serve
+//     call or a later one) waits for that Serve to return as well.
+//
+// So Serve, BeforeRestart and Terminated of one child may share state
+// without locks, as long as the child's own goroutines (those Serve starts)
+// end before Serve returns.
 type ChildSpec struct {
 	// Name identifies the child in events and errors; it must be unique
 	// within the supervisor. When empty, the Service's Name() string
