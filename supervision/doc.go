@@ -24,6 +24,9 @@
 // then rescans. The mutex is never held while user code (a Service method, a
 // hook, the EventHook or the Decider) runs.
 //
+// A child's progress marker (see [Progress]) is an atomic flag set from any
+// goroutine and read by the loop when the incarnation exits.
+//
 // # Failures and decisions
 //
 // A child fails when its Serve returns a non-nil error while its context is
@@ -49,15 +52,50 @@
 //
 // # Restart intensity
 //
-// Restart intensity is "at most Spec.MaxRestarts failures within
-// Spec.Window", measured per child over a sliding window: a failure at time t
-// counts while now-t < Window. [Failure.Exhausted] is
-// Stats.Failures > MaxRestarts, and [DefaultDecider] escalates then. This
-// differs from OTP, where the intensity counts the restarts of all of a
-// supervisor's children together: here each child has its own window (its
-// [ChildRestartStats]), so one flapping child exhausts only its own intensity
-// and never charges its siblings. A supervisor that wants OTP's shared count
-// can sum its children's stats in its Decider.
+// Restart intensity is "at most Spec.MaxRestarts failures without progress
+// within Spec.Window", counted per child. On each failure of a child the
+// supervisor records the failure time t and counts, in
+// [ChildRestartStats].Failures:
+//
+//   - If the failed incarnation made progress (it called [Progress] with its
+//     Serve context, a child of a sub-supervisor did so with its own, or it
+//     ran at least its HealthyAfter period before failing): this failure
+//     alone. The earlier failures are forgotten, the window starts afresh at
+//     t, and Stats.Progressed is true.
+//   - Otherwise: this failure plus every earlier one still in the window
+//     (a failure at t' counts while t-t' < Window) and not older than the
+//     latest failure that followed progress.
+//
+// [Failure.Exhausted] is Stats.Failures > MaxRestarts, and [DefaultDecider]
+// escalates then. So a child whose every incarnation makes progress before
+// it fails (a publisher whose connection a flapping load balancer cuts after
+// it confirmed messages) is restarted indefinitely; a child failing at start
+// (refused dials) escalates at its MaxRestarts+1-th failure within Window, as
+// does a child that fails MaxRestarts more times without progress after its
+// last failure with progress (that failure is the first of the new window).
+// The intensity counts failures, not restarts: a Resume or a Stop decision
+// counts the same, and a stop by the supervisor itself (a sibling's restart,
+// shutdown) is no failure.
+//
+// Progress marks the incarnation and its ancestors, so at a parent a
+// sub-supervisor's failure (its escalation) counts as a failure with
+// progress when any child in that sub-supervisor incarnation made progress:
+// a tree root > broker > publisher gives up only when a whole broker
+// incarnation made none. HealthyAfter marks the ancestors the same way when
+// it applies, at the failure.
+//
+// Backoff: the delay before a restart is [Backoff.Delay](attempt), where
+// attempt counts consecutive restarts of the child and starts again from 0
+// (the delay from Backoff.Min) after an incarnation that made progress or
+// that ran at least Backoff.ResetAfter (default Window).
+//
+// This differs from OTP, where the intensity counts the restarts of all of a
+// supervisor's children together and knows no progress: here each child has
+// its own window (its ChildRestartStats), so one flapping child exhausts only
+// its own intensity and never charges its siblings. A supervisor that wants
+// OTP's shared count can sum its children's stats in its Decider. A child
+// that never calls Progress, under a Spec without HealthyAfter, is counted
+// by the plain sliding window, exactly as before progress existed.
 //
 // # Shutdown and goroutines
 //

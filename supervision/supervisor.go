@@ -24,8 +24,18 @@ type Spec struct {
 	// healthy child's next failure escalate.
 	MaxRestarts int
 	// Window is W, the sliding window of the restart intensity (default
-	// 10s). A failure at time t counts while now-t < Window.
-	Window          time.Duration
+	// 10s). A failure at time t counts while now-t < Window, and only back
+	// to the latest failure of an incarnation that made progress (see
+	// "Restart intensity" in the package doc).
+	Window time.Duration
+	// HealthyAfter is the default of ChildSpec.HealthyAfter: an incarnation
+	// that ran at least this long before it failed counts as having made
+	// progress. Zero or negative: off, only [Progress] counts. Off by
+	// default because only the child knows what progress is (a connection
+	// that stays open while the broker blocks it confirms nothing), and
+	// because a period of Window or more would change nothing for the child
+	// itself: its earlier failures have already left the window.
+	HealthyAfter    time.Duration
 	Decider         Decider       // default DefaultDecider
 	Backoff         Backoff       // see Backoff for its defaults; ResetAfter defaults to Window
 	ShutdownTimeout time.Duration // per child, default 10s
@@ -318,6 +328,7 @@ type run struct {
 type child struct {
 	spec     ChildSpec
 	shutdown time.Duration
+	healthy  time.Duration // HealthyAfter with the default applied; <= 0: off
 
 	cur *incarnation // non-nil while running
 
@@ -331,16 +342,18 @@ type child struct {
 	totalRestarts int
 	attempt       int // consecutive restarts, for the backoff
 	lastUptime    time.Duration
+	progressed    bool // the incarnation that failed last made progress
 }
 
 // incarnation is one run of a child's Serve in its own goroutine.
 type incarnation struct {
-	child  *child // touched by the loop only
-	name   string // child's name, immutable, for the goroutine
-	start  time.Time
-	cancel context.CancelCauseFunc
-	quit   chan struct{} // closed by the loop when it stops the child itself and no longer wants the exit report
-	done   chan struct{} // closed by the child goroutine as its last act
+	child    *child // touched by the loop only
+	name     string // child's name, immutable, for the goroutine
+	start    time.Time
+	cancel   context.CancelCauseFunc
+	progress *progress     // set by Progress, read by the loop at exit
+	quit     chan struct{} // closed by the loop when it stops the child itself and no longer wants the exit report
+	done     chan struct{} // closed by the child goroutine as its last act
 
 	// Written by the child goroutine before it reports or closes done.
 	err   error
@@ -357,7 +370,11 @@ func (r *run) newChild(c ChildSpec) *child {
 	if sd <= 0 {
 		sd = r.spec.ShutdownTimeout
 	}
-	return &child{spec: c, shutdown: sd}
+	healthy := c.HealthyAfter
+	if healthy == 0 {
+		healthy = r.spec.HealthyAfter
+	}
+	return &child{spec: c, shutdown: sd, healthy: healthy}
 }
 
 func (c *child) stats() ChildRestartStats {
@@ -365,6 +382,7 @@ func (c *child) stats() ChildRestartStats {
 		Failures:      len(c.failures),
 		TotalRestarts: c.totalRestarts,
 		LastUptime:    c.lastUptime,
+		Progressed:    c.progressed,
 	}
 	if n := len(c.failures); n > 0 {
 		st.FirstFailure = c.failures[0]
@@ -374,8 +392,13 @@ func (c *child) stats() ChildRestartStats {
 }
 
 // recordFailure adds a failure at now and prunes the failures that left the
-// sliding window (now-t >= window).
-func (c *child) recordFailure(now time.Time, window time.Duration) {
+// window: those with now-t >= window, and all earlier ones when the failed
+// incarnation made progress (its failure starts a fresh window).
+func (c *child) recordFailure(now time.Time, window time.Duration, progressed bool) {
+	c.progressed = progressed
+	if progressed {
+		c.failures = c.failures[:0]
+	}
 	c.failures = append(c.failures, now)
 	i := 0
 	for i < len(c.failures) && now.Sub(c.failures[i]) >= window {
@@ -427,15 +450,19 @@ func (r *run) start(c *child) {
 		c.spec.Hooks.BeforeStart()
 	}
 	// Not derived from r.ctx: on shutdown the loop cancels children one by
-	// one in reverse start order, each awaited, instead of all at once.
-	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.ctx))
+	// one in reverse start order, each awaited, instead of all at once. The
+	// values are inherited, so the progress marker chains to this
+	// supervisor's own.
+	p := &progress{parent: progressOf(r.ctx)}
+	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithoutCancel(r.ctx), progressKey{}, p))
 	inc := &incarnation{
-		child:  c,
-		name:   c.spec.Name,
-		start:  r.spec.Clock.Now(),
-		cancel: cancel,
-		quit:   make(chan struct{}),
-		done:   make(chan struct{}),
+		child:    c,
+		name:     c.spec.Name,
+		start:    r.spec.Clock.Now(),
+		cancel:   cancel,
+		progress: p,
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	c.cur = inc
 	r.emit(Event{Kind: EventStart, Child: c.spec.Name, Stats: c.stats()})
@@ -497,7 +524,12 @@ func (r *run) handleExit(inc *incarnation) error {
 		}
 		err = ErrUnexpectedReturn
 	}
-	c.recordFailure(now, r.spec.Window)
+	progressed := inc.progress.madeProgress()
+	if !progressed && c.healthy > 0 && c.lastUptime >= c.healthy {
+		progressed = true
+		inc.progress.mark() // a healthy run is progress for the ancestors too
+	}
+	c.recordFailure(now, r.spec.Window, progressed)
 	f := Failure{
 		Supervisor: r.spec.Name,
 		Child:      c.spec.Name,
@@ -537,7 +569,7 @@ func (r *run) handleExit(inc *incarnation) error {
 // and all of the group is scheduled to start, in start order, after the
 // backoff delay of c's attempt.
 func (r *run) restart(c *child, cause error) {
-	if ra := r.spec.Backoff.ResetAfter; ra >= 0 && c.lastUptime >= ra {
+	if ra := r.spec.Backoff.ResetAfter; c.progressed || (ra >= 0 && c.lastUptime >= ra) {
 		c.attempt = 0
 	}
 	delay := r.spec.Backoff.delay(c.attempt) // Backoff was normalized by New

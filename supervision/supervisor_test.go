@@ -114,8 +114,8 @@ func TestFailuresSpreadOverWindowKeepRestarting(t *testing.T) {
 	}
 	// Exactly the window length apart is outside the window.
 	var c2 child
-	c2.recordFailure(t0, 10*time.Second)
-	c2.recordFailure(t0.Add(10*time.Second), 10*time.Second)
+	c2.recordFailure(t0, 10*time.Second, false)
+	c2.recordFailure(t0.Add(10*time.Second), 10*time.Second, false)
 	if len(c2.failures) != 1 {
 		t.Fatalf("failure exactly Window old still counted")
 	}

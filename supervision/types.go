@@ -108,11 +108,20 @@ func (r RestartType) String() string {
 // the supervisor's current Serve call: when a sub-supervisor is restarted by
 // its parent, its children start with fresh statistics.
 type ChildRestartStats struct {
-	Failures      int           // failures inside the current sliding window, this one included
+	// Failures counts the failures inside the current window, this one
+	// included: failures within Spec.Window, back to (and including) the
+	// latest failure of an incarnation that made progress. So it is 1 for a
+	// failure that followed progress.
+	Failures      int
 	TotalRestarts int           // restarts over the child's whole life under this supervisor incarnation
 	FirstFailure  time.Time     // oldest failure still inside the window
 	LastFailure   time.Time     // the latest failure
-	LastUptime    time.Duration // how long the incarnation that just failed ran
+	LastUptime    time.Duration // how long the incarnation that just failed (or was last stopped) ran
+	// Progressed reports whether the incarnation that just failed made
+	// progress: it called [Progress] (itself or a descendant in its subtree),
+	// or it ran at least its HealthyAfter period. Its failure then started a
+	// fresh window and a fresh backoff.
+	Progressed bool
 }
 
 // Failure is what a [Decider] sees.
@@ -120,9 +129,12 @@ type Failure struct {
 	Supervisor string
 	Child      string
 	Err        error
-	Stats      ChildRestartStats
-	Exhausted  bool   // Stats.Failures > Spec.MaxRestarts within Spec.Window
-	Stack      []byte // non-nil when the failure was a panic
+	// Stats are the child's statistics with this failure counted; a custom
+	// Decider may use Stats.Progressed, Stats.LastUptime and the rest to
+	// decide differently from DefaultDecider.
+	Stats     ChildRestartStats
+	Exhausted bool   // Stats.Failures > Spec.MaxRestarts
+	Stack     []byte // non-nil when the failure was a panic
 }
 
 // Decider chooses what to do with a failed child. It runs on the
@@ -238,5 +250,10 @@ type ChildSpec struct {
 	Service         Service
 	Restart         RestartType
 	ShutdownTimeout time.Duration // default Spec.ShutdownTimeout
-	Hooks           Hooks
+	// HealthyAfter: an incarnation that ran at least this long before it
+	// failed counts as having made progress, as if it had called
+	// [Progress]. Zero means Spec.HealthyAfter; negative means never (only
+	// Progress counts).
+	HealthyAfter time.Duration
+	Hooks        Hooks
 }
