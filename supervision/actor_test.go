@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // testReceiver records messages; "boom" fails the incarnation.
@@ -63,6 +65,7 @@ func (f *receiverFactory) wait(t *testing.T, msg string) {
 }
 
 func TestStopThenSendReturnsErrStopped(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	f := newFactory()
 	a := NewActor(10, f.new)
@@ -97,6 +100,7 @@ func TestStopThenSendReturnsErrStopped(t *testing.T) {
 }
 
 func TestMessagesDuringRestartProcessedInOrder(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	clock := NewFakeClock(t0)
 	f := newFactory()
@@ -130,6 +134,7 @@ func TestMessagesDuringRestartProcessedInOrder(t *testing.T) {
 }
 
 func TestResumeKeepsReceiverState(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	f := newFactory()
 	a := NewActor(10, f.new)

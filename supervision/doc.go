@@ -5,12 +5,27 @@
 //
 // # Ownership
 //
-// All state of a [Supervisor] is owned by the goroutine running
-// [Supervisor.Serve]. Each child runs in its own goroutine and reports its
-// exit to that loop over a channel; backoff timers feed the same loop. The
-// loop is the only place where children are started and stopped, so no
-// locking is needed for the restart statistics. [Supervisor.Add] talks to the
-// loop through a channel as well.
+// The state of one [Supervisor.Serve] call (the children, their restart
+// statistics, backoff timers, the incarnation running for each child) lives
+// in one run value owned by the goroutine running Serve, and only that
+// goroutine starts and stops children. Each child's Serve runs in a
+// goroutine of its own, which reports its exit to the loop over a channel;
+// backoff timers feed the same loop.
+//
+// A few fields are shared with other goroutines and guarded by the
+// Supervisor's mutex: the list of child specs (appended by [Supervisor.Add],
+// read by [Supervisor.BeforeRestart] and [Supervisor.Terminated] on a
+// parent's goroutine, pruned by the loop when a child is removed for good),
+// whether Serve runs, whether the children were terminated, and the
+// incarnations abandoned at a shutdown timeout with the calls queued for
+// them (written by the loop, by Supervisor.BeforeRestart/Terminated and by
+// the abandoned incarnation's goroutine when its Serve returns). Add and a
+// returning abandoned incarnation wake the loop through a channel; the loop
+// then rescans. The mutex is never held while user code (a Service method, a
+// hook, the EventHook or the Decider) runs.
+//
+// A child's progress marker (see [Progress]) is an atomic flag set from any
+// goroutine and read by the loop when the incarnation exits.
 //
 // # Failures and decisions
 //
@@ -37,21 +52,71 @@
 //
 // # Restart intensity
 //
-// Restart intensity is "at most Spec.MaxRestarts failures within
-// Spec.Window", measured per child over a sliding window: a failure at time t
-// counts while now-t < Window. [Failure.Exhausted] is
-// Stats.Failures > MaxRestarts, and [DefaultDecider] escalates then. This
-// differs from OTP, where the intensity counts the restarts of all of a
-// supervisor's children together: here each child has its own window (its
-// [ChildRestartStats]), so one flapping child exhausts only its own intensity
-// and never charges its siblings. A supervisor that wants OTP's shared count
-// can sum its children's stats in its Decider.
+// Restart intensity is "at most Spec.MaxRestarts failures without progress
+// within Spec.Window", counted per child. On each failure of a child the
+// supervisor records the failure time t and counts, in
+// [ChildRestartStats].Failures:
 //
-// # Shutdown
+//   - If the failed incarnation made progress (it called [Progress] with its
+//     Serve context, a child of a sub-supervisor did so with its own, or it
+//     ran at least its HealthyAfter period before failing): this failure
+//     alone. The earlier failures are forgotten, the window starts afresh at
+//     t, and Stats.Progressed is true.
+//   - Otherwise: this failure plus every earlier one still in the window
+//     (a failure at t' counts while t-t' < Window) and not older than the
+//     latest failure that followed progress.
+//
+// [Failure.Exhausted] is Stats.Failures > MaxRestarts, and [DefaultDecider]
+// escalates then. So a child whose every incarnation makes progress before
+// it fails (a publisher whose connection a flapping load balancer cuts after
+// it confirmed messages) is restarted indefinitely; a child failing at start
+// (refused dials) escalates at its MaxRestarts+1-th failure within Window, as
+// does a child that fails MaxRestarts more times without progress after its
+// last failure with progress (that failure is the first of the new window).
+// The intensity counts failures, not restarts: a Resume or a Stop decision
+// counts the same, and a stop by the supervisor itself (a sibling's restart,
+// shutdown) is no failure.
+//
+// Progress marks the incarnation and its ancestors, so at a parent a
+// sub-supervisor's failure (its escalation) counts as a failure with
+// progress when any child in that sub-supervisor incarnation made progress:
+// a tree root > broker > publisher gives up only when a whole broker
+// incarnation made none. HealthyAfter marks the ancestors the same way when
+// it applies, at the failure.
+//
+// Backoff: the delay before a restart is [Backoff.Delay](attempt), where
+// attempt counts consecutive restarts of the child and starts again from 0
+// (the delay from Backoff.Min) after an incarnation that made progress or
+// that ran at least Backoff.ResetAfter (default Window).
+//
+// This differs from OTP, where the intensity counts the restarts of all of a
+// supervisor's children together and knows no progress: here each child has
+// its own window (its ChildRestartStats), so one flapping child exhausts only
+// its own intensity and never charges its siblings. A supervisor that wants
+// OTP's shared count can sum its children's stats in its Decider. A child
+// that never calls Progress, under a Spec without HealthyAfter, is counted
+// by the plain sliding window, exactly as before progress existed.
+//
+// # Shutdown and goroutines
 //
 // When the context given to Serve is cancelled, children are stopped in
-// reverse start order, each awaited for at most its shutdown timeout; a child
-// that ignores its context past that timeout is reported with
-// [EventStopTimeout] and abandoned: its goroutine is the only one that may
-// outlive Serve, and it ends as soon as the child's Serve returns.
+// reverse start order, each awaited for at most its shutdown timeout, then
+// terminated (Terminated, AfterStop, EventStop) in reverse start order; Serve
+// then returns. So Serve returns within the sum of its running children's
+// shutdown timeouts (plus the time the hooks and Terminated methods called
+// on its goroutine take), whatever the children do.
+//
+// Serve returns only once every goroutine it started has ended, with one
+// exception: a child that ignores its context past its shutdown timeout is
+// reported with [EventStopTimeout] and abandoned (on shutdown, a sibling's
+// restart or an escalation alike). Its goroutine, and only it, may outlive
+// Serve: it lives until the child's Serve returns, then makes the
+// BeforeRestart and Terminated calls (with their hooks) that became due
+// meanwhile, in order, on itself, wakes the running Serve of this supervisor
+// if there is one, and ends; it touches nothing else of the supervisor's
+// (in particular it reports no failure: the stop was the supervisor's
+// decision, and the EventStopTimeout has been emitted). Until then the child
+// is not started again, by this Serve call or a later one: the restart waits
+// for that return. See [ChildSpec] for who calls a child's methods, when and
+// where.
 package supervision

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/publisher-dev/publisher/supervision"
 )
@@ -104,4 +105,81 @@ func ExampleSupervisor_escalation() {
 	// root: child "broker" escalated (broker gave up on worker): disk full? true
 	// serve: supervision: supervisor "root" escalated failure of child "broker": supervision: supervisor "broker" escalated failure of child "worker": disk full
 	// is disk full: true
+}
+
+// connection is a publisher behind a flapping load balancer, reduced to its
+// supervision: each incarnation either connects, has a message confirmed and
+// then loses its connection (progress, then failure), or has its dial refused
+// (failure without progress).
+type connection struct {
+	progress bool   // the incarnations make progress before failing
+	lastRun  int    // the incarnation that ends the example: it stops the supervisor
+	runs     int    // incarnations so far; Serve calls never overlap
+	stop     func() // cancels the supervisor's context
+}
+
+func (c *connection) Serve(ctx context.Context) error {
+	c.runs++
+	if c.runs == c.lastRun {
+		c.stop()
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if !c.progress {
+		return errors.New("dial: connection refused")
+	}
+	supervision.Progress(ctx) // connected, and the broker confirmed a message
+	return errors.New("connection reset by peer")
+}
+
+// runConnection supervises c under the default decider and prints what the
+// supervisor did.
+func runConnection(c *connection) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.stop = cancel
+	var failures, maxInWindow, progressed, escalations int
+	sup := supervision.New(supervision.Spec{
+		Name:        "broker",
+		MaxRestarts: 5,                            // at most 5 failures without progress...
+		Window:      time.Minute,                  // ...within a minute
+		Backoff:     supervision.Backoff{Min: -1}, // restart at once, for the example
+		EventHook: func(e supervision.Event) {
+			switch e.Kind {
+			case supervision.EventFailure:
+				failures++
+				maxInWindow = max(maxInWindow, e.Stats.Failures)
+				if e.Stats.Progressed {
+					progressed++
+				}
+			case supervision.EventEscalation:
+				escalations++
+			}
+		},
+	})
+	_ = sup.Add(supervision.ChildSpec{Name: "publisher", Service: c})
+	err := sup.Serve(ctx)
+	fmt.Printf("failures: %d (%d after progress), most in one window: %d, escalations: %d\n",
+		failures, progressed, maxInWindow, escalations)
+	fmt.Println("serve:", err)
+}
+
+// A connection that works, then is cut, 50 times in a row (all within the
+// minute): each incarnation made progress before it failed, so each failure
+// starts a fresh count and the supervisor never gives up on it.
+func ExampleProgress() {
+	runConnection(&connection{progress: true, lastRun: 51})
+	// Output:
+	// failures: 50 (50 after progress), most in one window: 1, escalations: 0
+	// serve: context canceled
+}
+
+// A dial refused at every start: no incarnation makes progress, so the
+// sixth failure within the window exhausts the intensity and the supervisor
+// escalates, as it always did.
+func ExampleProgress_failingAtStart() {
+	runConnection(&connection{progress: false, lastRun: 51})
+	// Output:
+	// failures: 6 (0 after progress), most in one window: 6, escalations: 1
+	// serve: supervision: supervisor "broker" escalated failure of child "publisher": dial: connection refused
 }

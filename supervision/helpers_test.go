@@ -85,15 +85,32 @@ func (c *ctl) Serve(ctx context.Context) error {
 	n := c.n
 	c.mu.Unlock()
 	c.starts <- n
-	select {
-	case <-ctx.Done():
-		if c.log != nil {
-			c.log.add("stop " + c.name)
+	for {
+		select {
+		case <-ctx.Done():
+			if c.log != nil {
+				c.log.add("stop " + c.name)
+			}
+			return ctx.Err()
+		case err := <-c.cmds:
+			if err == errProgressCmd {
+				Progress(ctx)
+				continue
+			}
+			return err
 		}
-		return ctx.Err()
-	case err := <-c.cmds:
-		return err
 	}
+}
+
+// errProgressCmd, sent as a command, makes the running incarnation call
+// Progress and keep running.
+var errProgressCmd = errors.New("test: call Progress")
+
+// progress makes the running incarnation call Progress; when it returns, the
+// call is done or next in line (the next command is received after it).
+func (c *ctl) progress(t *testing.T) {
+	t.Helper()
+	c.fail(t, errProgressCmd)
 }
 
 func (c *ctl) BeforeRestart(cause error) {

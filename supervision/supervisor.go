@@ -24,8 +24,18 @@ type Spec struct {
 	// healthy child's next failure escalate.
 	MaxRestarts int
 	// Window is W, the sliding window of the restart intensity (default
-	// 10s). A failure at time t counts while now-t < Window.
-	Window          time.Duration
+	// 10s). A failure at time t counts while now-t < Window, and only back
+	// to the latest failure of an incarnation that made progress (see
+	// "Restart intensity" in the package doc).
+	Window time.Duration
+	// HealthyAfter is the default of ChildSpec.HealthyAfter: an incarnation
+	// that ran at least this long before it failed counts as having made
+	// progress. Zero or negative: off, only [Progress] counts. Off by
+	// default because only the child knows what progress is (a connection
+	// that stays open while the broker blocks it confirms nothing), and
+	// because a period of Window or more would change nothing for the child
+	// itself: its earlier failures have already left the window.
+	HealthyAfter    time.Duration
 	Decider         Decider       // default DefaultDecider
 	Backoff         Backoff       // see Backoff for its defaults; ResetAfter defaults to Window
 	ShutdownTimeout time.Duration // per child, default 10s
@@ -64,16 +74,23 @@ func (s Spec) withDefaults() Spec {
 // Supervisor supervises a set of children; it is itself a [Service].
 //
 // Serve runs the supervisor loop, the only goroutine that touches the
-// children's runtime state. The fields below mu hold only what other
-// goroutines may touch: the list of child specs (Add) and whether Serve runs.
+// children's runtime state (the run struct). The fields below mu hold only
+// what other goroutines touch too: the list of child specs (Add,
+// BeforeRestart, Terminated), whether Serve runs, and the abandoned
+// incarnations (their goroutines report their return here).
 type Supervisor struct {
 	spec Spec // defaults applied; immutable after New
 
 	mu         sync.Mutex
 	specs      []ChildSpec   // guarded by mu: children not removed for good, in Add order
-	kick       chan struct{} // guarded by mu: non-nil while Serve runs; Add signals on it
+	kick       chan struct{} // guarded by mu: non-nil while Serve runs; Add and a returning abandoned incarnation signal on it
 	serving    bool          // guarded by mu
 	terminated bool          // guarded by mu: children were terminated since the last Serve started
+	// abandoned holds, by child name, the incarnation abandoned at its
+	// shutdown timeout whose Serve has not returned yet (nor run the calls
+	// queued for it); guarded by mu. At most one per name: a child is not
+	// started again while it has one.
+	abandoned map[string]*incarnation
 }
 
 // New returns a supervisor for spec, with defaults applied.
@@ -118,23 +135,29 @@ func (s *Supervisor) Add(c ChildSpec) error {
 }
 
 // BeforeRestart is called by a parent supervisor before it restarts this
-// supervisor's subtree; it forwards the call to every child (its
-// BeforeRestart method and Hooks.BeforeRestart), so actors in the subtree
-// start with fresh state.
+// supervisor's subtree (so never while this supervisor's Serve runs); it
+// forwards the call to every child (its BeforeRestart method and
+// Hooks.BeforeRestart), so actors in the subtree start with fresh state. The
+// call for a child whose abandoned Serve still runs is made on that child's
+// goroutine once its Serve returns (see [ChildSpec]).
 func (s *Supervisor) BeforeRestart(cause error) {
 	s.mu.Lock()
 	specs := slices.Clone(s.specs)
 	s.mu.Unlock()
 	for _, c := range specs {
-		callBeforeRestart(c, cause)
+		s.afterServe(c.Name, func() { callBeforeRestart(c, cause) })
 	}
 }
 
 // Terminated is called by a parent supervisor when this supervisor is
-// removed for good (e.g. its escalation was answered with Stop); it
-// terminates every child in reverse start order (Terminated, AfterStop,
-// EventStop), so their mailboxes refuse further messages. It is a no-op if
-// the children were already terminated by a shutdown.
+// removed for good (e.g. its escalation was answered with Stop), so never
+// while this supervisor's Serve runs; the owner of a root supervisor may call
+// it after Serve returned, to end the tree for good. It terminates every
+// child in reverse start order (Terminated, AfterStop, EventStop), so their
+// mailboxes refuse further messages; the calls for a child whose abandoned
+// Serve still runs are made on that child's goroutine once its Serve returns
+// (see [ChildSpec]). It is a no-op if the children were already terminated
+// by a shutdown.
 func (s *Supervisor) Terminated(reason error) {
 	s.mu.Lock()
 	if s.terminated {
@@ -145,9 +168,83 @@ func (s *Supervisor) Terminated(reason error) {
 	specs := slices.Clone(s.specs)
 	s.mu.Unlock()
 	for i := len(specs) - 1; i >= 0; i-- {
-		callTerminated(specs[i], reason)
-		s.emit(Event{Kind: EventStop, Child: specs[i].Name, Err: reason})
+		c := specs[i]
+		s.afterServe(c.Name, func() { callTerminated(c, reason) })
+		s.emit(Event{Kind: EventStop, Child: c.Name, Err: reason})
 	}
+}
+
+// afterServe runs f, a BeforeRestart or Terminated call for the child name,
+// at once if no incarnation of that child is abandoned; otherwise it queues f
+// for the abandoned incarnation's goroutine, which runs the queue right after
+// its Serve returns (see served). Either way f never runs concurrently with
+// the child's Serve, and the calls for one child keep their order.
+func (s *Supervisor) afterServe(name string, f func()) {
+	s.mu.Lock()
+	if inc := s.abandoned[name]; inc != nil {
+		inc.pending = append(inc.pending, f)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	f()
+}
+
+// abandon is called by the loop when inc did not return within its shutdown
+// timeout. It reports false if Serve returned meanwhile (inc then ends on its
+// own at once); else inc is recorded as abandoned and reports true.
+func (s *Supervisor) abandon(inc *incarnation) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if inc.returned {
+		return false
+	}
+	inc.abandoned = true
+	if s.abandoned == nil {
+		s.abandoned = make(map[string]*incarnation)
+	}
+	s.abandoned[inc.name] = inc
+	return true
+}
+
+// served is called by an incarnation's goroutine as soon as its Serve
+// returned. For an incarnation the loop is still waiting for, it only
+// records the return and reports false: the goroutine then reports to the
+// loop. For an abandoned one it runs the calls queued for it, in order (more
+// may be queued while it runs them), then removes the incarnation from the
+// abandoned set, wakes the running Serve (if any) so a child waiting for this
+// return can start, and reports true.
+func (s *Supervisor) served(inc *incarnation) bool {
+	s.mu.Lock()
+	inc.returned = true
+	if !inc.abandoned {
+		s.mu.Unlock()
+		return false
+	}
+	for len(inc.pending) > 0 {
+		f := inc.pending[0]
+		inc.pending = inc.pending[1:]
+		s.mu.Unlock()
+		f()
+		s.mu.Lock()
+	}
+	delete(s.abandoned, inc.name)
+	if s.kick != nil {
+		select {
+		case s.kick <- struct{}{}:
+		default: // a kick is already pending; the loop rescans
+		}
+	}
+	s.mu.Unlock()
+	return true
+}
+
+// isAbandoned reports whether an incarnation of the child name is abandoned
+// and has not finished yet.
+func (s *Supervisor) isAbandoned(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.abandoned[name] != nil
 }
 
 func (s *Supervisor) emit(e Event) {
@@ -231,11 +328,13 @@ type run struct {
 type child struct {
 	spec     ChildSpec
 	shutdown time.Duration
+	healthy  time.Duration // HealthyAfter with the default applied; <= 0: off
 
 	cur *incarnation // non-nil while running
 
 	waiting bool      // a restart is scheduled at due
 	due     time.Time // when waiting
+	blocked bool      // waiting, due, and start found an abandoned incarnation: start again on the next kick
 	restart bool      // the next start is a restart: call BeforeRestart(cause) first
 	cause   error
 
@@ -243,19 +342,27 @@ type child struct {
 	totalRestarts int
 	attempt       int // consecutive restarts, for the backoff
 	lastUptime    time.Duration
+	progressed    bool // the incarnation that failed last made progress
 }
 
 // incarnation is one run of a child's Serve in its own goroutine.
 type incarnation struct {
-	child  *child
-	start  time.Time
-	cancel context.CancelCauseFunc
-	quit   chan struct{} // closed by the loop when it stops the child itself and no longer wants the exit report
-	done   chan struct{} // closed by the child goroutine as its last act
+	child    *child // touched by the loop only
+	name     string // child's name, immutable, for the goroutine
+	start    time.Time
+	cancel   context.CancelCauseFunc
+	progress *progress     // set by Progress, read by the loop at exit
+	quit     chan struct{} // closed by the loop when it stops the child itself and no longer wants the exit report
+	done     chan struct{} // closed by the child goroutine as its last act
 
 	// Written by the child goroutine before it reports or closes done.
 	err   error
 	stack []byte
+
+	// Guarded by the Supervisor's mu.
+	returned  bool     // Serve has returned
+	abandoned bool     // the loop stopped waiting for it (EventStopTimeout)
+	pending   []func() // BeforeRestart/Terminated calls queued while abandoned; run by its goroutine after Serve returns
 }
 
 func (r *run) newChild(c ChildSpec) *child {
@@ -263,7 +370,11 @@ func (r *run) newChild(c ChildSpec) *child {
 	if sd <= 0 {
 		sd = r.spec.ShutdownTimeout
 	}
-	return &child{spec: c, shutdown: sd}
+	healthy := c.HealthyAfter
+	if healthy == 0 {
+		healthy = r.spec.HealthyAfter
+	}
+	return &child{spec: c, shutdown: sd, healthy: healthy}
 }
 
 func (c *child) stats() ChildRestartStats {
@@ -271,6 +382,7 @@ func (c *child) stats() ChildRestartStats {
 		Failures:      len(c.failures),
 		TotalRestarts: c.totalRestarts,
 		LastUptime:    c.lastUptime,
+		Progressed:    c.progressed,
 	}
 	if n := len(c.failures); n > 0 {
 		st.FirstFailure = c.failures[0]
@@ -280,8 +392,13 @@ func (c *child) stats() ChildRestartStats {
 }
 
 // recordFailure adds a failure at now and prunes the failures that left the
-// sliding window (now-t >= window).
-func (c *child) recordFailure(now time.Time, window time.Duration) {
+// window: those with now-t >= window, and all earlier ones when the failed
+// incarnation made progress (its failure starts a fresh window).
+func (c *child) recordFailure(now time.Time, window time.Duration, progressed bool) {
+	c.progressed = progressed
+	if progressed {
+		c.failures = c.failures[:0]
+	}
 	c.failures = append(c.failures, now)
 	i := 0
 	for i < len(c.failures) && now.Sub(c.failures[i]) >= window {
@@ -311,41 +428,67 @@ func (r *run) loop() error {
 			r.startDue()
 		case <-r.kick:
 			r.addNew()
+			r.unblock()
 		}
 	}
 }
 
-// start runs a new incarnation of c.
+// start runs a new incarnation of c, unless an earlier incarnation of c was
+// abandoned and still runs: then c stays waiting, blocked, and the kick sent
+// when that incarnation returns starts it (unblock).
 func (r *run) start(c *child) {
+	if r.s.isAbandoned(c.spec.Name) {
+		c.waiting, c.blocked = true, true // out of the wake timer's schedule
+		return
+	}
 	if c.restart {
 		c.restart = false
 		callBeforeRestart(c.spec, c.cause)
 	}
-	c.waiting, c.cause = false, nil
+	c.waiting, c.blocked, c.cause = false, false, nil
 	if c.spec.Hooks.BeforeStart != nil {
 		c.spec.Hooks.BeforeStart()
 	}
 	// Not derived from r.ctx: on shutdown the loop cancels children one by
-	// one in reverse start order, each awaited, instead of all at once.
-	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.ctx))
+	// one in reverse start order, each awaited, instead of all at once. The
+	// values are inherited, so the progress marker chains to this
+	// supervisor's own.
+	p := &progress{parent: progressOf(r.ctx)}
+	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithoutCancel(r.ctx), progressKey{}, p))
 	inc := &incarnation{
-		child:  c,
-		start:  r.spec.Clock.Now(),
-		cancel: cancel,
-		quit:   make(chan struct{}),
-		done:   make(chan struct{}),
+		child:    c,
+		name:     c.spec.Name,
+		start:    r.spec.Clock.Now(),
+		cancel:   cancel,
+		progress: p,
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	c.cur = inc
 	r.emit(Event{Kind: EventStart, Child: c.spec.Name, Stats: c.stats()})
-	svc, exits := c.spec.Service, r.exits
+	svc, exits, s := c.spec.Service, r.exits, r.s
 	go func() {
 		defer close(inc.done)
 		inc.err, inc.stack = serveRecover(ctx, svc)
+		if s.served(inc) {
+			return // abandoned: nobody waits for the report
+		}
 		select {
 		case exits <- inc:
 		case <-inc.quit:
 		}
 	}()
+}
+
+// unblock starts, in start order, the blocked children whose abandoned
+// incarnation has returned.
+func (r *run) unblock() {
+	for _, c := range slices.Clone(r.children) {
+		if c.blocked && r.ctx.Err() == nil && !r.s.isAbandoned(c.spec.Name) {
+			r.start(c)
+		}
+	}
+	r.reschedule()
 }
 
 func serveRecover(ctx context.Context, svc Service) (err error, stack []byte) {
@@ -361,6 +504,7 @@ func serveRecover(ctx context.Context, svc Service) (err error, stack []byte) {
 // handleExit processes the exit report of an incarnation that ended on its
 // own. A non-nil result is the escalation Serve must return.
 func (r *run) handleExit(inc *incarnation) error {
+	<-inc.done // the goroutine ends right after its report
 	c := inc.child
 	if c.cur != inc {
 		return nil // stale: the loop stopped this incarnation itself
@@ -380,7 +524,12 @@ func (r *run) handleExit(inc *incarnation) error {
 		}
 		err = ErrUnexpectedReturn
 	}
-	c.recordFailure(now, r.spec.Window)
+	progressed := inc.progress.madeProgress()
+	if !progressed && c.healthy > 0 && c.lastUptime >= c.healthy {
+		progressed = true
+		inc.progress.mark() // a healthy run is progress for the ancestors too
+	}
+	c.recordFailure(now, r.spec.Window, progressed)
 	f := Failure{
 		Supervisor: r.spec.Name,
 		Child:      c.spec.Name,
@@ -420,7 +569,7 @@ func (r *run) handleExit(inc *incarnation) error {
 // and all of the group is scheduled to start, in start order, after the
 // backoff delay of c's attempt.
 func (r *run) restart(c *child, cause error) {
-	if ra := r.spec.Backoff.ResetAfter; ra >= 0 && c.lastUptime >= ra {
+	if ra := r.spec.Backoff.ResetAfter; c.progressed || (ra >= 0 && c.lastUptime >= ra) {
 		c.attempt = 0
 	}
 	delay := r.spec.Backoff.delay(c.attempt) // Backoff was normalized by New
@@ -444,7 +593,7 @@ func (r *run) restart(c *child, cause error) {
 	}
 	due := r.spec.Clock.Now().Add(delay)
 	for _, g := range group {
-		g.waiting, g.due = true, due
+		g.waiting, g.due, g.blocked = true, due, false
 		g.restart, g.cause = true, cause
 		g.totalRestarts++
 		r.emit(Event{Kind: EventRestart, Child: g.spec.Name, Err: cause, Stats: g.stats(), Delay: delay})
@@ -457,7 +606,7 @@ func (r *run) reschedule() {
 	var next time.Time
 	found := false
 	for _, c := range r.children {
-		if c.waiting && (!found || c.due.Before(next)) {
+		if c.waiting && !c.blocked && (!found || c.due.Before(next)) {
 			next, found = c.due, true
 		}
 	}
@@ -478,7 +627,7 @@ func (r *run) reschedule() {
 func (r *run) startDue() {
 	now := r.spec.Clock.Now()
 	for _, c := range slices.Clone(r.children) {
-		if c.waiting && !c.due.After(now) && r.ctx.Err() == nil {
+		if c.waiting && !c.blocked && !c.due.After(now) && r.ctx.Err() == nil {
 			r.start(c)
 		}
 	}
@@ -510,16 +659,18 @@ func (r *run) remove(c *child, reason error) {
 	r.s.specs = slices.DeleteFunc(r.s.specs, func(o ChildSpec) bool { return o.Name == c.spec.Name })
 	r.s.mu.Unlock()
 	if c.waiting {
-		c.waiting = false
+		c.waiting, c.blocked = false, false
 		r.reschedule()
 	}
-	callTerminated(c.spec, reason)
+	spec := c.spec
+	r.s.afterServe(spec.Name, func() { callTerminated(spec, reason) })
 	r.emit(Event{Kind: EventStop, Child: c.spec.Name, Err: reason, Stats: c.stats()})
 }
 
 // stop cancels a running child and waits for it for at most its shutdown
-// timeout. A child that ignores its context is reported and abandoned; its
-// goroutine ends when its Serve returns (it then no longer reports).
+// timeout. A child that ignores its context is reported and abandoned: its
+// goroutine outlives the wait until its Serve returns, then runs the calls
+// queued for it meanwhile (see served) and ends without reporting.
 func (r *run) stop(c *child, cause error) {
 	inc := c.cur
 	c.cur = nil
@@ -530,7 +681,11 @@ func (r *run) stop(c *child, cause error) {
 	case <-inc.done:
 		t.Stop()
 	case <-t.C():
-		r.emit(Event{Kind: EventStopTimeout, Child: c.spec.Name, Err: cause, Stats: c.stats()})
+		if r.s.abandon(inc) {
+			r.emit(Event{Kind: EventStopTimeout, Child: c.spec.Name, Err: cause, Stats: c.stats()})
+		} else {
+			<-inc.done // Serve returned just now; quit is closed, so it ends at once
+		}
 	}
 	c.lastUptime = r.spec.Clock.Now().Sub(inc.start)
 }
@@ -568,8 +723,9 @@ func (r *run) shutdown() {
 	}
 	for i := len(r.children) - 1; i >= 0; i-- {
 		c := r.children[i]
-		c.waiting = false
-		callTerminated(c.spec, cause)
+		c.waiting, c.blocked = false, false
+		spec := c.spec
+		r.s.afterServe(spec.Name, func() { callTerminated(spec, cause) })
 		r.emit(Event{Kind: EventStop, Child: c.spec.Name, Err: cause, Stats: c.stats()})
 	}
 }

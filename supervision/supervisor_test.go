@@ -7,9 +7,12 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func TestRestartOnFailure(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	clock := NewFakeClock(t0)
 	sup := New(Spec{Name: "root", Clock: clock, EventHook: rec.hook, Backoff: Backoff{Min: time.Second, RandomFactor: -1}})
@@ -60,6 +63,7 @@ func failing(err error) ServiceFunc {
 }
 
 func TestWindowNFailuresRestartThenEscalate(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	sup := New(Spec{Name: "s", MaxRestarts: 3, Window: 10 * time.Second, Clock: NewFakeClock(t0), Backoff: noDelay, EventHook: rec.hook})
 	sup.Add(ChildSpec{Name: "w", Service: failing(errBoom)})
@@ -85,6 +89,7 @@ func TestWindowNFailuresRestartThenEscalate(t *testing.T) {
 }
 
 func TestFailuresSpreadOverWindowKeepRestarting(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	clock := NewFakeClock(t0)
 	var seen []Failure
@@ -114,14 +119,15 @@ func TestFailuresSpreadOverWindowKeepRestarting(t *testing.T) {
 	}
 	// Exactly the window length apart is outside the window.
 	var c2 child
-	c2.recordFailure(t0, 10*time.Second)
-	c2.recordFailure(t0.Add(10*time.Second), 10*time.Second)
+	c2.recordFailure(t0, 10*time.Second, false)
+	c2.recordFailure(t0.Add(10*time.Second), 10*time.Second, false)
 	if len(c2.failures) != 1 {
 		t.Fatalf("failure exactly Window old still counted")
 	}
 }
 
 func TestEscalationThroughTwoLevelsToRoot(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	errDisk := errors.New("disk on fire")
 	clock := NewFakeClock(t0)
 
@@ -209,6 +215,7 @@ func TestEscalationThroughTwoLevelsToRoot(t *testing.T) {
 }
 
 func TestOneForAllRestartsAllSiblings(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	l := &log{}
 	rec := newRecorder()
 	sup := New(Spec{Name: "s", Strategy: OneForAll, Clock: NewFakeClock(t0), Backoff: noDelay, EventHook: rec.hook})
@@ -241,6 +248,7 @@ func TestOneForAllRestartsAllSiblings(t *testing.T) {
 }
 
 func TestRestForOneRestartsLaterSiblings(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	l := &log{}
 	sup := New(Spec{Name: "s", Strategy: RestForOne, Clock: NewFakeClock(t0), Backoff: noDelay})
 	cs := []*ctl{newCtl("a", l), newCtl("b", l), newCtl("c", l), newCtl("d", l)}
@@ -270,6 +278,7 @@ func TestRestForOneRestartsLaterSiblings(t *testing.T) {
 }
 
 func TestPanicIsFailure(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	sup := New(Spec{Name: "s", Clock: NewFakeClock(t0), Backoff: noDelay, EventHook: rec.hook})
 	c := newCtl("p", nil)
@@ -292,6 +301,7 @@ func TestPanicIsFailure(t *testing.T) {
 }
 
 func TestShutdownReverseOrder(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	l := &log{}
 	rec := newRecorder()
 	sup := New(Spec{Name: "s", Clock: NewFakeClock(t0), EventHook: rec.hook})
@@ -320,6 +330,7 @@ func TestShutdownReverseOrder(t *testing.T) {
 }
 
 func TestShutdownTimeout(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	clock := NewFakeClock(t0)
 	sup := New(Spec{Name: "s", Clock: clock, EventHook: rec.hook})
@@ -389,6 +400,7 @@ func TestBackoffDelayFormula(t *testing.T) {
 }
 
 func TestBackoffResetAfterHealthyRun(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	clock := NewFakeClock(t0)
 	sup := New(Spec{Name: "s", Clock: clock, EventHook: rec.hook, MaxRestarts: 100,
@@ -420,6 +432,7 @@ func TestBackoffResetAfterHealthyRun(t *testing.T) {
 }
 
 func TestTransientAndTemporary(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	rec := newRecorder()
 	sup := New(Spec{Name: "s", Clock: NewFakeClock(t0), Backoff: noDelay, EventHook: rec.hook})
 	trOK, trFail := newCtl("tr-ok", nil), newCtl("tr-fail", nil)
@@ -475,6 +488,7 @@ func TestTransientAndTemporary(t *testing.T) {
 }
 
 func TestAddDuringServeAndValidation(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	sup := New(Spec{Name: "s", Clock: NewFakeClock(t0)})
 	early := newCtl("early", nil)
 	early.add(t, sup, ChildSpec{})
@@ -516,6 +530,7 @@ func TestStringers(t *testing.T) {
 // actors must not be terminated (their mailboxes keep their messages), but
 // they do restart with fresh state.
 func TestSubtreeStoppedForRestartKeepsMailboxes(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	clock := NewFakeClock(t0)
 	rec := newRecorder()
 	f := newFactory()

@@ -108,11 +108,20 @@ func (r RestartType) String() string {
 // the supervisor's current Serve call: when a sub-supervisor is restarted by
 // its parent, its children start with fresh statistics.
 type ChildRestartStats struct {
-	Failures      int           // failures inside the current sliding window, this one included
+	// Failures counts the failures inside the current window, this one
+	// included: failures within Spec.Window, back to (and including) the
+	// latest failure of an incarnation that made progress. So it is 1 for a
+	// failure that followed progress.
+	Failures      int
 	TotalRestarts int           // restarts over the child's whole life under this supervisor incarnation
 	FirstFailure  time.Time     // oldest failure still inside the window
 	LastFailure   time.Time     // the latest failure
-	LastUptime    time.Duration // how long the incarnation that just failed ran
+	LastUptime    time.Duration // how long the incarnation that just failed (or was last stopped) ran
+	// Progressed reports whether the incarnation that just failed made
+	// progress: it called [Progress] (itself or a descendant in its subtree),
+	// or it ran at least its HealthyAfter period. Its failure then started a
+	// fresh window and a fresh backoff.
+	Progressed bool
 }
 
 // Failure is what a [Decider] sees.
@@ -120,9 +129,12 @@ type Failure struct {
 	Supervisor string
 	Child      string
 	Err        error
-	Stats      ChildRestartStats
-	Exhausted  bool   // Stats.Failures > Spec.MaxRestarts within Spec.Window
-	Stack      []byte // non-nil when the failure was a panic
+	// Stats are the child's statistics with this failure counted; a custom
+	// Decider may use Stats.Progressed, Stats.LastUptime and the rest to
+	// decide differently from DefaultDecider.
+	Stats     ChildRestartStats
+	Exhausted bool   // Stats.Failures > Spec.MaxRestarts
+	Stack     []byte // non-nil when the failure was a panic
 }
 
 // Decider chooses what to do with a failed child. It runs on the
@@ -189,12 +201,15 @@ type Event struct {
 	Stack      []byte
 }
 
-// Hooks are a child's lifecycle callbacks. They run on the supervisor's
-// goroutine and must not block.
+// Hooks are a child's lifecycle callbacks. They must not block. BeforeStart
+// runs on the supervisor's goroutine, just before Serve is started.
+// BeforeRestart and AfterStop run right after the Service's BeforeRestart and
+// Terminated methods (when it has them), on the same goroutine, under the
+// same rules: see [ChildSpec].
 type Hooks struct {
 	BeforeStart   func()             // before every Serve call of the child
-	BeforeRestart func(cause error)  // before a restart (not a resume) with the failure
-	AfterStop     func(reason error) // when the child is stopped for good
+	BeforeRestart func(cause error)  // before a restart (not a resume) with the failure; after the method of the same name
+	AfterStop     func(reason error) // when the child is stopped for good; after the Terminated method
 }
 
 // ChildSpec describes one child of a supervisor.
@@ -203,8 +218,30 @@ type Hooks struct {
 // BeforeRestart(cause error), before a Restart (not a Resume), and
 // Terminated(reason error), when the child is removed for good (Stop
 // directive, temporary child exit, transient child normal exit, shutdown of
-// the tree). Terminated is not called when the supervisor escalates: the
-// parent may restart the subtree, whose mailboxes must keep their messages.
+// the tree, or [Supervisor.Terminated] of the supervisor holding it).
+// Terminated is not called when the supervisor escalates: the parent may
+// restart the subtree, whose mailboxes must keep their messages.
+//
+// Neither method (nor Hooks.BeforeRestart or Hooks.AfterStop) ever runs
+// concurrently with the child's Serve, and no Serve of a child starts before
+// the previous one returned. Who calls them, and on which goroutine:
+//
+//   - Normally the child's last Serve has returned when the call is due, and
+//     the call is made at once: by the supervisor's Serve goroutine (a
+//     restart, a Stop, an exit for good, the shutdown of the tree), or by the
+//     goroutine calling [Supervisor.BeforeRestart] or [Supervisor.Terminated]
+//     (a parent supervisor forwarding down its subtree).
+//   - A child that ignored its context past its ShutdownTimeout was
+//     abandoned (EventStopTimeout) and its Serve may still run. Calls due
+//     meanwhile are queued, in order, and made on the child's own goroutine
+//     right after its Serve returns; none is lost and none runs before. The
+//     event that announces the decision (EventStop) is still emitted at once,
+//     on the supervisor's goroutine. A restart of such a child (by this Serve
+//     call or a later one) waits for that Serve to return as well.
+//
+// So Serve, BeforeRestart and Terminated of one child may share state
+// without locks, as long as the child's own goroutines (those Serve starts)
+// end before Serve returns.
 type ChildSpec struct {
 	// Name identifies the child in events and errors; it must be unique
 	// within the supervisor. When empty, the Service's Name() string
@@ -213,5 +250,10 @@ type ChildSpec struct {
 	Service         Service
 	Restart         RestartType
 	ShutdownTimeout time.Duration // default Spec.ShutdownTimeout
-	Hooks           Hooks
+	// HealthyAfter: an incarnation that ran at least this long before it
+	// failed counts as having made progress, as if it had called
+	// [Progress]. Zero means Spec.HealthyAfter; negative means never (only
+	// Progress counts).
+	HealthyAfter time.Duration
+	Hooks        Hooks
 }
