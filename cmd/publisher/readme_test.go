@@ -12,15 +12,41 @@ import (
 	"github.com/publisher-dev/publisher/internal/brokertest"
 )
 
-// readmeCommands returns the shell commands of the README's sh code blocks
-// that run curl: a command goes on over lines ending in "\\" or "|".
-func readmeCommands(t *testing.T) []string {
+// docFiles are the files whose curl lines TestReadmeExamples runs: the README
+// and every page of docs/, relative to the repository's root.
+func docFiles(t *testing.T, root string) []string {
 	t.Helper()
-	b, err := os.ReadFile("../../README.md")
+	pages, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cmds []string
+	files := []string{"README.md"}
+	for _, p := range pages {
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, rel)
+	}
+	return files
+}
+
+// docCommand is one curl command of a documentation file.
+type docCommand struct {
+	file string // relative to the repository's root
+	cmd  string
+}
+
+// docCommands returns the shell commands of the sh code blocks of file (a
+// path relative to root) that run curl: a command goes on over lines ending
+// in "\\" or "|".
+func docCommands(t *testing.T, root, file string) []docCommand {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []docCommand
 	inSh := false
 	cur := ""
 	for _, line := range strings.Split(string(b), "\n") {
@@ -39,7 +65,7 @@ func readmeCommands(t *testing.T) []string {
 		cur += " " + strings.TrimSpace(strings.TrimSuffix(trimmed, "\\"))
 		if !cont {
 			if strings.Contains(withoutComment(cur), "curl ") {
-				cmds = append(cmds, strings.TrimSpace(cur))
+				cmds = append(cmds, docCommand{file: file, cmd: strings.TrimSpace(cur)})
 			}
 			cur = ""
 		}
@@ -67,9 +93,10 @@ func withoutComment(line string) string {
 	return line
 }
 
-// Every curl line of the README works as written against the real binary run
-// as `make run` runs it (the example topology, no token): publishes are
-// confirmed, the admin endpoints answer.
+// Every curl line of the README and of docs/*.md works as written against the
+// real binary run as `make run` runs it (the example topology, no token),
+// from the repository's root: publishes are confirmed, the admin endpoints
+// answer.
 func TestReadmeExamples(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	root, err := filepath.Abs("../..")
@@ -86,43 +113,57 @@ func TestReadmeExamples(t *testing.T) {
 			brokertest.Purge(t, amqpURL, q)
 		}
 	})
-	cmds := readmeCommands(t)
-	if len(cmds) < 5 {
-		t.Fatalf("found %d curl commands in the README", len(cmds))
+	var cmds []docCommand
+	perFile := map[string]int{}
+	for _, f := range docFiles(t, root) {
+		c := docCommands(t, root, f)
+		perFile[f] = len(c)
+		cmds = append(cmds, c...)
 	}
+	// The README keeps a few examples; docs/http-api.md holds the API's, and
+	// docs/operations.md the spool's. Fewer means the parsing broke (or the
+	// examples went missing), not that every example passed.
+	for f, least := range map[string]int{"README.md": 3, "docs/http-api.md": 8, "docs/operations.md": 1} {
+		if perFile[f] < least {
+			t.Errorf("found %d curl commands in %s, want at least %d (per file: %v)", perFile[f], f, least, perFile)
+		}
+	}
+	t.Logf("curl commands per file: %v", perFile)
 	api := regexp.MustCompile(`http://127\.0\.0\.1:8080`)
 	admin := regexp.MustCompile(`http://127\.0\.0\.1:9464`)
-	for _, c := range cmds {
+	for _, dc := range cmds {
+		c := dc.cmd
 		run := api.ReplaceAllLiteralString(c, p.api)
 		run = admin.ReplaceAllLiteralString(run, p.admin)
 		if run == c {
-			t.Errorf("README command names neither 127.0.0.1:8080 nor 127.0.0.1:9464: %s", c)
+			t.Errorf("%s: command names neither 127.0.0.1:8080 nor 127.0.0.1:9464: %s", dc.file, c)
 			continue
 		}
 		cmd := exec.Command("bash", "-c", run)
 		cmd.Dir = root
 		out, err := cmd.Output()
 		if err != nil {
-			t.Errorf("%s\n  failed: %v\n%s", c, err, out)
+			t.Errorf("%s: %s\n  failed: %v\n%s", dc.file, c, err, out)
 			continue
 		}
+		where := dc.file + ": " + c
 		switch {
 		case strings.Contains(c, "/v1/publish/"), strings.Contains(c, "/v1/batch"), strings.Contains(c, "/v1/stream"):
-			checkPublishOutput(t, c, out)
+			checkPublishOutput(t, where, out)
 		case strings.Contains(c, "/healthz"):
 			if !strings.Contains(string(out), `"status":"ok"`) {
-				t.Errorf("%s\n  answered %s", c, out)
+				t.Errorf("%s\n  answered %s", where, out)
 			}
 		case strings.Contains(c, "/readyz"):
 			if !strings.Contains(string(out), `"ready":true`) {
-				t.Errorf("%s\n  answered %s", c, out)
+				t.Errorf("%s\n  answered %s", where, out)
 			}
 		case strings.Contains(c, "/metrics"):
 			if !strings.Contains(string(out), "publisher_ready 1") {
-				t.Errorf("%s\n  answered no publisher_ready 1", c)
+				t.Errorf("%s\n  answered no publisher_ready 1", where)
 			}
 		default:
-			t.Errorf("README command of no known kind: %s", c)
+			t.Errorf("%s: command of no known kind: %s", dc.file, c)
 		}
 	}
 }
