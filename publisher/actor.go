@@ -11,6 +11,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/publisher-dev/publisher/supervision"
 )
 
 // Serve runs one incarnation: dial, register, declare, publish until the
@@ -27,7 +29,7 @@ func (p *Publisher) Serve(ctx context.Context) error {
 	}
 	defer func() { <-p.serving }()
 	url := p.cfg.URLs[p.urlIndex%len(p.cfg.URLs)]
-	inc := &incarnation{p: p, log: p.log.With("broker", RedactURL(url))}
+	inc := &incarnation{p: p, ctx: ctx, log: p.log.With("broker", RedactURL(url))}
 	err := inc.run(ctx, url)
 	inc.saveCarry()
 	p.connected.Store(false)
@@ -44,8 +46,12 @@ func (p *Publisher) Serve(ctx context.Context) error {
 // incarnation is the state of one Serve call; it dies with it.
 type incarnation struct {
 	p    *Publisher
+	ctx  context.Context // Serve's
 	log  *slog.Logger
 	conn Conn
+	// progressed: the incarnation told its supervisor it made progress
+	// (supervision.Progress): a confirm, or Config.HealthyAfter connected.
+	progressed bool
 
 	chans  []*pubChannel
 	events chan chanEvent
@@ -158,6 +164,8 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 		}
 	}
 	inc.log.Info("publisher connected", "channels", cfg.Channels)
+	healthy := time.NewTimer(cfg.HealthyAfter)
+	defer healthy.Stop()
 
 	// Messages carried over from the previous incarnation go first.
 	p.mu.Lock()
@@ -206,7 +214,18 @@ func (inc *incarnation) run(ctx context.Context, url string) error {
 		case <-retryC:
 			inc.retryTimer = nil
 			inc.retryDue()
+		case <-healthy.C:
+			inc.progress()
 		}
+	}
+}
+
+// progress tells the supervisor, once, that this incarnation made progress
+// (see Config.HealthyAfter).
+func (inc *incarnation) progress() {
+	if !inc.progressed {
+		inc.progressed = true
+		supervision.Progress(inc.ctx)
 	}
 }
 
@@ -479,6 +498,7 @@ func (inc *incarnation) handle(ev chanEvent) error {
 		case r.returned != nil:
 			r.finish(r.returned)
 		case ev.conf.Ack:
+			inc.progress()
 			r.finish(nil)
 		default:
 			inc.nacked(r)

@@ -63,6 +63,18 @@ type Config struct {
 	Heartbeat time.Duration
 	// DialTimeout bounds the TCP connect and AMQP handshake. Default 5s.
 	DialTimeout time.Duration
+	// HealthyAfter is how long a connection must stay up, its channels
+	// open, for its incarnation to count as having made progress even when
+	// no message was confirmed (an idle sidecar). An incarnation that made
+	// progress (this, or a confirm from the broker) tells its supervisor
+	// with supervision.Progress, so its failure starts a fresh restart
+	// intensity count: a load balancer that cuts working connections every
+	// few seconds is restarted from forever, never given up on. Failures
+	// before that (refused or stalled dials, handshakes, channel setup, a
+	// connection closed at once) count as before. Default 2s: longer than a
+	// broker takes to refuse a connection it accepted (milliseconds), far
+	// shorter than a connection a network flaps every few seconds.
+	HealthyAfter time.Duration
 	// ConnectionName is shown in the management UI. Default "publisher".
 	ConnectionName string
 	// Topology is declared on every connect. Optional.
@@ -111,6 +123,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
+	}
+	if c.HealthyAfter <= 0 {
+		c.HealthyAfter = 2 * time.Second
 	}
 	if c.ConnectionName == "" {
 		c.ConnectionName = "publisher"
