@@ -157,7 +157,7 @@ func newService(cfg Config, opts Options, newBroker func(publisher.Config) (brok
 	if err != nil {
 		return nil, err
 	}
-	if err := s.metrics.WatchState(s.pub, s.ready, s.degraded); err != nil {
+	if err := s.metrics.WatchState(s.pub, s.readyAt, s.degradedAt); err != nil {
 		return nil, err
 	}
 	s.metrics.Declare("root", "broker", "http")
