@@ -119,6 +119,9 @@ func newService(cfg Config, opts Options, newBroker func(publisher.Config) (brok
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	if err := cfg.prepare(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()

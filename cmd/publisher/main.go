@@ -60,6 +60,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "publisher: %v\n", err)
 		return exitConfig
 	}
+	log, logs := newLogger(cfg, stderr)
+	defer flushLogs(logs)
+
 	var topo *publisher.Topology
 	if cfg.TopologyFile != "" {
 		if topo, err = publisher.LoadTopology(cfg.TopologyFile); err != nil {
@@ -67,8 +70,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 	}
-	log, logs := newLogger(cfg, stderr)
-	defer flushLogs(logs)
 
 	tracer, err := tracing.Setup(context.Background(), tracing.Options{ServiceVersion: version, Logger: log})
 	if err != nil {
@@ -80,7 +81,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	svc, err := service.New(*cfg, service.Options{Topology: topo, Logger: log, Tracer: tracer})
-	if err != nil {
+	switch {
+	case errors.Is(err, service.ErrConfig): // the token file, the spool directory
+		fmt.Fprintf(stderr, "publisher: %v\n", err)
+		return exitConfig
+	case err != nil:
 		log.Error("cannot start", "error", err)
 		return exitRuntime
 	}
