@@ -213,3 +213,91 @@ func TestNewPreparesTheConfiguration(t *testing.T) {
 		t.Fatalf("the service's token is %q, want the file's", s.cfg.AuthToken)
 	}
 }
+
+func TestUnknownVariables(t *testing.T) {
+	environ := []string{
+		"PATH=/usr/bin",
+		"PUBLISHER_AMQP_URLS=amqp://guest:guest@127.0.0.1:5672/", // a setting
+		"PUBLISHER_AMQP_URL=amqp://user:s3cret@broker/",          // singular
+		"PUBLISHER_CONFIRM_TIMEOT=3s",                            // a letter missing
+		"PUBLISHER_LOGLEVEL=debug",                               // no underscore
+		"publisher_buffer_size=5",                                // lower case
+		"PUBLISHER_TEST_AMQP_URL=amqp://x/",                      // nothing close
+		"PUBLISHER_PPROF_ADDR=127.0.0.1:6060",                    // the caller's
+		"PUBLISHER_AMQP_URL=amqp://again/",                       // twice in the environment
+		"PUBLISHER_NOVALUE",                                      // no '='
+		"NOT_PUBLISHER_AMQP_URL=x",
+	}
+	got := UnknownVariables(environ, "PUBLISHER_PPROF_ADDR")
+	want := []UnknownVariable{
+		{"PUBLISHER_AMQP_URL", "PUBLISHER_AMQP_URLS"},
+		{"PUBLISHER_CONFIRM_TIMEOT", "PUBLISHER_CONFIRM_TIMEOUT"},
+		{"PUBLISHER_LOGLEVEL", "PUBLISHER_LOG_LEVEL"},
+		{"PUBLISHER_NOVALUE", ""},
+		{"PUBLISHER_TEST_AMQP_URL", ""},
+		{"publisher_buffer_size", "PUBLISHER_BUFFER_SIZE"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("UnknownVariables =\n%q\nwant\n%q", got, want)
+	}
+	if s := got[0].String(); s != "PUBLISHER_AMQP_URL is not a setting; did you mean PUBLISHER_AMQP_URLS?" {
+		t.Errorf("the warning reads %q", s)
+	}
+	if s := got[3].String(); s != "PUBLISHER_NOVALUE is not a setting; publisher -help lists them" {
+		t.Errorf("the warning without a suggestion reads %q", s)
+	}
+	for _, u := range got {
+		if strings.ContainsAny(u.String(), "=:/") || strings.Contains(u.String(), "s3cret") {
+			t.Errorf("the warning %q shows a value", u)
+		}
+	}
+	// Every setting is known: an environment of only settings warns of nothing.
+	var settings []string
+	for _, n := range settingNames() {
+		settings = append(settings, n+"=x")
+	}
+	if len(settings) != reflect.TypeFor[Config]().NumField()-1 { // all but cloudEventsConvention
+		t.Fatalf("settingNames found %d settings, want one per exported field of Config", len(settings))
+	}
+	if got := UnknownVariables(settings); len(got) != 0 {
+		t.Errorf("settings reported unknown: %q", got)
+	}
+}
+
+// Each setting misspelled by one edit (a letter dropped, doubled or changed)
+// gets itself suggested, not a neighbour.
+func TestUnknownVariablesSuggestTheMisspelledSetting(t *testing.T) {
+	for _, name := range settingNames() {
+		key := name[len(variablePrefix):]
+		for i := range len(key) {
+			for _, typo := range []string{key[:i] + key[i+1:], key[:i+1] + key[i:], key[:i] + "X" + key[i+1:]} {
+				typo = variablePrefix + typo
+				if slices.Contains(settingNames(), typo) { // an X where there was one
+					continue
+				}
+				got := UnknownVariables([]string{typo + "=v"})
+				if len(got) != 1 || got[0].Closest != name {
+					t.Errorf("%s: got %q, want the suggestion %s", typo, got, name)
+				}
+			}
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"", "ABC", 3}, {"ABC", "", 3}, {"ABC", "ABC", 0},
+		{"AMQP_URL", "AMQP_URLS", 1}, {"CONFIRM_TIMEOT", "CONFIRM_TIMEOUT", 1},
+		{"KITTEN", "SITTING", 3}, {"FLAW", "LAWN", 2}, {"TEST_AMQP_URL", "AMQP_URLS", 6},
+	} {
+		if got := editDistance(tt.a, tt.b); got != tt.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+		if got := editDistance(tt.b, tt.a); got != tt.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d (symmetric)", tt.b, tt.a, got, tt.want)
+		}
+	}
+}

@@ -56,12 +56,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	cfg, err := loadConfig()
+	unknown := service.UnknownVariables(os.Environ(), pprofVariable)
 	if err != nil {
+		// No logger without a valid configuration: the warnings are plain
+		// lines like the error, and come first, since a misspelling may be
+		// its cause (PUBLISHER_SPOOL_MAX_BYTES set beside a misspelled
+		// PUBLISHER_SPOOL_DIR).
+		for _, u := range unknown {
+			fmt.Fprintf(stderr, "publisher: warning: %s\n", u)
+		}
 		fmt.Fprintf(stderr, "publisher: %v\n", err)
 		return exitConfig
 	}
 	log, logs := newLogger(cfg, stderr)
 	defer flushLogs(logs)
+	warnUnknown(log, unknown)
 
 	var topo *publisher.Topology
 	if cfg.TopologyFile != "" {
@@ -96,6 +105,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitGiveUp
 	default:
 		return exitRuntime
+	}
+}
+
+// pprofVariable is the one PUBLISHER_* variable the command reads besides
+// service.Config's, in a build with -tags pprof (pprof.go).
+const pprofVariable = "PUBLISHER_PPROF_ADDR"
+
+// warnUnknown logs a warning for each PUBLISHER_* variable that is not a
+// setting (service.UnknownVariables), naming the setting it most likely means
+// and never its value. It runs before anything connects, so the warning comes
+// before the symptoms (the default broker dialled, the default timeout).
+//
+// A warning, not an error: a container's environment is not the service's
+// alone (a platform, an injected sidecar or a shared ConfigMap may set
+// PUBLISHER_* variables of their own), and a newer deployment's setting
+// reaching an older binary, in a rollback or a rolling upgrade, must not turn
+// into a service that refuses to start.
+func warnUnknown(log *slog.Logger, unknown []service.UnknownVariable) {
+	for _, u := range unknown {
+		attrs := []any{"variable", u.Name}
+		if u.Closest != "" {
+			attrs = append(attrs, "did_you_mean", u.Closest)
+		}
+		log.Warn(u.String(), attrs...)
 	}
 }
 
