@@ -113,18 +113,52 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 // /readyz) and publisher_given_up from givenUp (1 while the supervision tree
 // has given up on the broker and keeps retrying at the slowest backoff). Call
 // it once.
-func (m *Metrics) WatchState(src Source, ready, givenUp func() bool) error {
-	gauge := func(name, help string, f func(publisher.State) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(src.State()) })
+//
+// One scrape reads src.State() once and computes every gauge, ready and
+// givenUp included, from that one snapshot, so a scrape never shows, say,
+// publisher_connection_up 0 beside publisher_ready 1 because the connection
+// came up between two reads.
+func (m *Metrics) WatchState(src Source, ready, givenUp func(publisher.State) bool) error {
+	return m.reg.Register(&stateCollector{src: src, ready: ready, givenUp: givenUp})
+}
+
+// The state gauges, in the order Collect emits them.
+var (
+	inflightDesc = prometheus.NewDesc("publisher_inflight_messages", "Messages published and not yet confirmed.", nil, nil)
+	bufferedDesc = prometheus.NewDesc("publisher_buffered_messages", "Messages taken and waiting to be published (mailbox and carried over a restart).", nil, nil)
+	upDesc       = prometheus.NewDesc("publisher_connection_up", "1 when the AMQP connection is open with its confirm channels, else 0.", nil, nil)
+	blockedDesc  = prometheus.NewDesc("publisher_connection_blocked", "1 while the broker blocks publishing (connection.blocked: memory or disk alarm), else 0.", nil, nil)
+	readyDesc    = prometheus.NewDesc("publisher_ready", "1 when /readyz answers 200, else 0.", nil, nil)
+	givenUpDesc  = prometheus.NewDesc("publisher_given_up", "1 while the supervision tree has given up on the broker and keeps retrying at the slowest backoff (PUBLISHER_ON_GIVE_UP=degrade, or a spool that accepts), else 0.", nil, nil)
+)
+
+// stateCollector is the publisher's state gauges, all from one State() per
+// scrape (see WatchState).
+type stateCollector struct {
+	src            Source
+	ready, givenUp func(publisher.State) bool
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{inflightDesc, bufferedDesc, upDesc, blockedDesc, readyDesc, givenUpDesc} {
+		ch <- d
 	}
-	return register(m.reg, []prometheus.Collector{
-		gauge("publisher_inflight_messages", "Messages published and not yet confirmed.", func(s publisher.State) float64 { return float64(s.Inflight) }),
-		gauge("publisher_buffered_messages", "Messages taken and waiting to be published (mailbox and carried over a restart).", func(s publisher.State) float64 { return float64(s.Buffered) }),
-		gauge("publisher_connection_up", "1 when the AMQP connection is open with its confirm channels, else 0.", func(s publisher.State) float64 { return b2f(s.Connected) }),
-		gauge("publisher_connection_blocked", "1 while the broker blocks publishing (connection.blocked: memory or disk alarm), else 0.", func(s publisher.State) float64 { return b2f(s.Blocked) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_ready", Help: "1 when /readyz answers 200, else 0."}, func() float64 { return b2f(ready()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_given_up", Help: "1 while the supervision tree has given up on the broker and keeps retrying at the slowest backoff (PUBLISHER_ON_GIVE_UP=degrade, or a spool that accepts), else 0."}, func() float64 { return b2f(givenUp()) }),
-	})
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.src.State()
+	gauge(ch, inflightDesc, float64(st.Inflight))
+	gauge(ch, bufferedDesc, float64(st.Buffered))
+	gauge(ch, upDesc, b2f(st.Connected))
+	gauge(ch, blockedDesc, b2f(st.Blocked))
+	gauge(ch, readyDesc, b2f(c.ready(st)))
+	gauge(ch, givenUpDesc, b2f(c.givenUp(st)))
+}
+
+// gauge sends one unlabelled gauge sample (the descriptors are fixed and
+// label-free, so MustNewConstMetric cannot fail).
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
 }
 
 func register(reg prometheus.Registerer, cs []prometheus.Collector) error {
@@ -200,7 +234,8 @@ type Spool struct {
 }
 
 // NewSpool registers the spool's collectors on reg; status is read at scrape
-// time (live messages and bytes, whether it accepts, its segment size).
+// time (live messages and bytes, whether it accepts, its segment size), once
+// per scrape, every spool gauge coming from that one snapshot.
 func NewSpool(reg prometheus.Registerer, maxBytes int64, status func() spool.Status) (*Spool, error) {
 	s := &Spool{
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -221,25 +256,42 @@ func NewSpool(reg prometheus.Registerer, maxBytes int64, status func() spool.Sta
 			Help: "Spooled messages the broker refused for good, moved to the spool's dead-letter file.",
 		}),
 	}
-	gauge := func(name, help string, f func(spool.Status) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(status()) })
-	}
 	cs := []prometheus.Collector{s.fsync, s.corrupt, s.lost, s.dead,
-		gauge("publisher_spool_messages", "Messages held in the spool, not yet confirmed by the broker.",
-			func(st spool.Status) float64 { return float64(st.Messages) }),
-		gauge("publisher_spool_bytes", "Bytes of the messages held in the spool, framing included.",
-			func(st spool.Status) float64 { return float64(st.Bytes) }),
-		gauge("publisher_spool_accepting", "1 when the spool takes messages, 0 while it is full (its bound or its volume) or failing (being retried).",
-			func(st spool.Status) float64 { return b2f(st.Accepting) }),
-		gauge("publisher_spool_segment_bytes", "Size of the spool's segment files, as chosen from PUBLISHER_SPOOL_MAX_BYTES and the volume's free space.",
-			func(st spool.Status) float64 { return float64(st.SegmentBytes) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "publisher_spool_max_bytes", Help: "The spool's bound (PUBLISHER_SPOOL_MAX_BYTES); publishes get 503 beyond it."},
-			func() float64 { return float64(maxBytes) }),
-	}
+		&spoolCollector{status: status, maxBytes: maxBytes}}
 	if err := register(reg, cs); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// The spool's gauges, in the order Collect emits them.
+var (
+	spoolMessagesDesc = prometheus.NewDesc("publisher_spool_messages", "Messages held in the spool, not yet confirmed by the broker.", nil, nil)
+	spoolBytesDesc    = prometheus.NewDesc("publisher_spool_bytes", "Bytes of the messages held in the spool, framing included.", nil, nil)
+	spoolAcceptDesc   = prometheus.NewDesc("publisher_spool_accepting", "1 when the spool takes messages, 0 while it is full (its bound or its volume) or failing (being retried).", nil, nil)
+	spoolSegmentDesc  = prometheus.NewDesc("publisher_spool_segment_bytes", "Size of the spool's segment files, as chosen from PUBLISHER_SPOOL_MAX_BYTES and the volume's free space.", nil, nil)
+	spoolMaxDesc      = prometheus.NewDesc("publisher_spool_max_bytes", "The spool's bound (PUBLISHER_SPOOL_MAX_BYTES); publishes get 503 beyond it.", nil, nil)
+)
+
+// spoolCollector is the spool's gauges, all from one status() per scrape.
+type spoolCollector struct {
+	status   func() spool.Status
+	maxBytes int64
+}
+
+func (c *spoolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{spoolMessagesDesc, spoolBytesDesc, spoolAcceptDesc, spoolSegmentDesc, spoolMaxDesc} {
+		ch <- d
+	}
+}
+
+func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	gauge(ch, spoolMessagesDesc, float64(st.Messages))
+	gauge(ch, spoolBytesDesc, float64(st.Bytes))
+	gauge(ch, spoolAcceptDesc, b2f(st.Accepting))
+	gauge(ch, spoolSegmentDesc, float64(st.SegmentBytes))
+	gauge(ch, spoolMaxDesc, float64(c.maxBytes))
 }
 
 // Fsync observes one spool fsync (spool.Options.OnFsync).

@@ -26,7 +26,7 @@ func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry, *fakeSour
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.WatchState(src, func() bool { return src.st.Connected }, func() bool { return false }); err != nil {
+	if err := m.WatchState(src, func(st publisher.State) bool { return st.Connected }, func(publisher.State) bool { return false }); err != nil {
 		t.Fatal(err)
 	}
 	return m, reg, src
@@ -126,7 +126,8 @@ func counterOf(t *testing.T, reg *prometheus.Registry, name, outcome string) pro
 	return nil
 }
 
-// TestHTTPResponses counts the answers of SPEC.md (counters resolved once) and
+// TestHTTPResponses counts the answers the README's HTTP API section lists
+// (counters resolved once) and
 // any other code (405, the 499 of a client that went away) alike.
 func TestHTTPResponses(t *testing.T) {
 	m, reg, _ := newMetrics(t)

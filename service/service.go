@@ -108,6 +108,9 @@ func newService(cfg Config, opts Options, dial func(context.Context, string) (pu
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	if err := cfg.prepare(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -144,7 +147,7 @@ func newService(cfg Config, opts Options, dial func(context.Context, string) (pu
 	if err != nil {
 		return nil, err
 	}
-	if err := s.metrics.WatchState(s.pub, s.ready, s.degraded); err != nil {
+	if err := s.metrics.WatchState(s.pub, s.readyAt, s.degradedAt); err != nil {
 		return nil, err
 	}
 	s.metrics.Declare("root", "broker", "http")

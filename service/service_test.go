@@ -339,7 +339,6 @@ func TestValidateNamesTheVariable(t *testing.T) {
 	}{
 		{func(c *Config) { c.Channels = -1 }, "PUBLISHER_CHANNELS"},
 		{func(c *Config) { c.OnGiveUp = "maybe" }, "PUBLISHER_ON_GIVE_UP"},
-		{func(c *Config) { c.SpoolDir = "/proc/no-spool-here" }, "PUBLISHER_SPOOL_DIR"},
 		{func(c *Config) { c.BackoffMax = time.Millisecond }, "PUBLISHER_BACKOFF_MAX"},
 	} {
 		c := (Config{}).withDefaults()

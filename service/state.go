@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/spool"
 )
 
 // accepting gates new publishes (503 when it returns an error).
@@ -24,26 +25,40 @@ func (s *Service) accepting() error {
 // degraded reports whether the tree has given up on the broker (see
 // rootDecider) and no connection was made since. It only reads: the state
 // ends by itself with the publisher's next connection.
-func (s *Service) degraded() bool {
+func (s *Service) degraded() bool { return s.degradedAt(s.pub.State()) }
+
+// degradedAt is degraded on the publisher's state st.
+func (s *Service) degradedAt(st publisher.State) bool {
 	g := s.givenUp.Load()
-	return g != 0 && g-1 == s.pub.State().Connects
+	return g != 0 && g-1 == st.Connects
 }
 
-// ready: connected, all confirm channels open, not blocked, not draining,
-// not given up; with a spool: the spool accepts, whatever the broker does.
-func (s *Service) ready() bool {
-	if s.draining.Load() {
+// readiness is the readiness rule on one reading of its inputs: not draining
+// and, with a spool, the spool accepts, whatever the broker does; without one,
+// not given up and the publisher connected, not blocked, every confirm channel
+// open (publisher.Ready's test, applied to st rather than to a second read).
+// /readyz and a scrape of /metrics each read the state once and derive
+// everything from that reading, so their fields never disagree (connected
+// false beside ready true).
+func (s *Service) readiness(draining bool, st publisher.State, sp spool.Status) bool {
+	if draining {
 		return false
 	}
 	if s.relay != nil {
-		return s.relay.Accepting()
+		return sp.Accepting
 	}
-	return !s.degraded() && s.pub.Ready()
+	return !s.degradedAt(st) && st.Connected && !st.Blocked && st.Channels == s.cfg.Channels
 }
 
-// readyDetail is /readyz's answer.
+// readyAt is readiness with st as the publisher's state (the metrics'
+// publisher_ready, computed from the scrape's snapshot).
+func (s *Service) readyAt(st publisher.State) bool {
+	return s.readiness(s.draining.Load(), st, s.spoolStatus())
+}
+
+// readyDetail is /readyz's answer, from one read of each piece of state.
 func (s *Service) readyDetail() (bool, map[string]any) {
-	st := s.pub.State()
+	st, draining, sp := s.pub.State(), s.draining.Load(), s.spoolStatus()
 	d := map[string]any{
 		"connected": st.Connected,
 		"blocked":   st.Blocked,
@@ -52,18 +67,17 @@ func (s *Service) readyDetail() (bool, map[string]any) {
 		"buffered":  st.Buffered,
 		"broker":    st.URL,
 		"broker_up": st.Connected && !st.Blocked,
-		"draining":  s.draining.Load(),
-		"given_up":  s.degraded(),
+		"draining":  draining,
+		"given_up":  s.degradedAt(st),
 	}
 	if s.spool != nil {
-		st := s.spool.Status()
-		d["spool_messages"], d["spool_bytes"], d["spool_accepting"] = st.Messages, st.Bytes, st.Accepting
-		if !st.Accepting {
-			d["spool_error"] = st.Err.Error()
-			d["spool_since"] = st.Since.UTC().Format(time.RFC3339)
+		d["spool_messages"], d["spool_bytes"], d["spool_accepting"] = sp.Messages, sp.Bytes, sp.Accepting
+		if !sp.Accepting {
+			d["spool_error"] = sp.Err.Error()
+			d["spool_since"] = sp.Since.UTC().Format(time.RFC3339)
 		}
 	}
-	return s.ready(), d
+	return s.readiness(draining, st, sp), d
 }
 
 // healthy is liveness: the supervision tree runs, and the spool (if any) is

@@ -56,10 +56,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	cfg, err := loadConfig()
+	unknown := service.UnknownVariables(os.Environ(), pprofVariable)
 	if err != nil {
+		// No logger without a valid configuration: the warnings are plain
+		// lines like the error, and come first, since a misspelling may be
+		// its cause (PUBLISHER_SPOOL_MAX_BYTES set beside a misspelled
+		// PUBLISHER_SPOOL_DIR).
+		for _, u := range unknown {
+			fmt.Fprintf(stderr, "publisher: warning: %s\n", u)
+		}
 		fmt.Fprintf(stderr, "publisher: %v\n", err)
 		return exitConfig
 	}
+	log, logs := newLogger(cfg, stderr)
+	defer flushLogs(logs)
+	warnUnknown(log, unknown)
+
 	var topo *publisher.Topology
 	if cfg.TopologyFile != "" {
 		if topo, err = publisher.LoadTopology(cfg.TopologyFile); err != nil {
@@ -67,8 +79,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 	}
-	log, logs := newLogger(cfg, stderr)
-	defer flushLogs(logs)
 
 	tracer, err := tracing.Setup(context.Background(), tracing.Options{ServiceVersion: version, Logger: log})
 	if err != nil {
@@ -80,7 +90,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	svc, err := service.New(*cfg, service.Options{Topology: topo, Logger: log, Tracer: tracer})
-	if err != nil {
+	switch {
+	case errors.Is(err, service.ErrConfig): // the token file, the spool directory
+		fmt.Fprintf(stderr, "publisher: %v\n", err)
+		return exitConfig
+	case err != nil:
 		log.Error("cannot start", "error", err)
 		return exitRuntime
 	}
@@ -91,6 +105,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitGiveUp
 	default:
 		return exitRuntime
+	}
+}
+
+// pprofVariable is the one PUBLISHER_* variable the command reads besides
+// service.Config's, in a build with -tags pprof (pprof.go).
+const pprofVariable = "PUBLISHER_PPROF_ADDR"
+
+// warnUnknown logs a warning for each PUBLISHER_* variable that is not a
+// setting (service.UnknownVariables), naming the setting it most likely means
+// and never its value. It runs before anything connects, so the warning comes
+// before the symptoms (the default broker dialled, the default timeout).
+//
+// A warning, not an error: a container's environment is not the service's
+// alone (a platform, an injected sidecar or a shared ConfigMap may set
+// PUBLISHER_* variables of their own), and a newer deployment's setting
+// reaching an older binary, in a rollback or a rolling upgrade, must not turn
+// into a service that refuses to start.
+func warnUnknown(log *slog.Logger, unknown []service.UnknownVariable) {
+	for _, u := range unknown {
+		attrs := []any{"variable", u.Name}
+		if u.Closest != "" {
+			attrs = append(attrs, "did_you_mean", u.Closest)
+		}
+		log.Warn(u.String(), attrs...)
 	}
 }
 
