@@ -10,6 +10,7 @@ import (
 )
 
 func TestAMQPHeaders(t *testing.T) {
+	checkLeaks(t)
 	bin := Event{
 		SpecVersion: "1.0", ID: "id-1", Source: "/src", Type: "com.example.t", DataContentType: "application/json",
 		Subject: "s", Time: "2018-04-05T17:31:00Z", DataSchema: "https://example.com/s",
@@ -54,6 +55,7 @@ func TestAMQPHeaders(t *testing.T) {
 }
 
 func TestParseConvention(t *testing.T) {
+	checkLeaks(t)
 	for s, want := range map[string]Convention{
 		"": ConventionCE, "ce": ConventionCE, "CE-": ConventionCE,
 		"cloudEvents_": ConventionAMQP, "cloudevents_": ConventionAMQP,
@@ -73,6 +75,7 @@ func TestParseConvention(t *testing.T) {
 }
 
 func TestWrapRequested(t *testing.T) {
+	checkLeaks(t)
 	for name, tc := range map[string]struct {
 		h    http.Header
 		want Wrapping
@@ -96,6 +99,7 @@ func TestWrapRequested(t *testing.T) {
 }
 
 func TestWrap(t *testing.T) {
+	checkLeaks(t)
 	at := time.Date(2026, 3, 4, 5, 6, 7, 890_000_000, time.FixedZone("CET", 3600))
 	e, err := Wrap("https://publisher.example/orders", "msg-1", "com.example.order.created", "application/json", at)
 	if err != nil {
@@ -133,6 +137,7 @@ func TestWrap(t *testing.T) {
 }
 
 func TestCheckSource(t *testing.T) {
+	checkLeaks(t)
 	for s, ok := range map[string]bool{
 		"https://publisher.example/orders": true,
 		"/publisher":                       true,

@@ -38,6 +38,7 @@ func binaryHeaders(over map[string]string) http.Header {
 }
 
 func TestFromBinaryValid(t *testing.T) {
+	checkLeaks(t)
 	h := binaryHeaders(map[string]string{
 		"CE-Subject":    "orders/42",
 		"ce-time":       "2018-04-05T17:31:00.123+02:00",
@@ -66,6 +67,7 @@ func TestFromBinaryValid(t *testing.T) {
 }
 
 func TestFromBinaryNotAnEvent(t *testing.T) {
+	checkLeaks(t)
 	for name, h := range map[string]http.Header{
 		"no ce headers":         {"Content-Type": {"application/json"}, "X-Type": {"t"}},
 		"only an extension":     {"Ce-Tenant": {"acme"}},
@@ -79,6 +81,7 @@ func TestFromBinaryNotAnEvent(t *testing.T) {
 }
 
 func TestFromBinaryErrors(t *testing.T) {
+	checkLeaks(t)
 	for name, tc := range map[string]struct {
 		over map[string]string
 		want string // the whole error message
@@ -134,6 +137,7 @@ func TestFromBinaryErrors(t *testing.T) {
 }
 
 func TestContentMode(t *testing.T) {
+	checkLeaks(t)
 	for ct, want := range map[string]Mode{
 		"":                             ModeBinary,
 		"application/json":             ModeBinary,
@@ -151,6 +155,7 @@ func TestContentMode(t *testing.T) {
 }
 
 func TestURIs(t *testing.T) {
+	checkLeaks(t)
 	refs := map[string]bool{
 		"https://github.com/cloudevents":                true,
 		"mailto:cncf-wg-serverless@lists.cncf.io":       true,

@@ -44,6 +44,7 @@ func event(over map[string]string) string {
 }
 
 func TestFromStructuredValid(t *testing.T) {
+	checkLeaks(t)
 	e, err := FromStructured([]byte(validEvent))
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +80,7 @@ func TestFromStructuredValid(t *testing.T) {
 }
 
 func TestFromStructuredErrors(t *testing.T) {
+	checkLeaks(t)
 	for name, tc := range map[string]struct {
 		body string
 		want string
@@ -122,6 +124,7 @@ func TestFromStructuredErrors(t *testing.T) {
 }
 
 func TestFromStructuredKeepsIDOnError(t *testing.T) {
+	checkLeaks(t)
 	e, err := FromStructured([]byte(event(map[string]string{"time": `"yesterday"`, "id": `"keep-me"`})))
 	if err == nil || e.ID != "keep-me" {
 		t.Fatalf("FromStructured = %+v, %v; want the id kept beside the error", e, err)
@@ -129,6 +132,7 @@ func TestFromStructuredKeepsIDOnError(t *testing.T) {
 }
 
 func TestFromStructuredSyntax(t *testing.T) {
+	checkLeaks(t)
 	for name, tc := range map[string]struct {
 		body string
 		want string
@@ -150,6 +154,7 @@ func TestFromStructuredSyntax(t *testing.T) {
 }
 
 func TestFromBatch(t *testing.T) {
+	checkLeaks(t)
 	body := `[` + validEvent + `,` + event(map[string]string{"id": `"e-2"`, "time": `"later"`}) + `, 7, ` + event(map[string]string{"id": `"e-4"`}) + `]`
 	events, errs, err := FromBatch([]byte(body))
 	if err != nil {
@@ -178,6 +183,7 @@ func TestFromBatch(t *testing.T) {
 }
 
 func TestFromBatchWholeBody(t *testing.T) {
+	checkLeaks(t)
 	for name, tc := range map[string]struct {
 		body string
 		want string

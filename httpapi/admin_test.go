@@ -34,6 +34,7 @@ func decode(t *testing.T, s string) map[string]any {
 }
 
 func TestAdminMetrics(t *testing.T) {
+	checkLeaks(t)
 	reg := prometheus.NewPedanticRegistry()
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "httpapi_test_events_total", Help: "Test events."})
 	reg.MustRegister(c)
@@ -52,6 +53,7 @@ func TestAdminMetrics(t *testing.T) {
 }
 
 func TestAdminHealthz(t *testing.T) {
+	checkLeaks(t)
 	var err error
 	h := NewAdminHandler(AdminConfig{Healthy: func() error { return err }})
 	code, hdr, body := get(t, h, http.MethodGet, "/healthz")
@@ -72,6 +74,7 @@ func TestAdminHealthz(t *testing.T) {
 }
 
 func TestAdminReadyz(t *testing.T) {
+	checkLeaks(t)
 	ready := true
 	h := NewAdminHandler(AdminConfig{Ready: func() (bool, map[string]any) {
 		return ready, map[string]any{"connected": ready, "blocked": false, "ready": "overridden"}
@@ -88,6 +91,7 @@ func TestAdminReadyz(t *testing.T) {
 }
 
 func TestAdminDefaults(t *testing.T) {
+	checkLeaks(t)
 	h := NewAdminHandler(AdminConfig{})
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/nope": 404} {
 		code, hdr, body := get(t, h, http.MethodGet, path)
@@ -104,6 +108,7 @@ func TestAdminDefaults(t *testing.T) {
 }
 
 func TestAdminReadyzUnencodableDetail(t *testing.T) {
+	checkLeaks(t)
 	h := NewAdminHandler(AdminConfig{Ready: func() (bool, map[string]any) {
 		return false, map[string]any{"bad": func() {}}
 	}})

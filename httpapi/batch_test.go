@@ -49,6 +49,7 @@ func postBatch(t *testing.T, h http.Handler, body string, hdr map[string]string)
 // per entry, in order, with the single publish's status for each; only the
 // good ones are published, with the defaults and fields given.
 func TestBatchPerEntryResults(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{}
 	var batches []int
 	h := testHandler(pub, nil, func(c *Config) {
@@ -110,6 +111,7 @@ func TestBatchPerEntryResults(t *testing.T) {
 }
 
 func TestBatchStatus(t *testing.T) {
+	checkLeaks(t)
 	one := `{"messages": [{"exchange": "amq.default", "routing_key": "q"}, {"exchange": "amq.default", "routing_key": "q"}]}`
 	for _, tt := range []struct {
 		name string
@@ -136,6 +138,7 @@ func TestBatchStatus(t *testing.T) {
 // A body that is not a batch is refused whole, naming where; nothing is
 // published.
 func TestBatchRefusedWhole(t *testing.T) {
+	checkLeaks(t)
 	for _, tt := range []struct {
 		name, body string
 		hdr        map[string]string
@@ -167,6 +170,7 @@ func TestBatchRefusedWhole(t *testing.T) {
 // Messages not confirmed within the confirm timeout are given up: the answer
 // comes at the deadline with what giving up says (here: not published).
 func TestBatchDeadline(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{hold: true}
 	h := testHandler(pub, nil, func(c *Config) { c.ConfirmTimeout = 50 * time.Millisecond })
 	code, a, raw := postBatch(t, h, `{"messages": [{"exchange": "amq.default", "message_id": "slow"}]}`, nil)
@@ -211,6 +215,7 @@ type streamResult struct {
 // A stream answers one line per input line (malformed ones included), the
 // answer ends after the client closed its side, and empty lines are skipped.
 func TestStreamAnswersEveryLine(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{}
 	url := streamServer(t, pub, nil)
 	var lines []string
@@ -261,6 +266,7 @@ func TestStreamAnswersEveryLine(t *testing.T) {
 // A stream stops reading beyond its window of unanswered lines, and reads on
 // as answers free room.
 func TestStreamWindowBackpressure(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{hold: true}
 	url := streamServer(t, pub, func(c *Config) { c.StreamWindow = 4 })
 	pr, pw := io.Pipe()
@@ -319,6 +325,7 @@ func TestStreamWindowBackpressure(t *testing.T) {
 // giving up says (the end of a stream's request across a shutdown is tested
 // against the real binary: TestStreamAcrossShutdown).
 func TestStreamGivesUp(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{hold: true}
 	url := streamServer(t, pub, func(c *Config) { c.ConfirmTimeout = 100 * time.Millisecond })
 	body := `{"exchange": "amq.default", "message_id": "late"}` + "\n"
@@ -334,6 +341,7 @@ func TestStreamGivesUp(t *testing.T) {
 // A refused stream is answered at once, even to a client that sends nothing
 // before it has the answer (the connection is closed after the refusal).
 func TestStreamRefusalAnsweredAtOnce(t *testing.T) {
+	checkLeaks(t)
 	url := streamServer(t, &fakePublisher{}, nil)
 	pr, pw := io.Pipe()
 	defer pw.Close()

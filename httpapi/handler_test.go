@@ -149,6 +149,7 @@ func msg(exchange, key, body string, edit func(*publisher.Message)) *publisher.M
 }
 
 func TestHandler(t *testing.T) {
+	checkLeaks(t)
 	auth := [][2]string{{"Authorization", "Bearer " + testToken}}
 	with := func(extra ...[2]string) [][2]string { return append(append([][2]string{}, auth...), extra...) }
 	long := strings.Repeat("a", 256)
@@ -524,6 +525,7 @@ func canonical(h http.Header) http.Header {
 }
 
 func TestGeneratedIDsDiffer(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{}
 	h := testHandler(pub, nil, func(c *Config) { c.AuthToken = "" })
 	for range 2 {
@@ -536,6 +538,7 @@ func TestGeneratedIDsDiffer(t *testing.T) {
 }
 
 func TestPublishGetsTheRequestContext(t *testing.T) {
+	checkLeaks(t)
 	type key struct{}
 	pub := &fakePublisher{fn: func(ctx context.Context, _ *publisher.Message) error {
 		if ctx.Value(key{}) != "v" {
@@ -554,6 +557,7 @@ func TestPublishGetsTheRequestContext(t *testing.T) {
 }
 
 func TestClientCancelled(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{fn: func(ctx context.Context, _ *publisher.Message) error {
 		<-ctx.Done()
 		return ctx.Err()
@@ -575,6 +579,7 @@ func TestClientCancelled(t *testing.T) {
 // TestServer goes through a real net/http server: routing, chunked uploads,
 // cancellation by a client that goes away.
 func TestServer(t *testing.T) {
+	checkLeaks(t)
 	started := make(chan struct{}, 1)
 	pub := &fakePublisher{fn: func(ctx context.Context, m *publisher.Message) error {
 		if m.RoutingKey != "block" {
@@ -653,6 +658,7 @@ func TestServer(t *testing.T) {
 }
 
 func TestNewHandlerNeedsPublisher(t *testing.T) {
+	checkLeaks(t)
 	defer func() {
 		if recover() == nil {
 			t.Fatal("no panic")
@@ -662,6 +668,7 @@ func TestNewHandlerNeedsPublisher(t *testing.T) {
 }
 
 func TestRetryAfterSeconds(t *testing.T) {
+	checkLeaks(t)
 	for d, want := range map[time.Duration]string{
 		0: "1", -time.Second: "1", time.Nanosecond: "1", time.Second: "1",
 		time.Second + 1: "2", 30 * time.Second: "30", 90500 * time.Millisecond: "91",
@@ -723,6 +730,7 @@ func (*nopPublisher) Send(_ context.Context, msgs []*publisher.Message, _ relay.
 // TestLogsNoSecrets logs every kind of failure at debug level and checks that
 // neither the token nor a body reaches the log.
 func TestLogsNoSecrets(t *testing.T) {
+	checkLeaks(t)
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	const body = "body-secret-payload"
@@ -754,6 +762,7 @@ func TestLogsNoSecrets(t *testing.T) {
 // what the patterns /v1/publish/{exchange} and
 // /v1/publish/{exchange}/{routing_key...} would match, decoded.
 func TestSplitPublishPath(t *testing.T) {
+	checkLeaks(t)
 	for _, c := range []struct {
 		path, exchange, key string
 		ok, bad             bool
@@ -784,6 +793,7 @@ func TestSplitPublishPath(t *testing.T) {
 // Preference-Applied only when it was applied (a 202 spooled answer, RFC 7240),
 // never when the message was confirmed (no spool: the preference is ignored).
 func TestPreferRespondAsync(t *testing.T) {
+	checkLeaks(t)
 	for _, tt := range []struct {
 		name        string
 		spool       bool
@@ -822,6 +832,7 @@ func TestPreferRespondAsync(t *testing.T) {
 // An X-Message-Id that is not valid UTF-8 is refused: the JSON answer could
 // only echo it changed, so the caller could not deduplicate by it.
 func TestInvalidUTF8MessageIDRefused(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{}
 	h := testHandler(pub, nil, nil)
 	req := httptest.NewRequest(http.MethodPost, "/v1/publish/amq.default/q", strings.NewReader("x"))
@@ -842,6 +853,7 @@ func TestInvalidUTF8MessageIDRefused(t *testing.T) {
 
 // Every publisher.Kind but Confirmed has its HTTP answer.
 func TestEveryKindHasAnAnswer(t *testing.T) {
+	checkLeaks(t)
 	for k := publisher.NotSent; k <= publisher.Unknown; k++ {
 		if _, ok := statuses[k]; !ok {
 			t.Errorf("no HTTP answer for Kind %v (%d)", k, k)

@@ -27,6 +27,7 @@ func publishReq(body string, hdr map[string]string) *http.Request {
 // headers of the same names; a malformed traceparent is dropped (with its
 // tracestate) and never fails the publish.
 func TestTraceContextCarried(t *testing.T) {
+	checkLeaks(t)
 	for _, tt := range []struct {
 		name      string
 		hdr       map[string]string
@@ -62,6 +63,7 @@ func TestTraceContextCarried(t *testing.T) {
 
 // In a batch, an entry's own traceparent wins over the request's.
 func TestBatchEntryTraceparentWins(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{}
 	h := testHandler(pub, nil, nil)
 	body := `{"messages": [{"exchange": "amq.default", "routing_key": "q"},
@@ -77,6 +79,7 @@ func TestBatchEntryTraceparentWins(t *testing.T) {
 }
 
 func TestCloudEventsBinary(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{}
 	h := testHandler(pub, nil, func(c *Config) { c.MaxBodyBytes = 1024 })
 	rec := httptest.NewRecorder()
@@ -109,6 +112,7 @@ func TestCloudEventsBinary(t *testing.T) {
 
 // An invalid CloudEvent is a 400 naming the attribute; nothing is published.
 func TestCloudEventsInvalid(t *testing.T) {
+	checkLeaks(t)
 	base := map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "e", "Ce-Source": "/s", "Ce-Type": "t"}
 	with := func(k, v string) map[string]string {
 		h := map[string]string{}
@@ -155,6 +159,7 @@ func TestCloudEventsInvalid(t *testing.T) {
 
 // Structured mode is published as is, content type kept, message_id = id.
 func TestCloudEventsStructured(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{}
 	body := `{"specversion":"1.0","id":"evt-9","source":"/orders","type":"order.paid","datacontenttype":"application/json","data":{"n":9}}`
 	rec := httptest.NewRecorder()
@@ -171,6 +176,7 @@ func TestCloudEventsStructured(t *testing.T) {
 // A CloudEvents batch to /v1/batch: one result per event, each published as
 // is to the query's exchange, the routing key its type by default.
 func TestCloudEventsBatch(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{}
 	h := testHandler(pub, nil, func(c *Config) { c.MaxBodyBytes = 1024 })
 	body := `[{"specversion":"1.0","id":"b-1","source":"/s","type":"order.created"},
@@ -208,6 +214,7 @@ func TestCloudEventsBatch(t *testing.T) {
 // With PUBLISHER_CLOUDEVENTS_SOURCE a plain request may ask to be wrapped:
 // id = the message id, type = X-Type, source = the setting.
 func TestCloudEventsWrap(t *testing.T) {
+	checkLeaks(t)
 	pub := &fakePublisher{}
 	h := testHandler(pub, nil, func(c *Config) { c.CloudEvents.Source = "https://orders.example.com" })
 	rec := httptest.NewRecorder()

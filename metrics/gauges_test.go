@@ -39,6 +39,7 @@ var stateNames = []string{"publisher_buffered_messages", "publisher_connection_b
 // The state gauges keep the names, help texts and (absent) labels the README's
 // metrics section and the dashboards use.
 func TestStateGaugesExposition(t *testing.T) {
+	checkLeaks(t)
 	reg := prometheus.NewPedanticRegistry()
 	m, err := metrics.New(reg)
 	if err != nil {
@@ -75,6 +76,7 @@ var spoolNames = []string{"publisher_spool_accepting", "publisher_spool_bytes", 
 	"publisher_spool_messages", "publisher_spool_segment_bytes"}
 
 func TestSpoolGaugesExposition(t *testing.T) {
+	checkLeaks(t)
 	reg := prometheus.NewPedanticRegistry()
 	st := spool.Status{Accepting: true, Messages: 7, Bytes: 2048, SegmentBytes: 64 << 10}
 	if _, err := metrics.NewSpool(reg, 1e6, func() spool.Status { return st }); err != nil {
@@ -107,6 +109,7 @@ func (c *changingSource) State() publisher.State {
 // included, comes from that snapshot (with one GaugeFunc per gauge, each
 // reading State(), a scrape read it four times and mixed the four).
 func TestStateGaugesOneSnapshotPerScrape(t *testing.T) {
+	checkLeaks(t)
 	reg := prometheus.NewPedanticRegistry()
 	m, err := metrics.New(reg)
 	if err != nil {
@@ -145,6 +148,7 @@ func TestStateGaugesOneSnapshotPerScrape(t *testing.T) {
 
 // One scrape reads the spool's status once.
 func TestSpoolGaugesOneSnapshotPerScrape(t *testing.T) {
+	checkLeaks(t)
 	reg := prometheus.NewPedanticRegistry()
 	calls := 0
 	status := func() spool.Status {

@@ -33,6 +33,7 @@ func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry, *fakeSour
 }
 
 func TestLint(t *testing.T) {
+	checkLeaks(t)
 	_, reg, _ := newMetrics(t)
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
@@ -46,6 +47,7 @@ func TestLint(t *testing.T) {
 }
 
 func TestOutcomesAndEvents(t *testing.T) {
+	checkLeaks(t)
 	m, reg, src := newMetrics(t)
 	m.Published(publisher.OutcomeConfirmed, 3*time.Millisecond)
 	m.Published(publisher.OutcomeConfirmed, 5*time.Millisecond)
@@ -130,6 +132,7 @@ func counterOf(t *testing.T, reg *prometheus.Registry, name, outcome string) pro
 // (counters resolved once) and
 // any other code (405, the 499 of a client that went away) alike.
 func TestHTTPResponses(t *testing.T) {
+	checkLeaks(t)
 	m, reg, _ := newMetrics(t)
 	for _, code := range []int{200, 200, 202, 503, 405, 499, 499} {
 		m.HTTPResponse(code)

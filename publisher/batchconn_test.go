@@ -11,6 +11,7 @@ import (
 
 // Writes from many goroutines all arrive, each intact, and Close flushes.
 func TestBatchConnDeliversEveryWrite(t *testing.T) {
+	checkLeaksInternal(t)
 	client, server := net.Pipe()
 	b := newBatchConn(client)
 	got := make(chan []byte, 1)
@@ -49,6 +50,7 @@ func TestBatchConnDeliversEveryWrite(t *testing.T) {
 
 // After the socket fails, every Write returns the error.
 func TestBatchConnWriteErrorIsSticky(t *testing.T) {
+	checkLeaksInternal(t)
 	client, server := net.Pipe()
 	server.Close()
 	b := newBatchConn(client)

@@ -14,6 +14,7 @@ import (
 // as everywhere (metrics' outcome, the span's error.type, the relay's
 // permanence, whether the same request may succeed later).
 func TestClassifyTable(t *testing.T) {
+	checkLeaks(t)
 	closed := fmt.Errorf("%w (message m): %w", publisher.ErrNotPublished, publisher.ErrClosed)
 	foreignFull := &publisher.KindError{Kind: publisher.Full, Text: "x: full", Reason: "x full"}
 	for _, tt := range []struct {
@@ -61,6 +62,7 @@ func TestClassifyTable(t *testing.T) {
 // Every Kind up to Unknown has a row: an outcome, and a name unless it is
 // Confirmed.
 func TestEveryKindHasARow(t *testing.T) {
+	checkLeaks(t)
 	for k := publisher.Confirmed; k <= publisher.Unknown; k++ {
 		if k.Outcome() == "" || (k != publisher.Confirmed && k.ErrorType() == "") {
 			t.Errorf("Kind %d has no row", k)
@@ -72,6 +74,7 @@ func TestEveryKindHasARow(t *testing.T) {
 }
 
 func TestReason(t *testing.T) {
+	checkLeaks(t)
 	for err, want := range map[error]string{
 		publisher.ErrBufferFull: "buffer full",
 		publisher.ErrClosed:     "shutting down",

@@ -101,6 +101,7 @@ func msg(queue string) *publisher.Message {
 }
 
 func TestPublishConfirmedAndDelivered(t *testing.T) {
+	checkLeaks(t)
 	url := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, url, "pubtest-basic")
 	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
@@ -119,6 +120,7 @@ func TestPublishConfirmedAndDelivered(t *testing.T) {
 }
 
 func TestUnroutableMandatoryIsReturned(t *testing.T) {
+	checkLeaks(t)
 	url := brokertest.SharedURL(t)
 	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
 	err := tr.pub.Publish(context.Background(), msg("no-such-queue-anywhere"))
@@ -135,6 +137,7 @@ func TestUnroutableMandatoryIsReturned(t *testing.T) {
 }
 
 func TestInvalidHeaderFailsOnlyThatMessage(t *testing.T) {
+	checkLeaks(t)
 	url := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, url, "pubtest-invalid")
 	tr := startTree(t, publisher.Config{URLs: []string{url}}, treeOpts{})
@@ -154,6 +157,7 @@ func TestInvalidHeaderFailsOnlyThatMessage(t *testing.T) {
 // A message to a missing exchange fails with a not-found error; a concurrent
 // stream of good publishes sees no failure and the connection no restart.
 func TestMissingExchangeCostsOnlyThatRequest(t *testing.T) {
+	checkLeaks(t)
 	url := brokertest.SharedURL(t)
 	q := fmt.Sprintf("pubtest-404-%d", time.Now().UnixNano())
 	brokertest.DeclareQueue(t, url, q)
@@ -194,6 +198,7 @@ func TestMissingExchangeCostsOnlyThatRequest(t *testing.T) {
 // expiration) is a poison message: it is failed back after
 // MaxPublishAttempts, never crash-looping anything.
 func TestPoisonMessageFailsAfterMaxAttempts(t *testing.T) {
+	checkLeaks(t)
 	url := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, url, "pubtest-poison")
 	tr := startTree(t, publisher.Config{URLs: []string{url}, MaxPublishAttempts: 3}, treeOpts{})
@@ -225,6 +230,7 @@ func load(pub *publisher.Publisher, queue string, n int, stop <-chan struct{}) *
 // Every connection cut every 500 ms for 10 s under 16 concurrent publishers:
 // nothing confirmed is lost and >= 99% succeed.
 func TestConnectionCutsUnderLoad(t *testing.T) {
+	checkLeaks(t)
 	url := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, url, "pubtest-cuts")
 	proxy := faultproxy.ForURL(t, url)
@@ -242,6 +248,7 @@ func TestConnectionCutsUnderLoad(t *testing.T) {
 
 // The broker node stopped for 5 s and started again under load.
 func TestBrokerRestartUnderLoad(t *testing.T) {
+	checkLeaks(t)
 	node := brokertest.Start(t, brokertest.Options{})
 	q := "pubtest-restart"
 	node.DeclareQueue(t, q)
@@ -275,6 +282,7 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 // With the broker unreachable longer than the intensity allows, the broker
 // supervisor escalates and root's decider sees the original dial error.
 func TestUnreachableBrokerEscalatesWithDialError(t *testing.T) {
+	checkLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -319,6 +327,7 @@ func TestUnreachableBrokerEscalatesWithDialError(t *testing.T) {
 // A memory alarm blocks publishers: publishes wait, readiness reports
 // blocked, and everything is confirmed once the alarm clears.
 func TestMemoryAlarmBlocksThenSucceeds(t *testing.T) {
+	checkLeaks(t)
 	node := brokertest.Start(t, brokertest.Options{})
 	q := "pubtest-alarm"
 	node.DeclareQueue(t, q)
@@ -367,6 +376,7 @@ func TestMemoryAlarmBlocksThenSucceeds(t *testing.T) {
 }
 
 func TestBufferFullAndClosed(t *testing.T) {
+	checkLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -400,6 +410,7 @@ func TestBufferFullAndClosed(t *testing.T) {
 }
 
 func TestRedactURL(t *testing.T) {
+	checkLeaks(t)
 	if got := publisher.RedactURL("amqp://user:s3cret@host:5672/vh"); got != "amqp://user:xxxxx@host:5672/vh" {
 		t.Fatalf("RedactURL = %q", got)
 	}
@@ -414,6 +425,7 @@ func TestRedactURL(t *testing.T) {
 // backoff; once the queue has room the message is confirmed. With no room
 // until the deadline, the answer is ErrNacked.
 func TestNackedMessageRetriedUntilDeadline(t *testing.T) {
+	checkLeaks(t)
 	url := brokertest.SharedURL(t)
 	q := fmt.Sprintf("pubtest-nack-%d", time.Now().UnixNano())
 	brokertest.DeclareQueueArgs(t, url, q, amqp.Table{"x-max-length": int64(1), "x-overflow": "reject-publish"})
@@ -444,6 +456,7 @@ func TestNackedMessageRetriedUntilDeadline(t *testing.T) {
 }
 
 func TestCheckExchange(t *testing.T) {
+	checkLeaks(t)
 	url := brokertest.SharedURL(t)
 	ex := fmt.Sprintf("pubtest-check-%d", time.Now().UnixNano())
 	ch := brokertest.Channel(t, url)
@@ -481,6 +494,7 @@ func TestCheckExchange(t *testing.T) {
 // told ErrConfirmTimeout is not published once the broker is back: only the
 // message published afterwards reaches the queue.
 func TestConfirmTimeoutWhileUnreachableNotPublishedLater(t *testing.T) {
+	checkLeaks(t)
 	url := brokertest.SharedURL(t)
 	q := brokertest.TempQueue(t, url, "pubtest-timeout")
 	proxy := faultproxy.ForURL(t, url)

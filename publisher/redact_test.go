@@ -42,6 +42,7 @@ func leaks(s string) string {
 // not RedactURL, not DescribeURLError on the parsers' own errors, not New's
 // error.
 func TestMalformedURLsNeverLeakTheirPassword(t *testing.T) {
+	checkLeaks(t)
 	for _, u := range malformedURLs {
 		if f := leaks(publisher.RedactURL(u)); f != "" {
 			t.Errorf("RedactURL(%q) = %q shows %q", u, publisher.RedactURL(u), f)

@@ -11,13 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/publisher-dev/publisher/publisher"
+	"github.com/publisher-dev/publisher/internal/fakeamqp"
 )
 
 // Validate reads no file and creates none, and changes nothing of the Config
 // (the URLs keep their spaces in the caller's slice): a missing token file and
 // a missing spool directory are prepare's to find.
 func TestValidateIsPure(t *testing.T) {
+	checkLeaks(t)
 	dir := filepath.Join(t.TempDir(), "not", "yet")
 	c := (Config{}).withDefaults()
 	c.AMQPURLs = []string{" amqp://guest:guest@127.0.0.1:5672/ ", "amqp://127.0.0.1:5673/"}
@@ -41,6 +42,7 @@ func TestValidateIsPure(t *testing.T) {
 // Validate reports every problem, in the order of Config's fields, the same
 // way at every call; an error per variable, naming it.
 func TestValidateReportsEveryProblemInFieldOrder(t *testing.T) {
+	checkLeaks(t)
 	c := Config{ // every field that can be wrong, wrong
 		AMQPURLs:           []string{"http://user:s3cret@host/"},
 		ListenAddr:         "nonsense",
@@ -106,6 +108,7 @@ func TestValidateReportsEveryProblemInFieldOrder(t *testing.T) {
 // Two problems of one variable that follow from one another are reported
 // once: a negative PUBLISHER_BACKOFF_MAX is not positive, and that is all.
 func TestValidateBackoffOrderOnlyBetweenValidValues(t *testing.T) {
+	checkLeaks(t)
 	c := (Config{}).withDefaults()
 	c.BackoffMax = -time.Second
 	if err := c.Validate(); err == nil || strings.Count(err.Error(), "PUBLISHER_BACKOFF_MAX") != 1 {
@@ -117,6 +120,7 @@ func TestValidateBackoffOrderOnlyBetweenValidValues(t *testing.T) {
 // its parents, trims the broker URLs into a slice of its own and parses the
 // CloudEvents convention.
 func TestPrepare(t *testing.T) {
+	checkLeaks(t)
 	tmp := t.TempDir()
 	token := filepath.Join(tmp, "token")
 	if err := os.WriteFile(token, []byte(" t0ken\n"), 0o600); err != nil {
@@ -150,6 +154,7 @@ func TestPrepare(t *testing.T) {
 // prepare's errors name the variable, and quote the token file's path, never
 // its content (here: a directory, which has none).
 func TestPrepareNamesTheVariable(t *testing.T) {
+	checkLeaks(t)
 	tmp := t.TempDir()
 	empty := filepath.Join(tmp, "empty")
 	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
@@ -179,12 +184,13 @@ func TestPrepareNamesTheVariable(t *testing.T) {
 // ErrConfig (the command's status 2), found before anything listens; a good
 // token file is read into the service's configuration.
 func TestNewPreparesTheConfiguration(t *testing.T) {
+	checkLeaks(t)
 	tmp := t.TempDir()
 	token := filepath.Join(tmp, "token")
 	if err := os.WriteFile(token, []byte("t0ken\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	newFake := func(publisher.Config) (broker, error) { return &fakeBroker{}, nil }
+	newFake := (&fakeamqp.Broker{}).Dial
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -215,6 +221,7 @@ func TestNewPreparesTheConfiguration(t *testing.T) {
 }
 
 func TestUnknownVariables(t *testing.T) {
+	checkLeaks(t)
 	environ := []string{
 		"PATH=/usr/bin",
 		"PUBLISHER_AMQP_URLS=amqp://guest:guest@127.0.0.1:5672/", // a setting
@@ -267,6 +274,7 @@ func TestUnknownVariables(t *testing.T) {
 // Each setting misspelled by one edit (a letter dropped, doubled or changed)
 // gets itself suggested, not a neighbour.
 func TestUnknownVariablesSuggestTheMisspelledSetting(t *testing.T) {
+	checkLeaks(t)
 	for _, name := range settingNames() {
 		key := name[len(variablePrefix):]
 		for i := range len(key) {
@@ -285,6 +293,7 @@ func TestUnknownVariablesSuggestTheMisspelledSetting(t *testing.T) {
 }
 
 func TestEditDistance(t *testing.T) {
+	checkLeaks(t)
 	for _, tt := range []struct {
 		a, b string
 		want int

@@ -123,6 +123,7 @@ func (r *running) publish(headers map[string]string) answer {
 }
 
 func TestReadinessFollowsTheBroker(t *testing.T) {
+	checkLeaks(t)
 	b := &fakeamqp.Broker{}
 	r := start(t, testConfig(), b)
 	poll.Within(t, 10*time.Second, "ready", func() bool { c, _ := r.get("/readyz"); return c == 200 })
@@ -148,6 +149,7 @@ func TestReadinessFollowsTheBroker(t *testing.T) {
 // Without a spool, PUBLISHER_ON_GIVE_UP=exit: Run returns ErrGaveUp and what
 // still waits is failed back (Terminated).
 func TestGiveUpExits(t *testing.T) {
+	checkLeaks(t)
 	b := &fakeamqp.Broker{}
 	b.Refuse(fakeamqp.ErrRefused)
 	r := start(t, testConfig(), b)
@@ -169,6 +171,7 @@ func TestGiveUpExits(t *testing.T) {
 // Retry-After, given_up in /readyz and the metric; the first connection ends
 // it, without reading changing anything.
 func TestDegradeThenRecovers(t *testing.T) {
+	checkLeaks(t)
 	b := &fakeamqp.Broker{}
 	b.Refuse(fakeamqp.ErrRefused)
 	cfg := testConfig()
@@ -233,6 +236,7 @@ func (r *running) metricsText() string {
 // With a spool that accepts, giving up on the broker never stops the process,
 // whatever PUBLISHER_ON_GIVE_UP says: it stays ready and answers 202.
 func TestGiveUpWithASpoolKeepsAccepting(t *testing.T) {
+	checkLeaks(t)
 	b := &fakeamqp.Broker{}
 	b.Refuse(fakeamqp.ErrRefused)
 	cfg := testConfig()
@@ -262,6 +266,7 @@ func TestGiveUpWithASpoolKeepsAccepting(t *testing.T) {
 // listener closes, the broker subtree stops after the HTTP side, and Run
 // returns within the timeout plus a second.
 func TestShutdownAnswersEveryPublishInFlight(t *testing.T) {
+	checkLeaks(t)
 	b := &fakeamqp.Broker{}
 	cfg := testConfig()
 	r := start(t, cfg, b)
@@ -317,6 +322,7 @@ func TestShutdownAnswersEveryPublishInFlight(t *testing.T) {
 
 // withDefaults gives every zero field the default its envconfig tag states.
 func TestDefaultsMatchTheTags(t *testing.T) {
+	checkLeaks(t)
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "PUBLISHER_") {
 			t.Setenv(k, "")
@@ -333,6 +339,7 @@ func TestDefaultsMatchTheTags(t *testing.T) {
 }
 
 func TestValidateNamesTheVariable(t *testing.T) {
+	checkLeaks(t)
 	for _, tt := range []struct {
 		edit func(*Config)
 		want string

@@ -32,6 +32,7 @@ func disabledTracers(t *testing.T) map[string]*Tracer {
 // TestDisabledAllocs: with tracing off, the hot path allocates nothing but
 // the boxing of the carried strings into the message's headers.
 func TestDisabledAllocs(t *testing.T) {
+	checkLeaks(t)
 	req := httptest.NewRequest(http.MethodPost, "/v1/publish/orders/key", nil)
 	req.Header.Set("Traceparent", validTP)
 	req.Header.Set("Tracestate", validTS)

@@ -55,6 +55,7 @@ var validTraceparents = []string{
 }
 
 func TestFromRequestTraceparent(t *testing.T) {
+	checkLeaks(t)
 	for name, tp := range malformedTraceparents {
 		t.Run(name, func(t *testing.T) {
 			got := FromRequest(http.Header{"Traceparent": {tp}, "Tracestate": {validTS}, "Baggage": {"k=v"}})
@@ -72,6 +73,7 @@ func TestFromRequestTraceparent(t *testing.T) {
 }
 
 func TestFromRequest(t *testing.T) {
+	checkLeaks(t)
 	long := strings.Repeat("k=v,", maxBaggageBytes/4) + "k=v"
 	for name, tc := range map[string]struct {
 		hdr  http.Header
@@ -109,6 +111,7 @@ func members(n int) string {
 // OpenTelemetry propagator it mirrors, so that the same traceparent is kept
 // with tracing off as is used as the parent with tracing on.
 func TestTraceparentMatchesPropagator(t *testing.T) {
+	checkLeaks(t)
 	cases := append([]string(nil), validTraceparents...)
 	for _, tp := range malformedTraceparents {
 		cases = append(cases, tp)
@@ -146,6 +149,7 @@ func propagatorAccepts(tp string) bool {
 }
 
 func TestTracestateMatchesParser(t *testing.T) {
+	checkLeaks(t)
 	cases := []string{
 		validTS, "a=1", " a=1 ", "a=1,,b=2", ",", ",,,", "a", "a=", "=1", "a= 1", "a=1 ", "a=1\t",
 		"A=1", "1a=1", "a@b=1", "1@b=1", "a@1=1", "a@=1", "@b=1", "a@b@c=1", "a/b*c-d_e=1",
@@ -182,6 +186,7 @@ func parserAccepts(ts string) bool {
 }
 
 func TestApply(t *testing.T) {
+	checkLeaks(t)
 	req := Headers{Traceparent: validTP, Tracestate: validTS, Baggage: "k=v"}
 	for name, tc := range map[string]struct {
 		h    Headers
@@ -221,6 +226,7 @@ func TestApply(t *testing.T) {
 }
 
 func TestFromTable(t *testing.T) {
+	checkLeaks(t)
 	got := FromTable(map[string]any{"traceparent": validTP, "tracestate": validTS, "baggage": "a=1"})
 	if want := (Headers{validTP, validTS, "a=1"}); got != want {
 		t.Fatalf("FromTable = %+v, want %+v", got, want)

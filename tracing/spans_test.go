@@ -70,6 +70,7 @@ func wantAttrs(t *testing.T, s otlptest.Span, want map[string]any) {
 // TestSpansExported runs one publish through the real SDK and its OTLP/HTTP
 // exporter to the test receiver.
 func TestSpansExported(t *testing.T) {
+	checkLeaks(t)
 	rcv := otlptest.New(t)
 	tr := setupExporting(t, rcv)
 	tr.SetBrokerURL("amqp://guest:guest@rabbit-0.rabbit:5672/")
@@ -184,6 +185,7 @@ func TestSpansExported(t *testing.T) {
 // TestOwnTraceparent: a batch entry's own traceparent is the PRODUCER span's
 // parent; the span links to the request's SERVER span.
 func TestOwnTraceparent(t *testing.T) {
+	checkLeaks(t)
 	rcv := otlptest.New(t)
 	tr := setupExporting(t, rcv)
 	req := publishRequest(map[string]string{"Traceparent": "00-" + incomingTraceID + "-" + incomingSpanID + "-01"})
@@ -243,6 +245,7 @@ func TestOwnTraceparent(t *testing.T) {
 // TestMalformedTraceparentStartsATrace: the SERVER span of a request with a
 // malformed traceparent is a root; the publish still carries a context.
 func TestMalformedTraceparentStartsATrace(t *testing.T) {
+	checkLeaks(t)
 	rcv := otlptest.New(t)
 	tr := setupExporting(t, rcv)
 	req := publishRequest(map[string]string{"Traceparent": "00-" + strings.ToUpper(incomingTraceID) + "-" + incomingSpanID + "-01", "Tracestate": "a=1"})
@@ -277,6 +280,7 @@ func TestMalformedTraceparentStartsATrace(t *testing.T) {
 
 // TestGRPCExport: OTEL_EXPORTER_OTLP_PROTOCOL=grpc exports over OTLP/gRPC.
 func TestGRPCExport(t *testing.T) {
+	checkLeaks(t)
 	rcv := otlptest.NewGRPC(t)
 	tr := setupExporting(t, rcv, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_INSECURE", "true")
 	_, ms := tr.StartMessage(context.Background(), Headers{}, Message{Exchange: "e"})
@@ -294,6 +298,7 @@ func TestGRPCExport(t *testing.T) {
 // always_off nothing is exported, and the message still gets a (not
 // sampled) traceparent.
 func TestSamplerFromEnv(t *testing.T) {
+	checkLeaks(t)
 	rcv := otlptest.New(t)
 	tr := setupExporting(t, rcv, "OTEL_TRACES_SAMPLER", "always_off")
 	headers, ms := tr.StartMessage(context.Background(), Headers{}, Message{Exchange: "e"})
@@ -313,6 +318,7 @@ func TestSamplerFromEnv(t *testing.T) {
 // TestMethodAndHost covers the SERVER span's method normalisation and the
 // Host header without a port.
 func TestMethodAndHost(t *testing.T) {
+	checkLeaks(t)
 	rcv := otlptest.New(t)
 	tr := setupExporting(t, rcv)
 	req := httptest.NewRequest("BREW", "https://publisher.example/v1/stream", nil)

@@ -12,6 +12,7 @@ func env(m map[string]string) func(string) string {
 }
 
 func TestFromEnv(t *testing.T) {
+	checkLeaks(t)
 	const ep = "http://collector:4318"
 	for name, tc := range map[string]struct {
 		env      map[string]string
@@ -51,6 +52,7 @@ func TestFromEnv(t *testing.T) {
 }
 
 func TestCheckSampler(t *testing.T) {
+	checkLeaks(t)
 	for _, ok := range []map[string]string{
 		nil,
 		{"OTEL_TRACES_SAMPLER": "always_on"},
@@ -78,6 +80,7 @@ func TestCheckSampler(t *testing.T) {
 }
 
 func TestSetupOff(t *testing.T) {
+	checkLeaks(t)
 	for name, vars := range map[string]map[string]string{
 		"no endpoint":   {},
 		"sdk disabled":  {"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"},
@@ -100,6 +103,7 @@ func TestSetupOff(t *testing.T) {
 }
 
 func TestSetupErrors(t *testing.T) {
+	checkLeaks(t)
 	clearOTELEnv(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
 	t.Setenv("OTEL_TRACES_SAMPLER", "sometimes")
@@ -125,6 +129,7 @@ func clearOTELEnv(t *testing.T) {
 }
 
 func TestBrokerFromURL(t *testing.T) {
+	checkLeaks(t)
 	for u, want := range map[string]struct {
 		host string
 		port int

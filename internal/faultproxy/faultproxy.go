@@ -26,6 +26,8 @@ type Proxy struct {
 	ln      net.Listener
 	latency atomic.Int64 // time.Duration
 	refuse  atomic.Bool
+	stall   atomic.Bool
+	stalled atomic.Int64 // connections accepted while stalling
 
 	mu     sync.Mutex
 	target string
@@ -90,6 +92,15 @@ func (p *Proxy) SetLatency(d time.Duration) { p.latency.Store(int64(d)) }
 // (refuse=true), or forward them again (refuse=false). Existing connections
 // are not affected; use CutAll for those.
 func (p *Proxy) SetRefuse(refuse bool) { p.refuse.Store(refuse) }
+
+// SetStall makes the proxy accept new connections and never answer them
+// (stall=true): no byte is forwarded either way, as a load balancer in front
+// of a dead broker may do; they stay open until CutAll or Close. false
+// forwards new connections again. Existing connections are not affected.
+func (p *Proxy) SetStall(stall bool) { p.stall.Store(stall) }
+
+// Stalled is the number of connections accepted while stalling, since New.
+func (p *Proxy) Stalled() int { return int(p.stalled.Load()) }
 
 // SetTarget makes later connections go to target; existing ones are kept.
 func (p *Proxy) SetTarget(target string) {
@@ -168,6 +179,11 @@ func (p *Proxy) acceptLoop() {
 		target := p.target
 		p.wg.Add(1)
 		p.mu.Unlock()
+		if p.stall.Load() {
+			p.stalled.Add(1)
+			go p.hold(pr)
+			continue
+		}
 		go p.serve(pr, target)
 	}
 }
@@ -199,6 +215,13 @@ func (p *Proxy) remove(c *pair) {
 	p.mu.Lock()
 	delete(p.conns, c)
 	p.mu.Unlock()
+}
+
+// hold keeps a stalled connection open, unanswered, until it is cut.
+func (p *Proxy) hold(c *pair) {
+	defer p.wg.Done()
+	defer p.remove(c)
+	<-c.done
 }
 
 func (p *Proxy) serve(c *pair, target string) {
