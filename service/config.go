@@ -38,7 +38,7 @@ type Config struct {
 	RootRestartWindow  time.Duration `envconfig:"ROOT_RESTART_WINDOW" default:"5m" desc:"sliding window of the root's restart intensity"`
 	BackoffMin         time.Duration `envconfig:"BACKOFF_MIN" default:"100ms" desc:"first restart delay; doubles per consecutive restart with 20% jitter"`
 	BackoffMax         time.Duration `envconfig:"BACKOFF_MAX" default:"5s" desc:"largest restart delay"`
-	OnGiveUp           string        `envconfig:"ON_GIVE_UP" default:"exit" desc:"when the root's intensity is exhausted, without a spool: exit (status 3) or degrade (stay up, not ready, 503, retry at BACKOFF_MAX); with a spool the service always stays up and retries"`
+	OnGiveUp           string        `envconfig:"ON_GIVE_UP" default:"degrade" desc:"when the root's intensity is exhausted, without a spool: degrade (stay up, not ready, 503, retry at BACKOFF_MAX: back within seconds of the broker) or exit (status 3: the container runtime's restart back-off takes over); with a spool the service always stays up and retries"`
 	TopologyFile       string        `envconfig:"TOPOLOGY_FILE" desc:"JSON or YAML file of exchanges, queues and bindings declared on every (re)connect"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"on SIGTERM, how long in-flight messages get to be confirmed; the process exits within it plus a second or two"`
 	MaxBatchMessages   int           `envconfig:"MAX_BATCH_MESSAGES" default:"1000" desc:"most messages in one /v1/batch request (413 beyond)"`
@@ -71,7 +71,7 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.ListenAddr, "127.0.0.1:8080")
 	def(&c.AdminAddr, ":9464")
-	def(&c.OnGiveUp, "exit")
+	def(&c.OnGiveUp, "degrade")
 	def(&c.LogLevel, "info")
 	def(&c.LogFormat, "json")
 	def(&c.CloudEventsHeaders, "ce-")

@@ -7,7 +7,7 @@
 // The tree:
 //
 //	root                (one-for-one; on exhaustion: keep retrying with a
-//	│                    spool, else exit (ErrGaveUp) or degrade)
+//	│                    spool, else degrade (default) or exit (ErrGaveUp))
 //	├── broker          (escalating one-for-one)
 //	│   ├── publisher   (owns the AMQP connection and its confirm channels)
 //	│   └── forwarder   (with a spool: publishes what the spool holds)
@@ -413,7 +413,8 @@ func (s *Service) logEvent(ev supervision.Event) {
 	switch ev.Kind {
 	case supervision.EventFailure:
 		attrs = append(attrs, "directive", ev.Directive.String(), "failures_in_window", ev.Stats.Failures,
-			"total_restarts", ev.Stats.TotalRestarts, "uptime", ev.Stats.LastUptime.String())
+			"total_restarts", ev.Stats.TotalRestarts, "uptime", ev.Stats.LastUptime.String(),
+			"progressed", ev.Stats.Progressed)
 		if ev.Stack != nil {
 			attrs = append(attrs, "stack", string(ev.Stack))
 		}

@@ -152,7 +152,9 @@ func TestGiveUpExits(t *testing.T) {
 	checkLeaks(t)
 	b := &fakeamqp.Broker{}
 	b.Refuse(fakeamqp.ErrRefused)
-	r := start(t, testConfig(), b)
+	cfg := testConfig()
+	cfg.OnGiveUp = "exit"
+	r := start(t, cfg, b)
 	select {
 	case err := <-r.done:
 		r.done <- err

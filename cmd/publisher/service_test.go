@@ -242,6 +242,7 @@ func TestUnreachableBrokerExits3(t *testing.T) {
 		"PUBLISHER_ROOT_RESTART_WINDOW": "5m",
 		"PUBLISHER_BACKOFF_MIN":         "10ms",
 		"PUBLISHER_BACKOFF_MAX":         "100ms",
+		"PUBLISHER_ON_GIVE_UP":          "exit",
 	})
 	// (3+1 failures) x 2 broker incarnations, each delay <= 100ms x 1.2: well
 	// under a minute even on a loaded machine.
