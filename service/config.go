@@ -92,7 +92,7 @@ func (c Config) withDefaults() Config {
 			*p = v
 		}
 	}
-	defDur(&c.ConfirmTimeout, 10*time.Second)
+	defDur(&c.ConfirmTimeout, publisher.DefaultConfirmTimeout) // the tag says the same: TestDefaultsMatchTheTags
 	defDur(&c.RestartWindow, time.Minute)
 	defDur(&c.RootRestartWindow, 5*time.Minute)
 	defDur(&c.BackoffMin, 100*time.Millisecond)
