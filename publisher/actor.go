@@ -28,9 +28,15 @@ func (p *Publisher) Serve(ctx context.Context) error {
 		return nil
 	}
 	defer func() { <-p.serving }()
-	url := p.cfg.URLs[p.urlIndex%len(p.cfg.URLs)]
+	url, err := p.brokerURL()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("publisher: the broker URLs file %w", err)
+	}
 	inc := &incarnation{p: p, ctx: ctx, log: p.log.With("broker", RedactURL(url))}
-	err := inc.run(ctx, url)
+	err = inc.run(ctx, url)
 	inc.saveCarry()
 	p.connected.Store(false)
 	p.blocked.Store(false)

@@ -42,6 +42,22 @@ type Config struct {
 	// nodes; each incarnation after a failure dials the next one. Default
 	// amqp://guest:guest@localhost:5672/.
 	URLs []string
+	// URLsFile, when set, wins over URLs: a file of broker URLs (with their
+	// credentials, e.g. a mounted Secret), separated by commas or line
+	// breaks, read again at every connection attempt (ReadURLsFile), so a
+	// rotated password is used from the next connection on. A file that
+	// cannot be read, or holds a URL CheckURL refuses, fails that attempt.
+	URLsFile string
+	// TLS is the CA bundle, client certificate and server name of amqps://
+	// connections, read at every connection attempt (see TLSFiles). The
+	// zero value verifies the broker against the system's roots and sends
+	// no client certificate. Setting any of it with an amqp:// URL is an
+	// error (CheckURL): it would not be used.
+	TLS TLSFiles
+	// AuthMechanism is AuthPlain (the default: the URL's user and password)
+	// or AuthExternal (the client certificate's identity; needs TLS.CertFile
+	// and amqps:// URLs without user info).
+	AuthMechanism AuthMechanism
 	// Channels is the number of confirm-mode channels on the connection.
 	// Default 1: measured fastest against a broker on a small machine (one
 	// channel process batches its confirms into multiple-acks); more channels
