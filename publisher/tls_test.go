@@ -340,6 +340,8 @@ func TestHandshakeFailuresSayWhy(t *testing.T) {
 			"refused the client certificate (CN=stranger,O=brokertest, issued by CN=other CA,O=brokertest) of " + otherCert + " (the broker accepts certificates issued by CN=test CA,O=brokertest)"},
 		{"not TLS", publisher.Config{URLs: []string{url(notTLS.Addr().String())}, TLS: publisher.TLSFiles{CAFile: caFile}},
 			"TLS: the broker's port did not answer with TLS: is it the plain AMQP port (5672)?"},
+		{"amqp:// to a TLS port", publisher.Config{URLs: []string{"amqp://user:s3cret@" + plainAddr + "/"}},
+			"the broker's port did not answer with AMQP: is it a TLS port? then use amqps://"},
 		{"unreadable CA file", publisher.Config{URLs: []string{url(plainAddr)}, TLS: publisher.TLSFiles{CAFile: filepath.Join(dir, "gone.pem")}},
 			"the TLS CA file " + filepath.Join(dir, "gone.pem") + ": cannot read it: no such file or directory"},
 		{"EXTERNAL, key missing", publisher.Config{URLs: []string{"amqps://" + mutualAddr + "/"}, AuthMechanism: publisher.AuthExternal, TLS: publisher.TLSFiles{CAFile: caFile, CertFile: clientCert, KeyFile: filepath.Join(dir, "gone.key")}},

@@ -104,6 +104,22 @@ func TestTLSBrokerWithPrivateCA(t *testing.T) {
 	}
 	noSecret(t, "the log", without.Logs())
 	t.Logf("without the CA, the log says:\n%s", lineWith(without.Logs(), "unknown authority"))
+
+	// EXTERNAL against a broker without the rabbitmq_auth_mechanism_ssl
+	// plugin: not ready, and the log says what the broker lacks.
+	dir := t.TempDir()
+	c, k := n.TLS.CA.Issue(t, brokertest.CertOptions{CommonName: "pub"})
+	external := startService(t, map[string]string{
+		"PUBLISHER_AMQP_URLS":           "amqps://" + n.TLS.Addr() + "/",
+		"PUBLISHER_AMQP_AUTH_MECHANISM": "EXTERNAL",
+		"PUBLISHER_AMQP_TLS_CA_FILE":    n.TLS.CAFile,
+		"PUBLISHER_AMQP_TLS_CERT_FILE":  brokertest.WriteFile(t, dir, "pub.pem", c),
+		"PUBLISHER_AMQP_TLS_KEY_FILE":   brokertest.WriteFile(t, dir, "pub.key", k),
+	})
+	external.waitLog("the broker does not offer the EXTERNAL mechanism: enable its rabbitmq_auth_mechanism_ssl plugin")
+	if code, body := external.get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with EXTERNAL not offered = %d %s, want 503", code, body)
+	}
 }
 
 // lineWith is the first line of logs holding s.
