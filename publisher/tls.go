@@ -288,7 +288,7 @@ func (c *Config) CheckURL(u string) error {
 		case c.AuthMechanism == AuthExternal:
 			return fmt.Errorf("%s: PUBLISHER_AMQP_AUTH_MECHANISM=EXTERNAL needs TLS: use amqps:// (the broker's TLS port, 5671 by default)", redacted)
 		case c.TLS != (TLSFiles{}):
-			return fmt.Errorf("%s: the PUBLISHER_AMQP_TLS_* files are set but the URL is not TLS: use amqps:// (the broker's TLS port, 5671 by default), or unset them", redacted)
+			return fmt.Errorf("%s: PUBLISHER_AMQP_TLS_* is set but the URL is not TLS: use amqps:// (the broker's TLS port, 5671 by default), or unset them", redacted)
 		}
 	}
 	return nil

@@ -150,7 +150,7 @@ func TestCheckURL(t *testing.T) {
 		{plain, "amqp://user:s3cret@broker/", ""},
 		{plain, "amqps://user:s3cret@broker/", ""},
 		{withCA, "amqps://user:s3cret@broker:5671/", ""},
-		{withCA, "amqp://user:s3cret@broker/", "amqp://user:xxxxx@broker/: the PUBLISHER_AMQP_TLS_* files are set but the URL is not TLS: use amqps://"},
+		{withCA, "amqp://user:s3cret@broker/", "amqp://user:xxxxx@broker/: PUBLISHER_AMQP_TLS_* is set but the URL is not TLS: use amqps://"},
 		{external, "amqps://broker:5671/", ""},
 		{external, "amqp://broker/", "PUBLISHER_AMQP_AUTH_MECHANISM=EXTERNAL needs TLS: use amqps://"},
 		{external, "amqps://user:s3cret@broker/", "amqps://user:xxxxx@broker/: PUBLISHER_AMQP_AUTH_MECHANISM=EXTERNAL takes the identity from the client certificate: remove the user name and password"},

@@ -180,8 +180,9 @@ const drainPoll = 5 * time.Millisecond
 // Hand-written rather than a file watcher (github.com/fsnotify/fsnotify):
 // a watcher needs a goroutine of its own and, for a Kubernetes Secret, a
 // watch on the directory whose ..data symlink is swapped; a stat of each
-// file at each handshake (about a microsecond, against a handshake's
-// hundreds) sees every kind of replacement with neither.
+// file at each handshake sees every kind of replacement with neither, and
+// costs little (measured on this 2-core machine: 4 µs for the two stats,
+// against 1.1 ms for a loopback TLS 1.3 handshake, ECDSA P-256).
 type apiTLS struct {
 	certFile, keyFile, caFile string
 	log                       *slog.Logger

@@ -36,7 +36,7 @@ func TestValidateTLSSettings(t *testing.T) {
 	}{
 		{"CA and amqps", func(c *Config) { c.AMQPURLs = []string{"amqps://u:p@b/"}; c.AMQPTLSCAFile = "/ca.pem" }, ""},
 		{"CA and amqp", func(c *Config) { c.AMQPTLSCAFile = "/ca.pem" },
-			"PUBLISHER_AMQP_URLS: amqp://guest:xxxxx@localhost:5672/: the PUBLISHER_AMQP_TLS_* files are set but the URL is not TLS: use amqps://"},
+			"PUBLISHER_AMQP_URLS: amqp://guest:xxxxx@localhost:5672/: PUBLISHER_AMQP_TLS_* is set but the URL is not TLS: use amqps://"},
 		{"certificate alone", func(c *Config) { c.AMQPURLs = []string{"amqps://u:p@b/"}; c.AMQPTLSCertFile = "/c.pem" },
 			"PUBLISHER_AMQP_TLS_CERT_FILE: set without PUBLISHER_AMQP_TLS_KEY_FILE (set both, or neither)"},
 		{"key alone", func(c *Config) { c.AMQPURLs = []string{"amqps://u:p@b/"}; c.AMQPTLSKeyFile = "/k.pem" },
