@@ -544,7 +544,7 @@ func dialReason(err error, uri amqp.URI, mech AuthMechanism, notes *handshakeNot
 	// as closed).
 	if notes != nil && notes.handshook && notes.asked && closedByPeer(err) {
 		if notes.cert == nil {
-			return "TLS: the broker most likely requires a client certificate and none is configured (it closed the connection right after a handshake in which it asked for one): set PUBLISHER_AMQP_TLS_CERT_FILE and PUBLISHER_AMQP_TLS_KEY_FILE"
+			return "TLS: the broker most likely requires a client certificate and none is configured: set PUBLISHER_AMQP_TLS_CERT_FILE and PUBLISHER_AMQP_TLS_KEY_FILE (it closed the connection right after a handshake in which it asked for one)"
 		}
 		why := "TLS: the broker most likely refused " + notes.ours() + ": it closed the connection right after the handshake"
 		if now := time.Now(); now.After(notes.cert.NotAfter) {
