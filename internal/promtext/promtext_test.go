@@ -11,7 +11,7 @@ import (
 	"github.com/publisher-dev/publisher/internal/promtext"
 )
 
-// The cases of cmd/pubbench's TestSumMetric, which tested the hand parser
+// The cases of pubbench's former TestSumMetric, which tested the hand parser
 // this package replaced.
 func TestSum(t *testing.T) {
 	exp := `# HELP publisher_buffered_messages x

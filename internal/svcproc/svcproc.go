@@ -1,7 +1,8 @@
 // Package svcproc runs the publisher service binary as a child process on
 // free loopback ports, for the tests of cmd/publisher and for the load tool
-// cmd/pubbench: it captures the child's output, waits until /readyz answers
-// 200, stops it with SIGTERM and reports how it exited.
+// pubbench (bench/, a module of its own that imports this package through
+// its replace directive): it captures the child's output, waits until
+// /readyz answers 200, stops it with SIGTERM and reports how it exited.
 //
 // It returns errors and never touches a testing.T, so a program can use it;
 // tests use the thin wrapper in svcproctest.

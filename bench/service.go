@@ -148,7 +148,9 @@ func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service,
 }
 
 // serviceBinary returns bin, else -service-bin, else a binary of
-// -service-pkg built into dir.
+// -service-pkg built into dir. The build runs in -service-dir, the service's
+// own module, so the binary measured is the one its go.mod and go.sum make
+// (as make build does), not one built with this module's requirements.
 func serviceBinary(ctx context.Context, cfg *config, bin, dir string) (string, error) {
 	if bin == "" {
 		bin = cfg.serviceBin
@@ -157,8 +159,9 @@ func serviceBinary(ctx context.Context, cfg *config, bin, dir string) (string, e
 		return bin, nil
 	}
 	bin = filepath.Join(dir, "publisher")
-	logf("building %s", cfg.servicePkg)
-	return bin, svcproc.Build(ctx, cfg.servicePkg, bin, os.Stderr)
+	logf("building %s in %s", cfg.servicePkg, cfg.serviceDir)
+	// go build's -C must be its first flag; Build puts flags right after "build"
+	return bin, svcproc.Build(ctx, cfg.servicePkg, bin, os.Stderr, "-C", cfg.serviceDir)
 }
 
 // serviceEnv is the child's environment: pubbench's without its PUBLISHER_*
