@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -239,21 +237,7 @@ func (s *service) stop() {
 	}
 }
 
-// newMetricsClient returns a client for scrape; the caller closes its idle
-// connections when done.
-func newMetricsClient() *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
-}
-
 // scrape reads the service's /metrics.
-func (s *service) scrape(client *http.Client) (promtext.Samples, error) {
-	resp, err := client.Get("http://" + s.proc.AdminAddr() + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s /metrics: HTTP %d", s.name, resp.StatusCode)
-	}
-	return promtext.Parse(io.LimitReader(resp.Body, 8<<20))
+func (s *service) scrape() (promtext.Samples, error) {
+	return s.proc.Metrics(context.Background())
 }

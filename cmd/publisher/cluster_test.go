@@ -12,9 +12,12 @@ import (
 	"github.com/publisher-dev/publisher/internal/poll"
 )
 
-// connectedNode returns the index of the node whose port /readyz names, or -1.
+// connectedNode returns the index of the node whose port /readyz names, or
+// -1 while the service is not ready. The service's admin listener stays up
+// through a failover: not reading /readyz fails the test.
 func connectedNode(p *proc, nodes []*brokertest.Node) int {
-	code, body := p.get("/readyz")
+	p.t.Helper()
+	code, body := p.mustGet("/readyz")
 	if code != 200 {
 		return -1
 	}

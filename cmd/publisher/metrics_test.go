@@ -51,7 +51,7 @@ func TestMetricsExistAndMove(t *testing.T) {
 		"PUBLISHER_BACKOFF_MAX":  "100ms",
 	})
 	p.waitReady()
-	_, body := p.get("/metrics")
+	_, body := p.mustGet("/metrics")
 	names := exposed(body)
 	for _, m := range specMetrics {
 		if !names[m] {
@@ -99,7 +99,7 @@ func TestDashboardAndRulesUseExposedMetrics(t *testing.T) {
 	// With a spool, so its metrics exist too.
 	p := startService(t, map[string]string{"PUBLISHER_AMQP_URLS": amqpURL, "PUBLISHER_SPOOL_DIR": t.TempDir()})
 	p.waitReady()
-	_, body := p.get("/metrics")
+	_, body := p.mustGet("/metrics")
 	names := exposed(body)
 	check := func(file string, extract func([]byte) ([]string, error)) {
 		b, err := os.ReadFile(filepath.Join("..", "..", file))

@@ -157,7 +157,7 @@ func TestEveryStatusCode(t *testing.T) {
 		"PUBLISHER_CONFIRM_TIMEOUT": "2s",
 		"PUBLISHER_MAX_RESTARTS":    "1000",
 	})
-	poll.Within(t, waitLimit, "second service up", func() bool { c, _ := p2.get("/healthz"); return c == 200 })
+	poll.Within(t, waitLimit, "second service up", func() bool { return p2.answers("/healthz", 200) })
 	first := make(chan publishResult, 1)
 	go func() {
 		r, err := p2.publish("amq.default", q, []byte("waits"), nil)
@@ -279,10 +279,10 @@ func TestDegradeStaysUpAndRecovers(t *testing.T) {
 	if !p.Running() {
 		t.Fatal("process exited in degrade mode")
 	}
-	if code, body := p.get("/readyz"); code != 503 || !strings.Contains(body, `"given_up":true`) {
+	if code, body := p.mustGet("/readyz"); code != 503 || !strings.Contains(body, `"given_up":true`) {
 		t.Fatalf("/readyz = %d %s, want 503 given_up", code, body)
 	}
-	if code, _ := p.get("/healthz"); code != 200 {
+	if code, _ := p.mustGet("/healthz"); code != 200 {
 		t.Fatalf("/healthz = %d while degraded, want 200 (alive)", code)
 	}
 	r, err := p.publish("amq.default", q, []byte("x"), nil)

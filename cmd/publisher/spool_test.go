@@ -46,7 +46,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 			proxy.CutAll()
 		}
 		p := startService(t, env)
-		poll.Within(t, waitLimit, "service ready", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+		poll.Within(t, waitLimit, "service ready", func() bool { return p.answers("/readyz", 200) })
 		stop := make(chan struct{})
 		res := httpLoad(p, q, 16, async, stop)
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
@@ -85,7 +85,7 @@ func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 		"PUBLISHER_BACKOFF_MIN":     "10ms",
 		"PUBLISHER_BACKOFF_MAX":     "200ms",
 	})
-	poll.Within(t, waitLimit, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "ready with the broker away", func() bool { return p.answers("/readyz", 200) })
 	var acked []string
 	body := make([]byte, 1024)
 	full := false
@@ -107,7 +107,7 @@ func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 	if !full {
 		t.Fatal("a 64 KiB spool took 200 KiB")
 	}
-	if c, _ := p.get("/readyz"); c != 503 {
+	if c, _ := p.mustGet("/readyz"); c != 503 {
 		t.Fatalf("/readyz = %d with a full spool, want 503", c)
 	}
 	proxy.SetRefuse(false)
@@ -157,7 +157,7 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 		}
 		acked = append(acked, r.id)
 		sent++
-		if c, body := p.get("/readyz"); c != 200 {
+		if c, body := p.mustGet("/readyz"); c != 200 {
 			t.Fatalf("/readyz %d during the outage with a spool: %s", c, body)
 		}
 		peak = max(peak, p.metric("publisher_spool_messages"))
@@ -193,6 +193,7 @@ func TestSpoolOutlivesGivingUp(t *testing.T) {
 		"PUBLISHER_BACKOFF_MIN":       "10ms",
 		"PUBLISHER_BACKOFF_MAX":       "200ms",
 	})
+	poll.Within(t, waitLimit, "ready with the broker away", func() bool { return p.answers("/readyz", 200) })
 	poll.Within(t, waitLimit, "given up", func() bool { return p.metric("publisher_given_up") == 1 })
 	var acked []string
 	deadline := time.Now().Add(5 * time.Second) // several give-up cycles at these backoffs
@@ -202,7 +203,7 @@ func TestSpoolOutlivesGivingUp(t *testing.T) {
 			t.Fatalf("publish %d after giving up: %+v %v, want 202", i, r, err)
 		}
 		acked = append(acked, r.id)
-		code, body := p.get("/readyz")
+		code, body := p.mustGet("/readyz")
 		if code != 200 || !strings.Contains(body, `"broker_up":false`) || !strings.Contains(body, `"given_up":true`) {
 			t.Fatalf("/readyz %d %s, want ready, broker down, given up", code, body)
 		}
@@ -241,7 +242,7 @@ func TestSpoolCorruptionReported(t *testing.T) {
 		"PUBLISHER_SPOOL_MAX_BYTES": "2097152", // 256 KiB segments
 	}
 	p := startService(t, env)
-	poll.Within(t, waitLimit, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "ready with the broker away", func() bool { return p.answers("/readyz", 200) })
 	var acked []string
 	for i := range 300 {
 		r, err := p.publish("amq.default", q, bytes.Repeat([]byte{'x'}, 2048), map[string]string{"Prefer": "respond-async", "X-Message-Id": fmt.Sprint("c-", i)})
@@ -271,7 +272,7 @@ func TestSpoolCorruptionReported(t *testing.T) {
 	}
 
 	p = startService(t, env)
-	poll.Within(t, waitLimit, "restarted", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "restarted", func() bool { return p.answers("/readyz", 200) })
 	var report struct {
 		Lost int      `json:"lost_records"`
 		IDs  []string `json:"lost_ids"`
