@@ -98,10 +98,15 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 	if err := nodes[victim].Restart(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // keep the load on while the node rejoins
+	// Keep the load on while the node rejoins: until the quorum queue has
+	// its three members online again.
+	other := nodes[(victim+1)%3]
+	poll.Within(t, waitLimit, "the quorum queue online on all three nodes again", func() bool {
+		members, online, err := other.QuorumMembers(q)
+		return err == nil && len(members) == 3 && len(online) == 3
+	})
 	close(stop)
 	r := <-res
-	other := nodes[(victim+1)%3]
 	t.Logf("status codes: %v", r.Outcomes)
 	brokertest.CheckDelivered(t, other.URL(), q, r.Acked, r.Total)
 	if n := p.metric("publisher_supervision_restarts_total", `child="publisher"`); n < 1 {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -42,6 +44,24 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// seed is the seed of the random choices of the tests that make them (the
+// moments TestSpoolSurvivesSIGKILL kills the service at); 0 draws one from
+// the clock. Each such test logs the seed it used, so a failure is replayed
+// with the same choices: go test ./cmd/publisher -run '^TestName$' -seed N.
+var seed = flag.Uint64("seed", 0, "seed of the crash tests' random choices (0: from the clock; each test logs the one it used)")
+
+// newRand returns t's random source, seeded with -seed or the clock, and
+// logs the seed with the command that replays it.
+func newRand(t *testing.T) *rand.Rand {
+	t.Helper()
+	s := *seed
+	if s == 0 {
+		s = uint64(time.Now().UnixNano())
+	}
+	t.Logf("random seed %d (replay: go test ./cmd/publisher -run '^%s$' -seed %d)", s, t.Name(), s)
+	return rand.New(rand.NewPCG(s, s))
 }
 
 // waitLimit bounds every wait of these tests for something the service does
@@ -157,7 +177,10 @@ func (p *proc) publish(exchange, key string, body []byte, headers map[string]str
 		Status    string `json:"status"`
 		Error     string `json:"error"`
 	}
-	raw, _ := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return publishResult{code: resp.StatusCode}, fmt.Errorf("reading the answer %d: %w", resp.StatusCode, err)
+	}
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return publishResult{code: resp.StatusCode}, fmt.Errorf("answer %d is not JSON: %q", resp.StatusCode, raw)
 	}

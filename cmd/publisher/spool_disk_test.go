@@ -161,11 +161,16 @@ func TestSpoolFullDiskRecovers(t *testing.T) {
 		t.Fatal("the service exited")
 	}
 	var used int64
-	entries, _ := os.ReadDir(dir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, e := range entries {
-		if fi, err := e.Info(); err == nil {
-			used += fi.Size()
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
 		}
+		used += fi.Size()
 		if strings.HasSuffix(e.Name(), ".salvage") {
 			t.Errorf("leftover %s", filepath.Join(dir, e.Name()))
 		}
