@@ -126,8 +126,8 @@ func counterOf(t *testing.T, reg *prometheus.Registry, name, outcome string) pro
 	return nil
 }
 
-// TestHTTPResponses counts the answers of SPEC.md (counters resolved once) and
-// any other code (405, the 499 of a client that went away) alike.
+// TestHTTPResponses counts the status codes the README's HTTP API documents
+// (counters resolved once) and any other code (405, the 499 of a client that went away) alike.
 func TestHTTPResponses(t *testing.T) {
 	m, reg, _ := newMetrics(t)
 	for _, code := range []int{200, 200, 202, 503, 405, 499, 499} {

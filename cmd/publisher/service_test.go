@@ -22,7 +22,8 @@ import (
 	"github.com/publisher-dev/publisher/internal/poll"
 )
 
-// specVariables are the configuration variables SPEC.md names.
+// specVariables are configuration variables the README's Configuration table
+// documents.
 var specVariables = []string{
 	"PUBLISHER_AMQP_URLS", "PUBLISHER_LISTEN_ADDR", "PUBLISHER_ADMIN_ADDR", "PUBLISHER_AUTH_TOKEN",
 	"PUBLISHER_AUTH_TOKEN_FILE", "PUBLISHER_ALLOWED_EXCHANGES", "PUBLISHER_MAX_BODY_BYTES",
@@ -78,8 +79,9 @@ func TestInvalidConfigurationExits2NamingTheVariable(t *testing.T) {
 	}
 }
 
-// Every status code of SPEC.md from a real request against a real broker;
-// afterwards the service still publishes and no bad input restarted anything.
+// Every status code the README's HTTP API documents for a publish, from a
+// real request against a real broker; afterwards the service still publishes
+// and no bad input restarted anything.
 func TestEveryStatusCode(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	stamp := time.Now().UnixNano()
