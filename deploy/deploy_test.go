@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// specEnv are the configuration variables the README's Configuration table
+// specEnv are the configuration variables docs/configuration.md's table
 // documents.
 var specEnv = map[string]bool{
 	"PUBLISHER_AMQP_URLS": true, "PUBLISHER_LISTEN_ADDR": true, "PUBLISHER_ADMIN_ADDR": true,

@@ -19,7 +19,7 @@ import (
 
 // Config is the whole configuration of the service. Each field's envconfig
 // tag names its PUBLISHER_* variable and its default, which is also what a
-// zero field means to New (the README's Configuration table lists them).
+// zero field means to New (docs/configuration.md's table lists them).
 type Config struct {
 	AMQPURLs           []string      `envconfig:"AMQP_URLS" default:"amqp://guest:guest@localhost:5672/" desc:"comma-separated broker URLs; each restart after a connection failure dials the next"`
 	ListenAddr         string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:8080" desc:"address of the publish API"`

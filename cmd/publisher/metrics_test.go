@@ -24,7 +24,7 @@ import (
 	"github.com/publisher-dev/publisher/internal/promtext"
 )
 
-// specMetrics are metric names the README's Metrics table documents (and
+// specMetrics are metric names docs/operations.md's Metrics table documents (and
 // Go's and the process's collectors).
 var specMetrics = []string{
 	"publisher_messages_total", "publisher_publish_duration_seconds", "publisher_inflight_messages",

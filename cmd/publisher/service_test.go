@@ -22,7 +22,7 @@ import (
 	"github.com/publisher-dev/publisher/internal/poll"
 )
 
-// specVariables are configuration variables the README's Configuration table
+// specVariables are configuration variables docs/configuration.md's table
 // documents.
 var specVariables = []string{
 	"PUBLISHER_AMQP_URLS", "PUBLISHER_LISTEN_ADDR", "PUBLISHER_ADMIN_ADDR", "PUBLISHER_AUTH_TOKEN",
@@ -79,7 +79,7 @@ func TestInvalidConfigurationExits2NamingTheVariable(t *testing.T) {
 	}
 }
 
-// Every status code the README's HTTP API documents for a publish, from a
+// Every status code docs/http-api.md documents for a publish, from a
 // real request against a real broker; afterwards the service still publishes
 // and no bad input restarted anything.
 func TestEveryStatusCode(t *testing.T) {
