@@ -31,6 +31,16 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// noLeaks makes the test fail if a goroutine it started (a spool's writer,
+// cleaner, spare maker, watermarker, or one of the test's own) outlives it.
+// The check runs after the cleanups registered later (a spool's Close), so
+// call it first.
+func noLeaks(t testing.TB) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
 func open(t testing.TB, dir string, opts Options) *Spool {
 	t.Helper()
 	s, err := Open(dir, opts)
@@ -73,6 +83,7 @@ func segFiles(t testing.TB, dir, pattern string) []string {
 }
 
 func TestRoundTripAndRestart(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	opts := Options{SegmentBytes: 1024}
 	s := open(t, dir, opts)
@@ -152,6 +163,7 @@ func TestRoundTripAndRestart(t *testing.T) {
 }
 
 func TestSequenceSurvivesFullAck(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	s := open(t, dir, Options{SegmentBytes: 256})
 	var last uint64
@@ -181,6 +193,7 @@ func TestSequenceSurvivesFullAck(t *testing.T) {
 }
 
 func TestGroupCommit(t *testing.T) {
+	noLeaks(t)
 	var fsyncs atomic.Int64
 	s := open(t, t.TempDir(), Options{OnFsync: func(time.Duration) { fsyncs.Add(1) }})
 	defer s.Close()
@@ -210,6 +223,7 @@ func TestGroupCommit(t *testing.T) {
 }
 
 func TestFull(t *testing.T) {
+	noLeaks(t)
 	rec := int64(headerSize + 100)
 	s := open(t, t.TempDir(), Options{MaxBytes: 10 * rec, SegmentBytes: 3 * rec})
 	defer s.Close()
@@ -242,6 +256,7 @@ func TestFull(t *testing.T) {
 }
 
 func TestDeadLetter(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	s := open(t, dir, Options{})
 	defer s.Close()
@@ -259,6 +274,7 @@ func TestDeadLetter(t *testing.T) {
 }
 
 func TestNextBlocksAndCloses(t *testing.T) {
+	noLeaks(t)
 	s := open(t, t.TempDir(), Options{})
 	got := make(chan Record)
 	go func() {
@@ -298,6 +314,7 @@ func writeRecords(t *testing.T, dir string, opts Options, n int) map[uint64][]by
 }
 
 func TestTornTail(t *testing.T) {
+	noLeaks(t)
 	rng := rand.New(rand.NewSource(42))
 	opts := Options{SegmentBytes: 4096}
 	for iter := range 60 {
@@ -374,6 +391,7 @@ func TestTornTail(t *testing.T) {
 }
 
 func TestFlippedByte(t *testing.T) {
+	noLeaks(t)
 	for _, target := range []string{"middle", "last"} {
 		t.Run(target, func(t *testing.T) {
 			dir := t.TempDir()
@@ -454,6 +472,7 @@ func describePayload(data []byte) string {
 // named), a damaged length (counted from the gap in the sequence), a
 // damaged tail of an older segment, and a Describe that panics.
 func TestLostRecords(t *testing.T) {
+	noLeaks(t)
 	type damage func(data []byte, recs []recLoc) (lost int, ids []string)
 	flip := func(data []byte, r recLoc) string {
 		data[r.off+headerSize+15] ^= 0x01
@@ -537,6 +556,7 @@ func TestLostRecords(t *testing.T) {
 
 // A record that no longer reads back intact in Next is a lost record too.
 func TestLostOnRead(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	writeRecords(t, dir, Options{SegmentBytes: 4096}, 3)
 	var lost []string
@@ -723,6 +743,7 @@ func (f *faultFile) Sync() error {
 const waitLimit = 10 * time.Second
 
 func TestDiskFailure(t *testing.T) {
+	noLeaks(t)
 	for _, mode := range []string{"write", "fsync", "enospc"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
@@ -817,6 +838,7 @@ func TestDiskFailure(t *testing.T) {
 // Acknowledgements mostly survive a restart: records acked before Close are
 // not delivered again after Open (the ack watermark), the others are.
 func TestAckWatermarkSurvivesRestart(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	s, err := Open(dir, Options{SegmentBytes: 1 << 20})
 	if err != nil {
@@ -859,6 +881,7 @@ func TestAckWatermarkSurvivesRestart(t *testing.T) {
 // AppendBatch appends in order, shares fsyncs, and refuses only the records
 // that do not fit, not the ones after them.
 func TestAppendBatch(t *testing.T) {
+	noLeaks(t)
 	var fsyncs atomic.Int64
 	s := open(t, t.TempDir(), Options{MaxBytes: 64 << 10, OnFsync: func(time.Duration) { fsyncs.Add(1) }})
 	defer s.Close()
