@@ -273,6 +273,28 @@ func TestDeadLetter(t *testing.T) {
 	}
 }
 
+// A Next whose ctx has ended takes no record, even one that is there: the
+// cursor stays, and the next consumer gets the record.
+func TestNextWithEndedContextTakesNothing(t *testing.T) {
+	noLeaks(t)
+	s := open(t, t.TempDir(), Options{})
+	defer s.Close()
+	seq, err := s.Append(context.Background(), []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r, err := s.Next(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next(cancelled) = record %d, %v; want context.Canceled", r.Seq, err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if r, err := s.Next(ctx); err != nil || r.Seq != seq {
+		t.Fatalf("Next = record %d, %v; want record %d", r.Seq, err, seq)
+	}
+}
+
 func TestNextBlocksAndCloses(t *testing.T) {
 	noLeaks(t)
 	s := open(t, t.TempDir(), Options{})
