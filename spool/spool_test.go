@@ -490,6 +490,97 @@ func describePayload(data []byte) string {
 	return string(data[8:14])
 }
 
+// A corrupt segment of which nothing can be salvaged: an older one is set
+// aside and leaves no segment behind; the newest one (here unreadable) is set
+// aside and its name kept by an empty segment, so the sequence carries on
+// past that name (how many records it held cannot be read). The records of
+// the other segments are all recovered.
+func TestCorruptSegmentNothingSalvaged(t *testing.T) {
+	noLeaks(t)
+	for _, target := range []string{"older", "newest"} {
+		t.Run(target, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{SegmentBytes: 2048}
+			want := writeRecords(t, dir, opts, 100)
+			var maxSeq uint64
+			for seq := range want {
+				maxSeq = max(maxSeq, seq)
+			}
+			segs := segFiles(t, dir, "*.seg")
+			if len(segs) < 3 {
+				t.Fatalf("%d segments", len(segs))
+			}
+			victim := segs[len(segs)/2]
+			if target == "newest" {
+				victim = segs[len(segs)-1]
+			}
+			data, err := os.ReadFile(victim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _ := parseSegName(filepath.Base(victim))
+			recs, _ := scanRecords(data, 0, first-1)
+			for _, r := range recs {
+				delete(want, r.seq)
+			}
+			o := opts
+			if target == "older" {
+				// Nothing in it reads as a record, and it is not zeros.
+				if err := os.WriteFile(victim, bytes.Repeat([]byte{0xff}, len(data)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				o.FS = unreadableFS{name: victim}
+			}
+			var corrupt []string
+			o.OnCorrupt = func(seg string, err error) { corrupt = append(corrupt, seg) }
+			s := open(t, dir, o)
+			defer s.Close()
+			if len(corrupt) != 1 || corrupt[0] != victim {
+				t.Fatalf("OnCorrupt calls: %v, want one for %s", corrupt, victim)
+			}
+			if m := segFiles(t, dir, "*.corrupt"); len(m) != 1 {
+				t.Fatalf("corrupt files: %v", m)
+			}
+			if target == "older" {
+				if _, err := os.Stat(victim); !errors.Is(err, fs.ErrNotExist) {
+					t.Fatalf("%s after recovery: %v, want no segment left", victim, err)
+				}
+			}
+			got := drain(t, s)
+			if len(got) != len(want) {
+				t.Fatalf("recovered %d records, want %d (all but the %d of %s)", len(got), len(want), len(recs), filepath.Base(victim))
+			}
+			for _, r := range got {
+				if !bytes.Equal(want[r.Seq], r.Data) {
+					t.Fatalf("record %d wrong", r.Seq)
+				}
+			}
+			above := maxSeq
+			if target == "newest" {
+				above = first
+			}
+			seq, err := s.Append(context.Background(), []byte("x"))
+			if err != nil || seq <= above {
+				t.Fatalf("Append = %d, %v; want a sequence number above %d", seq, err, above)
+			}
+		})
+	}
+}
+
+// unreadableFS fails opening the file name for reading only (with EIO).
+type unreadableFS struct {
+	OSFS
+	name string
+}
+
+func (f unreadableFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	if name == f.name && flag == os.O_RDONLY {
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EIO}
+	}
+	return f.OSFS.OpenFile(name, flag, perm)
+}
+
 // Lost records are counted and named: damaged CRCs (framing intact, so
 // named), a damaged length (counted from the gap in the sequence), a
 // damaged tail of an older segment, and a Describe that panics.
