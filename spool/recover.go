@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,7 +35,7 @@ func parseMarkerName(name string) (uint64, bool) {
 // recover rebuilds the index from the directory (called by Open), in three
 // steps: tidy the directory (scanDir, pruneMarkers, then one fsync), load
 // every segment in order (loadSegments), settle the next sequence number
-// (settleNextSeq).
+// (settleNextSeq); then it applies the ack watermark.
 func (s *Spool) recover() error {
 	d, err := s.scanDir()
 	if err != nil {
@@ -48,11 +49,18 @@ func (s *Spool) recover() error {
 			return diskError(err)
 		}
 	}
+	w, haveW := s.readWatermark()
+	if haveW && w < math.MaxUint64 {
+		d.floor = max(d.floor, w+1) // the numbers up to w were used (see watermark.go)
+	}
 	maxSeq, err := s.loadSegments(d.firsts)
 	if err != nil {
 		return err
 	}
 	s.settleNextSeq(maxSeq, d.floor)
+	if haveW {
+		s.applyWatermark(w)
+	}
 	if s.live > 0 {
 		s.log.Info("spool recovered", "records", s.live, "bytes", s.liveBytes, "segments", len(s.segs), "next_seq", s.nextSeq)
 	}

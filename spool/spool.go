@@ -56,7 +56,8 @@
 // consecutive within a segment (a batch that failed ends its segment, and
 // its numbers are skipped), and are never reused, also across restarts:
 // Open continues after the greatest of the last record found, the names of
-// the segment and "*.corrupt" files, and the marker. The marker exists
+// the segment and "*.corrupt" files, the marker, and the ack watermark (see
+// watermark.go). The marker exists
 // because every segment may be reclaimed, the newest too (after a failed
 // write left no active segment, and its records were then acknowledged):
 // before the cleaner deletes the newest segment it creates the empty file
@@ -376,7 +377,6 @@ func Open(dir string, opts Options) (*Spool, error) {
 		s.closeFiles()
 		return nil, err
 	}
-	s.applyWatermark()
 	s.reserved = s.liveBytes
 	s.idleSince = s.now()
 	if s.w == nil {

@@ -568,14 +568,16 @@ func TestCorruptSegmentNothingSalvaged(t *testing.T) {
 	}
 }
 
-// unreadableFS fails opening the file name for reading only (with EIO).
+// unreadableFS fails opening the file name for reading only (with EIO) and,
+// with noWatermark, every attempt to save the ack watermark.
 type unreadableFS struct {
 	OSFS
-	name string
+	name        string
+	noWatermark bool
 }
 
 func (f unreadableFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
-	if name == f.name && flag == os.O_RDONLY {
+	if name == f.name && flag == os.O_RDONLY || f.noWatermark && filepath.Base(name) == watermarkName+".tmp" {
 		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EIO}
 	}
 	return f.OSFS.OpenFile(name, flag, perm)
@@ -988,6 +990,52 @@ func TestAckWatermarkSurvivesRestart(t *testing.T) {
 		if err != nil || rec.Seq != want {
 			t.Fatalf("Next = %d, %v; want %d", rec.Seq, err, want)
 		}
+	}
+}
+
+// The newest segment is lost at Open (unreadable) after the watermark had
+// covered some of its records, and the process then dies before it saves a
+// watermark of its own (here: it cannot write one). A record accepted in
+// between must survive the next Open: it must not take a sequence number at
+// or below the old watermark, which would mark it acknowledged.
+func TestWatermarkCoversNoRecordAcceptedAfterALoss(t *testing.T) {
+	noLeaks(t)
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 2048}
+	s := open(t, dir, opts)
+	ctx := context.Background()
+	var w uint64
+	for i := range 100 {
+		seq, err := s.Append(ctx, payload(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 95 {
+			s.Ack(seq)
+			w = seq
+		}
+	}
+	s.Close() // saves the watermark
+	segs := segFiles(t, dir, "*.seg")
+	if first, _ := parseSegName(filepath.Base(segs[len(segs)-1])); first > w {
+		t.Fatalf("the newest segment begins at %d, above the watermark %d", first, w)
+	}
+	o := opts
+	o.FS = unreadableFS{name: segs[len(segs)-1], noWatermark: true}
+	s = open(t, dir, o)
+	seq, err := s.Append(ctx, []byte("accepted after the loss"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // as if killed: no watermark was saved since Open
+	if seq <= w {
+		t.Errorf("Append after the loss = sequence %d, at or below the watermark %d", seq, w)
+	}
+	s = open(t, dir, opts)
+	defer s.Close()
+	got := drain(t, s)
+	if len(got) != 1 || got[0].Seq != seq || string(got[0].Data) != "accepted after the loss" {
+		t.Fatalf("after the next Open: %d records %v, want the one accepted after the loss (%d)", len(got), got, seq)
 	}
 }
 
