@@ -159,7 +159,8 @@ func (a *appender) finish(t *testing.T) []string {
 // goroutine, in order, like the real one: a transient failure with
 // probability failRate (the relay then submits the record again), else a
 // confirm. Its buffer holds bufSize messages; beyond that Submit answers
-// ErrBufferFull.
+// ErrBufferFull. With stallRate, it stalls before a settlement with that
+// probability, for up to 5 ms (a slow broker), so that its buffer fills.
 type settlingPublisher struct {
 	jobs     chan settleJob
 	stop     chan struct{}
@@ -167,6 +168,7 @@ type settlingPublisher struct {
 	mu       sync.Mutex
 	confirms map[string]int
 	submits  int
+	full     int // ErrBufferFull answers
 }
 
 type settleJob struct {
@@ -174,7 +176,7 @@ type settleJob struct {
 	done func(error)
 }
 
-func startSettling(rng *rand.Rand, bufSize int, failRate float64) *settlingPublisher {
+func startSettling(rng *rand.Rand, bufSize int, failRate, stallRate float64) *settlingPublisher {
 	p := &settlingPublisher{jobs: make(chan settleJob, bufSize), stop: make(chan struct{}), done: make(chan struct{}), confirms: map[string]int{}}
 	// The settler owns its own source, drawn from the test's before it runs.
 	srng := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
@@ -185,6 +187,9 @@ func startSettling(rng *rand.Rand, bufSize int, failRate float64) *settlingPubli
 			case <-p.stop:
 				return
 			case j := <-p.jobs:
+				if srng.Float64() < stallRate {
+					time.Sleep(time.Duration(srng.Int64N(int64(5 * time.Millisecond))))
+				}
 				if srng.Float64() < failRate {
 					j.done(fmt.Errorf("%w (1): connection lost while in flight", publisher.ErrTooManyAttempts))
 					continue
@@ -207,14 +212,18 @@ func (p *settlingPublisher) Submit(_ context.Context, msg *publisher.Message, do
 		p.mu.Unlock()
 		return nil
 	default:
+		p.mu.Lock()
+		p.full++
+		p.mu.Unlock()
 		return publisher.ErrBufferFull
 	}
 }
 
-func (p *settlingPublisher) submitted() int {
+// counts returns the submissions taken and those answered ErrBufferFull.
+func (p *settlingPublisher) counts() (submits, full int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.submits
+	return p.submits, p.full
 }
 
 // unconfirmed returns the ids of ids never confirmed.
@@ -253,7 +262,7 @@ func TestRestartStrandsNoRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sp.Close() })
-	pub := startSettling(rng, 16, 0)
+	pub := startSettling(rng, 16, 0, 0)
 	defer pub.close()
 	r := New(Config{Spool: sp, Publisher: pub, Window: 8, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 
@@ -277,8 +286,9 @@ func TestRestartStrandsNoRecord(t *testing.T) {
 }
 
 // The forwarder restarted a thousand times while records are appended
-// without pause and the publisher's buffer overflows (ErrBufferFull: the
-// forwarder backs off) and one publish in twenty fails transiently (the
+// without pause, the publisher stalls now and then so that its buffer
+// overflows (ErrBufferFull: the forwarder backs off, and may be cancelled
+// while it does), and one publish in twenty fails transiently (the
 // record is submitted again, by whichever incarnation runs when the failure
 // arrives): afterwards one incarnation drains the spool, every record was
 // confirmed, none was dead-lettered, and the window is empty.
@@ -291,7 +301,7 @@ func TestRestartsWithRetriesAndFullBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sp.Close() })
-	pub := startSettling(rng, 16, 0.05)
+	pub := startSettling(rng, 4, 0.05, 0.05)
 	defer pub.close()
 	r := New(Config{Spool: sp, Publisher: pub, Window: 64, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 
@@ -313,7 +323,11 @@ func TestRestartsWithRetriesAndFullBuffer(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "dead-letter.log")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("dead-letter.log: %v, want none", err)
 	}
-	t.Logf("%d records appended across %d restarts, %d submissions", len(ids), restarts, pub.submitted())
+	submits, full := pub.counts()
+	t.Logf("%d records appended across %d restarts, %d submissions, %d answered ErrBufferFull", len(ids), restarts, submits, full)
+	if full == 0 {
+		t.Fatal("the publisher's buffer never overflowed: the backoff path was not exercised")
+	}
 }
 
 // drained waits up to limit for the spool's Status to report no message,
