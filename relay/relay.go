@@ -441,36 +441,27 @@ func permanent(err error) bool { return err != nil && publisher.Classify(err).Pe
 // to an incarnation (state kept outside what crashes): a restarted forwarder
 // skips them instead of publishing them a second time, and their settlements
 // reach whichever incarnation runs.
+//
+// Serve returns only once its reader goroutine has ended, its window token
+// given back and any record it held dropped (not acknowledged: the next
+// Rewind finds it again). So two incarnations never share the spool's
+// cursor: a reader that outlived its Serve could take a record after the next
+// incarnation's Rewind and drop it, moving the cursor past it, and the record
+// would wait for another restart.
 func (r *Relay) Serve(ctx context.Context) error {
 	r.sp.Rewind()
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	records := make(chan spool.Record)
 	readErr := make(chan error, 1)
+	readerDone := make(chan struct{})
 	go func() {
-		for {
-			select {
-			case r.sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			rec, err := r.sp.Next(ctx)
-			if err != nil {
-				<-r.sem
-				readErr <- err
-				return
-			}
-			if r.isPending(rec.Seq) {
-				<-r.sem // still with the publisher since an earlier incarnation
-				continue
-			}
-			select {
-			case records <- rec:
-			case <-ctx.Done():
-				<-r.sem
-				return
-			}
-		}
+		defer close(readerDone)
+		r.read(ctx, records, readErr)
+	}()
+	// The reader ends before the next incarnation's Rewind (see above).
+	defer func() {
+		cancel()
+		<-readerDone
 	}()
 	for {
 		select {
@@ -504,6 +495,39 @@ func (r *Relay) Serve(ctx context.Context) error {
 				r.log.Debug("relay: publishing a spooled message again", "seq", s.rec.Seq, "error", s.err)
 				r.submit(ctx, s)
 			}
+		}
+	}
+}
+
+// read is Serve's reader: it takes a window token, then the next record
+// from the spool, and hands it to Serve through records, skipping the records
+// an earlier incarnation handed to the publisher and not settled yet. Every
+// token it takes goes either with a record to Serve or back to r.sem. It
+// returns once ctx ends (then a record in hand is dropped: not acknowledged,
+// it comes again after the next Rewind), or after sending Next's error on
+// readErr.
+func (r *Relay) read(ctx context.Context, records chan<- spool.Record, readErr chan<- error) {
+	for {
+		select {
+		case r.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		rec, err := r.sp.Next(ctx)
+		if err != nil {
+			<-r.sem
+			readErr <- err
+			return
+		}
+		if r.isPending(rec.Seq) {
+			<-r.sem // still with the publisher since an earlier incarnation
+			continue
+		}
+		select {
+		case records <- rec:
+		case <-ctx.Done():
+			<-r.sem
+			return
 		}
 	}
 }

@@ -22,6 +22,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// noLeaks makes the test fail if a goroutine it started outlives it: the
+// check runs after every cleanup registered later (the spool's Close, the
+// broker's), so call it first.
+func noLeaks(t *testing.T) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
 // fakePublisher records submissions; the test settles them by hand.
 type fakePublisher struct {
 	mu        sync.Mutex
@@ -79,6 +88,7 @@ func (f *fakePublisher) waitSubmissions(t *testing.T, n int) {
 
 func setup(t *testing.T) (*Relay, *fakePublisher, *spool.Spool, string) {
 	t.Helper()
+	noLeaks(t)
 	dir := t.TempDir()
 	sp, err := spool.Open(dir, spool.Options{SegmentBytes: 1 << 20})
 	if err != nil {

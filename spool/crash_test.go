@@ -47,6 +47,7 @@ func crashChild(dir string) {
 }
 
 func TestCrashSIGKILL(t *testing.T) {
+	noLeaks(t)
 	if testing.Short() {
 		t.Skip("crash test")
 	}
