@@ -122,7 +122,7 @@ func startAppender(t *testing.T, r *Relay, prefix string, newMsg func(id string)
 			d, err := r.Publish(context.Background(), newMsg(id), true)
 			a.gate.Unlock()
 			a.mu.Lock()
-			if err == nil && d == publisher.Spooled {
+			if err == nil && d == Spooled {
 				a.ids = append(a.ids, id)
 			} else if a.err == nil {
 				a.err = fmt.Errorf("Publish(%s) = %v, %v", id, d, err)
@@ -158,7 +158,7 @@ func (a *appender) finish(t *testing.T) []string {
 // settlingPublisher is a publisher that settles what it is given on its own
 // goroutine, in order, like the real one: a transient failure with
 // probability failRate (the relay then submits the record again), else a
-// confirm. Its buffer holds bufSize messages; beyond that Submit answers
+// confirm. Its buffer holds bufSize messages; beyond that Send answers
 // ErrBufferFull. With stallRate, it stalls before a settlement with that
 // probability, for up to 5 ms (a slow broker), so that its buffer fills.
 type settlingPublisher struct {
@@ -204,18 +204,18 @@ func startSettling(rng *rand.Rand, bufSize int, failRate, stallRate float64) *se
 	return p
 }
 
-func (p *settlingPublisher) Submit(_ context.Context, msg *publisher.Message, done func(error)) error {
+func (p *settlingPublisher) Send(_ context.Context, msg *publisher.Message, _ time.Time, done func(error)) (publisher.Ticket, error) {
 	select {
 	case p.jobs <- settleJob{id: msg.MessageID, done: done}:
 		p.mu.Lock()
 		p.submits++
 		p.mu.Unlock()
-		return nil
+		return publisher.Ticket{}, nil
 	default:
 		p.mu.Lock()
 		p.full++
 		p.mu.Unlock()
-		return publisher.ErrBufferFull
+		return publisher.Ticket{}, publisher.ErrBufferFull
 	}
 }
 
