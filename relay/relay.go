@@ -475,8 +475,10 @@ func (r *Relay) Serve(ctx context.Context) error {
 		case rec := <-records:
 			nonce, rid, msg, err := decodeRecord(rec.Data)
 			if err != nil {
-				r.deadLetter(rec, err.Error())
 				<-r.sem
+				if err := r.deadLetter(rec, err.Error()); err != nil {
+					return err
+				}
 				continue
 			}
 			msg.Trace = r.traceOf(nonce, rid)
@@ -484,13 +486,17 @@ func (r *Relay) Serve(ctx context.Context) error {
 			r.submit(ctx, settlement{rec: rec, nonce: nonce, rid: rid, msg: msg})
 		case s := <-r.settled:
 			switch {
-			case permanent(s.err): // resolved by the callback already
-				r.deadLetter(s.rec, s.err.Error())
+			case permanent(s.err): // resolved already, by the callback or by submit
 				r.done(s.rec.Seq)
+				if err := r.deadLetter(s.rec, s.err.Error()); err != nil {
+					return err
+				}
 			case s.attempts >= r.cfg.MaxAttempts:
-				r.deadLetter(s.rec, fmt.Sprintf("gave up after %d attempts: %v", s.attempts, s.err))
 				r.resolve(s.nonce, s.rid, s.err)
 				r.done(s.rec.Seq)
+				if err := r.deadLetter(s.rec, fmt.Sprintf("gave up after %d attempts: %v", s.attempts, s.err)); err != nil {
+					return err
+				}
 			default:
 				r.log.Debug("relay: publishing a spooled message again", "seq", s.rec.Seq, "error", s.err)
 				r.submit(ctx, s)
@@ -599,6 +605,9 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 			return
 		default:
 			pcancel()
+			if permanent(err) { // refused by Send itself: no callback will resolve it
+				r.resolve(s.nonce, s.rid, err)
+			}
 			s.err = err
 			r.settled <- s
 			return
@@ -614,13 +623,18 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 	}
 }
 
-func (r *Relay) deadLetter(rec spool.Record, reason string) {
+// deadLetter moves a record the broker refused for good to the dead-letter
+// file. When that fails (a disk error) the record stays spooled, unacked,
+// and the error is returned for Serve to return: the forwarder fails, and
+// its next incarnation rewinds to the record and tries again, rather than
+// leaving it in the spool until some later restart.
+func (r *Relay) deadLetter(rec spool.Record, reason string) error {
 	if err := r.sp.DeadLetter(rec.Seq, rec.Data, reason); err != nil {
-		r.log.Error("relay: dead-letter failed; the message stays spooled", "seq", rec.Seq, "error", err)
-		return
+		return fmt.Errorf("relay: dead-letter record %d (it stays spooled): %w", rec.Seq, err)
 	}
 	r.cfg.OnDeadLetter()
 	r.log.Warn("relay: message moved to the dead-letter file", "seq", rec.Seq, "reason", reason)
+	return nil
 }
 
 // attemptTrace is a record's span as one publish attempt sees it: the
