@@ -61,15 +61,21 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// last is the last answer received.
-func (r *recorder) last(t *testing.T) (code int, messageID, errText string) {
+// lastAnswer is the last answer received.
+func (r *recorder) lastAnswer(t *testing.T) answer {
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.got) == 0 {
 		t.Fatal("no answer recorded")
 	}
-	a := r.got[len(r.got)-1]
+	return r.got[len(r.got)-1]
+}
+
+// last is the last answer received, decoded.
+func (r *recorder) last(t *testing.T) (code int, messageID, errText string) {
+	t.Helper()
+	a := r.lastAnswer(t)
 	var v struct {
 		MessageID string `json:"message_id"`
 		Error     string `json:"error"`
@@ -203,8 +209,8 @@ func TestSDKGoCloudEventsEverySetting(t *testing.T) {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
-			if rec.got[len(rec.got)-1].code != 200 || !bytes.Contains(rec.got[len(rec.got)-1].body, []byte(`"message_id":"batch-2","status":200`)) {
-				t.Fatalf("batch: %d %s", rec.got[len(rec.got)-1].code, rec.got[len(rec.got)-1].body)
+			if a := rec.lastAnswer(t); a.code != 200 || !bytes.Contains(a.body, []byte(`"message_id":"batch-2","status":200`)) {
+				t.Fatalf("batch: %d %s", a.code, a.body)
 			}
 
 			// A 0.3 event is refused, naming its id.
