@@ -134,10 +134,10 @@ func echoEventID(msg *publisher.Message, id string) {
 // the body in structured mode) into msg: message_id = id, type = type, the
 // attributes as headers by the configured convention. An X-Message-Id or
 // X-Type that differs from the event's is a 400 (a message must not carry
-// two ids). clientID is whether msg.MessageID was set before the body was
+// two ids). idGiven is whether msg.MessageID was set before the body was
 // read: from X-Message-Id, or from a binary event's own id (echoEventID),
 // which always equals the event's.
-func (h *Handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []byte, clientID bool) error {
+func (h *Handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []byte, idGiven bool) error {
 	switch {
 	case ce.mode == cloudevents.ModeStructured:
 		ev, err := cloudevents.FromStructured(body)
@@ -155,7 +155,7 @@ func (h *Handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []
 	case !ce.binary:
 		return nil
 	}
-	if clientID && msg.MessageID != ce.ev.ID {
+	if idGiven && msg.MessageID != ce.ev.ID {
 		return badRequest("X-Message-Id differs from the event's id: give one or the other")
 	}
 	if msg.Type != "" && msg.Type != ce.ev.Type {
