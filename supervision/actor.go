@@ -80,22 +80,34 @@ func (a *Actor[M]) Serve(ctx context.Context) error {
 		proc.TrapExits(true)
 		wake = proc.notify
 	}
-	for {
-		if wake != nil {
-			if s, ok := proc.takeSignal(); ok {
-				if err := sr.ReceiveSignal(ctx, s); err != nil {
-					return err
-				}
-				continue
+	// signals hands every queued signal to the receiver; it runs before each
+	// message, so a signal queued before a message was sent is handled first.
+	signals := func() error {
+		for wake != nil {
+			s, ok := proc.takeSignal()
+			if !ok {
+				return nil
 			}
+			if err := sr.ReceiveSignal(ctx, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for {
+		if err := signals(); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-a.mb.Done():
 			return ErrStopped
-		case <-wake: // a signal was queued: taken at the top of the loop
+		case <-wake: // a signal was queued: handled at the top of the loop
 		case msg := <-a.mb.Receive():
+			if err := signals(); err != nil {
+				return err
+			}
 			if err := r.Receive(ctx, msg); err != nil {
 				return err
 			}
