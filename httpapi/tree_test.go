@@ -112,10 +112,10 @@ func TestTreeHTML(t *testing.T) {
 		for _, want := range []string{
 			`<meta http-equiv="refresh" content="2">`,
 			`Not ready`,
-			`<div class="node restarting"><span class="state restarting">restarting</span><span class="name">publisher</span><span class="kind">permanent worker</span>`,
+			`<div class="node restarting"><span class="state restarting">restarting</span> <span class="name">publisher</span> <span class="kind">permanent worker</span>`,
 			`restarts <b>3</b> · failures in window <b>2</b> · last failure <b>1.5s ago</b> after running 250ms · next restart <b>in 1.2s</b>`,
 			`last failure: dial amqp://app:xxxxx@rabbit:5672/: &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; connection refused`,
-			`<span class="name">broker</span><span class="kind">permanent supervisor, one-for-one</span>`,
+			`<span class="name">broker</span> <span class="kind">permanent supervisor, one-for-one</span>`,
 			`<th>given_up</th><td>true</td>`,
 		} {
 			if !strings.Contains(body, want) {

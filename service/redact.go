@@ -20,14 +20,16 @@ const minBarePassword = 4
 // publisher's errors already show broker URLs through publisher.RedactURL;
 // this masks again, whatever produced the text: each configured broker URL
 // as RedactURL shows it, its password (decoded and as written) and the
-// auth token wherever they appear, and the password of any other URL.
+// auth token wherever they appear (a password equal to its user name is
+// masked only in URLs: the user name is no secret, and masking it everywhere
+// would blank the URLs' user too), and the password of any other URL.
 func (s *Service) redactError(err error) string {
 	text := err.Error()
 	secrets := []string{s.cfg.AuthToken}
 	for _, raw := range s.cfg.AMQPURLs {
 		text = strings.ReplaceAll(text, raw, publisher.RedactURL(raw))
 		if u, err := url.Parse(raw); err == nil && u.User != nil {
-			if pw, ok := u.User.Password(); ok {
+			if pw, ok := u.User.Password(); ok && pw != u.User.Username() {
 				secrets = append(secrets, pw, url.PathEscape(pw), url.QueryEscape(pw))
 			}
 		}
