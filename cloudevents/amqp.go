@@ -2,6 +2,7 @@ package cloudevents
 
 import (
 	"errors"
+	"slices"
 	"strings"
 )
 
@@ -80,23 +81,44 @@ func (c Convention) String() string {
 	}
 }
 
+// traceHeaders are the W3C Trace Context and Baggage header names, which
+// the tracing package writes (the request's context, or the PRODUCER
+// span's).
+var traceHeaders = [...]string{"traceparent", "tracestate", "baggage"}
+
 // AMQPHeaders writes e's attributes into AMQP headers, creating dst when nil,
 // and returns it: specversion, id, source, type, and subject, time,
 // dataschema and the extensions when present, all as strings (the canonical
 // form, which every binding accepts), named by c. Attributes overwrite
-// headers of the same name already in dst.
+// headers of the same name already in dst, with one exception below.
 //
-// datacontenttype is not an attribute header: it is the message's
-// content_type property (the caller sets it, from the request's
-// Content-Type). With ConventionCE and ConventionBare a binary-mode event
-// also gets a "content-type" header, which is where Knative reads it. A
-// structured event (e.Structured != nil) gets the attribute headers too,
-// which both bindings allow, so that headers exchanges and consumers can
-// route and filter without parsing the body, but no "content-type" header:
-// its content_type is the event format's.
+// The headers are the same in the binary and the structured modes, so that
+// a consumer, or a headers exchange's binding, reads both alike (both
+// bindings allow a structured event to carry the binary mode's headers).
+//
+// datacontenttype is never a prefixed header. With ConventionCE and
+// ConventionBare it is the "content-type" header, in both modes: that is
+// where Knative eventing-rabbitmq reads it, and a ce-datacontenttype header
+// beside it would be read there as a second datacontenttype (its binary
+// reader turns both into Content-Type lines of the HTTP request it sends on).
+// With ConventionAMQP and ConventionAMQPColon it is not a header at all: the
+// AMQP binding maps it to the content_type property, and only to that. In
+// binary mode the caller sets the message's content_type to it; in
+// structured mode content_type is the event format's and the attribute is
+// in the body (and, with ConventionCE and ConventionBare, the header).
+//
+// With ConventionBare the extensions named traceparent, tracestate and
+// baggage are not written: those unprefixed names are W3C Trace Context's
+// and Baggage's, and the headers of those names carry the publish's own
+// trace context (the request's, or the PRODUCER span's), as in every other
+// convention. The distributed-tracing extension is not meant to replace the
+// protocol's trace headers (its text in the CloudEvents spec says so), and
+// Knative's dispatcher, which reads this convention, takes those headers
+// for trace context and never for attributes. A structured event keeps them
+// in its body; in binary mode they are lost with this convention only.
 func (e Event) AMQPHeaders(c Convention, dst map[string]any) map[string]any {
 	if dst == nil {
-		dst = make(map[string]any, 8+len(e.Extensions))
+		dst = make(map[string]any, 9+len(e.Extensions))
 	}
 	p := c.Prefix()
 	set := func(name, v string) {
@@ -112,9 +134,12 @@ func (e Event) AMQPHeaders(c Convention, dst map[string]any) map[string]any {
 	set("time", e.Time)
 	set("dataschema", e.DataSchema)
 	for name, v := range e.Extensions {
+		if c == ConventionBare && slices.Contains(traceHeaders[:], name) {
+			continue
+		}
 		set(name, v)
 	}
-	if e.Structured == nil && e.DataContentType != "" && (c == ConventionCE || c == ConventionBare) {
+	if e.DataContentType != "" && (c == ConventionCE || c == ConventionBare) {
 		dst["content-type"] = e.DataContentType
 	}
 	return dst

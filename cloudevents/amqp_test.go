@@ -28,22 +28,25 @@ func TestAMQPHeaders(t *testing.T) {
 	structured := bin
 	structured.Structured = []byte("{}")
 	for name, tc := range map[string]struct {
-		e    Event
 		c    Convention
 		want map[string]any
 	}{
-		"ce, binary":            {bin, ConventionCE, with(attrs("ce-"), "content-type", "application/json")},
-		"cloudEvents_, binary":  {bin, ConventionAMQP, attrs("cloudEvents_")},
-		"cloudEvents:, binary":  {bin, ConventionAMQPColon, attrs("cloudEvents:")},
-		"bare, binary":          {bin, ConventionBare, with(attrs(""), "content-type", "application/json")},
-		"ce, structured":        {structured, ConventionCE, attrs("ce-")},
-		"cloudEvents_, structd": {structured, ConventionAMQP, attrs("cloudEvents_")},
-		"minimal": {Event{SpecVersion: "1.0", ID: "i", Source: "/s", Type: "t"}, ConventionCE,
-			map[string]any{"ce-specversion": "1.0", "ce-id": "i", "ce-source": "/s", "ce-type": "t"}},
+		"ce":           {ConventionCE, with(attrs("ce-"), "content-type", "application/json")},
+		"cloudEvents_": {ConventionAMQP, attrs("cloudEvents_")},
+		"cloudEvents:": {ConventionAMQPColon, attrs("cloudEvents:")},
+		"none":         {ConventionBare, with(attrs(""), "content-type", "application/json")},
 	} {
-		if got := tc.e.AMQPHeaders(tc.c, nil); !maps.Equal(got, tc.want) {
-			t.Errorf("%s:\n got %v\nwant %v", name, got, tc.want)
+		// The same headers in both modes (issue 26: structured events lacked
+		// the datacontenttype's).
+		for mode, e := range map[string]Event{"binary": bin, "structured": structured} {
+			if got := e.AMQPHeaders(tc.c, nil); !maps.Equal(got, tc.want) {
+				t.Errorf("%s, %s:\n got %v\nwant %v", name, mode, got, tc.want)
+			}
 		}
+	}
+	minimal := Event{SpecVersion: "1.0", ID: "i", Source: "/s", Type: "t"}
+	if got, want := minimal.AMQPHeaders(ConventionCE, nil), (map[string]any{"ce-specversion": "1.0", "ce-id": "i", "ce-source": "/s", "ce-type": "t"}); !maps.Equal(got, want) {
+		t.Errorf("minimal:\n got %v\nwant %v", got, want)
 	}
 
 	// Into existing headers: kept, and overwritten by attributes of the same name.
@@ -51,6 +54,41 @@ func TestAMQPHeaders(t *testing.T) {
 	got := bin.AMQPHeaders(ConventionCE, dst)
 	if got["traceparent"] != "tp" || got["ce-id"] != "id-1" || len(got) != 10 {
 		t.Errorf("merged headers = %v", got)
+	}
+}
+
+// The distributed-tracing extension (traceparent, tracestate) and a baggage
+// extension are attribute headers like any other, except with the bare
+// convention, where their names are the W3C trace context's: there the
+// request's context (already in dst) is kept and the extensions are not
+// written (issue 26).
+func TestAMQPHeadersTraceExtensions(t *testing.T) {
+	checkLeaks(t)
+	const (
+		eventTP   = "00-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-aaaaaaaaaaaaaaaa-01"
+		requestTP = "00-11111111111111111111111111111111-1111111111111111-01"
+	)
+	e := Event{SpecVersion: "1.0", ID: "i", Source: "/s", Type: "t", Extensions: map[string]string{
+		"traceparent": eventTP, "tracestate": "ev=1", "baggage": "ev=1", "tenant": "acme"}}
+	for _, c := range []Convention{ConventionCE, ConventionAMQP, ConventionAMQPColon, ConventionBare} {
+		for _, request := range []map[string]any{nil, {"traceparent": requestTP, "tracestate": "rq=1", "baggage": "rq=1"}} {
+			dst := maps.Clone(request)
+			got := e.AMQPHeaders(c, dst)
+			for _, name := range []string{"traceparent", "tracestate", "baggage"} {
+				if got[name] != request[name] {
+					t.Errorf("%v, request context %v: header %s = %v, want the request's %v", c, request != nil, name, got[name], request[name])
+				}
+				if c == ConventionBare {
+					continue
+				}
+				if got[c.Prefix()+name] != e.Extensions[name] {
+					t.Errorf("%v: header %s = %v, want the extension's %q", c, c.Prefix()+name, got[c.Prefix()+name], e.Extensions[name])
+				}
+			}
+			if got[c.Prefix()+"tenant"] != "acme" {
+				t.Errorf("%v: other extensions lost: %v", c, got)
+			}
+		}
 	}
 }
 

@@ -62,12 +62,21 @@
 // the body. Attribute values are written as strings, the canonical form
 // every binding must accept.
 //
+// # Binary-mode values
+//
+// DecodeHeaderValue decodes ce- header values as the HTTP binding (1.0.2,
+// section 3.1.3.2) tells receivers to, robustly: a whole quoted-string is
+// unquoted, each %XY escape is decoded, a '%' that starts no escape is kept
+// literally (cloudevents/sdk-go v2 sends values unencoded: "100%" is not
+// refused), and only a result that is not UTF-8 is an error.
+//
 // # Mapping to the message
 //
 // For the publisher: message_id = id, type = type; binary mode: content_type
 // = the request's Content-Type, the body is the data; structured mode and
 // each event of a batch: the event's JSON as the body, content_type kept
-// (application/cloudevents+json for batch entries). Structured events get
-// the attribute headers too (the bindings allow it, and headers exchanges
-// can then route on them), without a content-type header.
+// (application/cloudevents+json for batch entries). Both modes get the same
+// attribute headers (Event.AMQPHeaders), datacontenttype's "content-type"
+// header included with the ce- and bare conventions, so that headers
+// exchanges and consumers can route and filter without parsing the body.
 package cloudevents

@@ -170,6 +170,15 @@ func (e *Event) validate(name namer, present func(attr string) bool) error {
 	return nil
 }
 
+// ValidID reports whether id is valid as an event id on its own, whatever
+// else is wrong with the event: not empty, at most 255 bytes (it becomes the
+// AMQP message_id), a CloudEvents String (valid UTF-8 without control
+// characters or noncharacters). An answer refusing an invalid event echoes
+// its id as the message_id when it is.
+func ValidID(id string) bool {
+	return id != "" && len(id) <= maxShortStr && checkString("id", id) == nil
+}
+
 // checkExtensionName: lowercase ASCII letters and digits (CloudEvents 1.0
 // "Naming conventions"), not "data". The spec's 20-character limit is a
 // SHOULD, so longer names are accepted (as sdk-go does by default).

@@ -442,12 +442,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, ke
 		return
 	}
 	msg.Body = body
-	clientID := msg.MessageID != ""
-	if !clientID && !ce.binary && ce.mode != cloudevents.ModeStructured {
+	idGiven := msg.MessageID != "" // by X-Message-Id, or a binary event's ce-id
+	if !idGiven && !ce.binary && ce.mode != cloudevents.ModeStructured {
 		msg.MessageID = publisher.NewMessageID()
 	}
 	msg.Timestamp = h.now()
-	if err := h.applyCloudEvent(&ce, msg, body, clientID); err != nil {
+	if err := h.applyCloudEvent(&ce, msg, body, idGiven); err != nil {
 		h.fail(w, err, msg.MessageID)
 		return
 	}

@@ -97,6 +97,9 @@ func (h *Handler) cloudEventOf(r *http.Request, msg *publisher.Message) (ce ceRe
 		return ce, nil
 	}
 	ev, isEvent, err := cloudevents.FromBinary(r.Header)
+	if isEvent {
+		echoEventID(msg, ev.ID)
+	}
 	if err != nil {
 		return ce, badRequest("invalid CloudEvent: " + err.Error())
 	}
@@ -116,16 +119,30 @@ func (h *Handler) cloudEventOf(r *http.Request, msg *publisher.Message) (ce ceRe
 	return ce, nil
 }
 
+// echoEventID makes an event's id the message id that every answer to the
+// request echoes (the 400 for an invalid event included), when the request
+// gave no X-Message-Id of its own (that one is echoed instead, and a
+// different one is refused later) and the id is valid on its own
+// (cloudevents.ValidID), whatever else is wrong with the event.
+func echoEventID(msg *publisher.Message, id string) {
+	if msg.MessageID == "" && cloudevents.ValidID(id) {
+		msg.MessageID = id
+	}
+}
+
 // applyCloudEvent maps the request's event (read by cloudEventOf, or from
 // the body in structured mode) into msg: message_id = id, type = type, the
 // attributes as headers by the configured convention. An X-Message-Id or
 // X-Type that differs from the event's is a 400 (a message must not carry
-// two ids).
-func (h *Handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []byte, clientID bool) error {
+// two ids). idGiven is whether msg.MessageID was set before the body was
+// read: from X-Message-Id, or from a binary event's own id (echoEventID),
+// which always equals the event's.
+func (h *Handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []byte, idGiven bool) error {
 	switch {
 	case ce.mode == cloudevents.ModeStructured:
 		ev, err := cloudevents.FromStructured(body)
 		if err != nil {
+			echoEventID(msg, ev.ID)
 			return badRequest("invalid CloudEvent: " + err.Error())
 		}
 		ce.ev = ev
@@ -138,7 +155,7 @@ func (h *Handler) applyCloudEvent(ce *ceRequest, msg *publisher.Message, body []
 	case !ce.binary:
 		return nil
 	}
-	if clientID && msg.MessageID != ce.ev.ID {
+	if idGiven && msg.MessageID != ce.ev.ID {
 		return badRequest("X-Message-Id differs from the event's id: give one or the other")
 	}
 	if msg.Type != "" && msg.Type != ce.ev.Type {
@@ -173,8 +190,9 @@ func (h *Handler) cloudEventsBatch(r *http.Request, body []byte) (msgs []*publis
 	msgs = make([]*publisher.Message, len(events))
 	bad = make([]*problem, len(events))
 	for i, ev := range events {
-		msg := &publisher.Message{MessageID: ev.ID, Persistent: true, Mandatory: true, Timestamp: h.now()}
+		msg := &publisher.Message{Persistent: true, Mandatory: true, Timestamp: h.now()}
 		msgs[i] = msg
+		echoEventID(msg, ev.ID)
 		if errs[i] != nil {
 			bad[i] = badRequestf("invalid CloudEvent: %v", errs[i])
 			continue

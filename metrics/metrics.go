@@ -34,7 +34,7 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	batch       prometheus.Histogram
 	streams     prometheus.Gauge
-	// byCode holds the requests counter of each answer the README's HTTP API
+	// byCode holds the requests counter of each answer docs/http-api.md
 	// section lists, resolved
 	// once: HTTPResponse runs for every request, and WithLabelValues would
 	// hash the label and take the vector's lock each time. Read-only after New.

@@ -128,9 +128,9 @@ func counterOf(t *testing.T, reg *prometheus.Registry, name, outcome string) pro
 	return nil
 }
 
-// TestHTTPResponses counts the answers the README's HTTP API section lists
-// (counters resolved once) and
-// any other code (405, the 499 of a client that went away) alike.
+// TestHTTPResponses counts the status codes docs/http-api.md documents
+// (counters resolved once) and any other code (405, the 499 of a client that
+// went away) alike.
 func TestHTTPResponses(t *testing.T) {
 	checkLeaks(t)
 	m, reg, _ := newMetrics(t)

@@ -551,7 +551,6 @@ func (inc *incarnation) channelClosed(pc *pubChannel, cause *amqp.Error) {
 			again = append(again, r)
 		default:
 			r.attempts++
-			r.lastErr = cause
 			if r.attempts >= inc.p.cfg.MaxPublishAttempts {
 				r.finish(fmt.Errorf("%w (%d): %w", ErrTooManyAttempts, r.attempts, cause))
 				continue

@@ -16,7 +16,7 @@ import (
 // goroutine publishes on its own confirm-mode channel and waits for its own
 // confirm (what most application code does). 256-byte persistent messages to a
 // durable queue. Compare the ns/op of the two sub-benchmarks (msgs/s =
-// 1e9/ns_op); `go run ./cmd/pubbench` prints the ratio for the whole service.
+// 1e9/ns_op); `make bench` (pubbench, in bench/) prints the ratio for the whole service.
 func BenchmarkPublish(b *testing.B) {
 	url := brokertest.SharedURL(b)
 	q := brokertest.TempQueue(b, url, "pubbench")

@@ -258,6 +258,7 @@ type request struct {
 	deadline time.Time
 	msg      *Message
 	start    time.Time   // when Send took it, for the Observer
+	obs      Observer    // told of the outcome (nil for CheckExchange's requests)
 	done     func(error) // called once with the outcome, on the actor's goroutine
 	// checkOnly asks only whether msg.Exchange exists (CheckExchange): it is
 	// answered once the exchange is known, never published.
@@ -276,7 +277,6 @@ type request struct {
 	nacks    int          // basic.nacks received (retried with backoff)
 	due      time.Time    // when a nacked request is published again
 	returned *ReturnError // set when the broker returned the message
-	lastErr  error        // the failure that ended its last attempt
 }
 
 // gone reports whether the caller no longer waits: its ctx ended or the
@@ -317,9 +317,21 @@ func (r *request) abandon() bool {
 }
 
 // finish settles r: its outcome goes to its span, the Observer and its
-// caller, once.
+// caller. It is called once per request.
 func (r *request) finish(err error) {
+	if r.obs != nil {
+		settled(r.msg, r.obs, r.start, err)
+	}
 	r.done(err)
+}
+
+// settled reports a message's outcome to its span and the Observer.
+func settled(msg *Message, obs Observer, start time.Time, err error) {
+	k := Classify(err)
+	if msg.Trace != nil {
+		msg.Trace.End(k.ErrorType())
+	}
+	obs.Published(k.Outcome(), time.Since(start))
 }
 
 // Send hands msg to the publisher and returns at once, without waiting for
@@ -342,23 +354,13 @@ func (p *Publisher) Send(ctx context.Context, msg *Message, deadline time.Time, 
 	if msg.MessageID == "" {
 		msg.MessageID = NewMessageID()
 	}
-	settle := func(err error) {
-		if msg.Trace != nil {
-			msg.Trace.End(Classify(err).ErrorType())
-		}
-		p.cfg.Observer.Published(Classify(err).Outcome(), time.Since(start))
-	}
 	if err := Validate(msg); err != nil {
-		settle(err)
+		settled(msg, p.cfg.Observer, start, err)
 		return Ticket{}, err
 	}
-	r := &request{ctx: ctx, deadline: deadline, msg: msg, start: start}
-	r.done = func(err error) {
-		settle(err)
-		done(err)
-	}
+	r := &request{ctx: ctx, deadline: deadline, msg: msg, start: start, obs: p.cfg.Observer, done: done}
 	if err := p.send(r); err != nil {
-		settle(err)
+		settled(msg, p.cfg.Observer, start, err)
 		return Ticket{}, err
 	}
 	return Ticket{r}, nil

@@ -35,6 +35,7 @@ func copyDir(t *testing.T, src string) string {
 // versioned (testdata/spool-v1) replays after the change: every message is
 // forwarded, field for field, in order.
 func TestVersion1SpoolReplays(t *testing.T) {
+	noLeaks(t)
 	dir := copyDir(t, "testdata/spool-v1")
 	sp, err := spool.Open(dir, spool.Options{})
 	if err != nil {

@@ -441,36 +441,27 @@ func permanent(err error) bool { return err != nil && publisher.Classify(err).Pe
 // to an incarnation (state kept outside what crashes): a restarted forwarder
 // skips them instead of publishing them a second time, and their settlements
 // reach whichever incarnation runs.
+//
+// Serve returns only once its reader goroutine has ended, its window token
+// given back and any record it held dropped (not acknowledged: the next
+// Rewind finds it again). So two incarnations never share the spool's
+// cursor: a reader that outlived its Serve could take a record after the next
+// incarnation's Rewind and drop it, moving the cursor past it, and the record
+// would wait for another restart.
 func (r *Relay) Serve(ctx context.Context) error {
 	r.sp.Rewind()
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	records := make(chan spool.Record)
 	readErr := make(chan error, 1)
+	readerDone := make(chan struct{})
 	go func() {
-		for {
-			select {
-			case r.sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			rec, err := r.sp.Next(ctx)
-			if err != nil {
-				<-r.sem
-				readErr <- err
-				return
-			}
-			if r.isPending(rec.Seq) {
-				<-r.sem // still with the publisher since an earlier incarnation
-				continue
-			}
-			select {
-			case records <- rec:
-			case <-ctx.Done():
-				<-r.sem
-				return
-			}
-		}
+		defer close(readerDone)
+		r.read(ctx, records, readErr)
+	}()
+	// The reader ends before the next incarnation's Rewind (see above).
+	defer func() {
+		cancel()
+		<-readerDone
 	}()
 	for {
 		select {
@@ -484,8 +475,10 @@ func (r *Relay) Serve(ctx context.Context) error {
 		case rec := <-records:
 			nonce, rid, msg, err := decodeRecord(rec.Data)
 			if err != nil {
-				r.deadLetter(rec, err.Error())
 				<-r.sem
+				if err := r.deadLetter(rec, err.Error()); err != nil {
+					return err
+				}
 				continue
 			}
 			msg.Trace = r.traceOf(nonce, rid)
@@ -493,17 +486,54 @@ func (r *Relay) Serve(ctx context.Context) error {
 			r.submit(ctx, settlement{rec: rec, nonce: nonce, rid: rid, msg: msg})
 		case s := <-r.settled:
 			switch {
-			case permanent(s.err): // resolved by the callback already
-				r.deadLetter(s.rec, s.err.Error())
+			case permanent(s.err): // resolved already, by the callback or by submit
 				r.done(s.rec.Seq)
+				if err := r.deadLetter(s.rec, s.err.Error()); err != nil {
+					return err
+				}
 			case s.attempts >= r.cfg.MaxAttempts:
-				r.deadLetter(s.rec, fmt.Sprintf("gave up after %d attempts: %v", s.attempts, s.err))
 				r.resolve(s.nonce, s.rid, s.err)
 				r.done(s.rec.Seq)
+				if err := r.deadLetter(s.rec, fmt.Sprintf("gave up after %d attempts: %v", s.attempts, s.err)); err != nil {
+					return err
+				}
 			default:
 				r.log.Debug("relay: publishing a spooled message again", "seq", s.rec.Seq, "error", s.err)
 				r.submit(ctx, s)
 			}
+		}
+	}
+}
+
+// read is Serve's reader: it takes a window token, then the next record
+// from the spool, and hands it to Serve through records, skipping the records
+// an earlier incarnation handed to the publisher and not settled yet. Every
+// token it takes goes either with a record to Serve or back to r.sem. It
+// returns once ctx ends (then a record in hand is dropped: not acknowledged,
+// it comes again after the next Rewind), or after sending Next's error on
+// readErr.
+func (r *Relay) read(ctx context.Context, records chan<- spool.Record, readErr chan<- error) {
+	for {
+		select {
+		case r.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		rec, err := r.sp.Next(ctx)
+		if err != nil {
+			<-r.sem
+			readErr <- err
+			return
+		}
+		if r.isPending(rec.Seq) {
+			<-r.sem // still with the publisher since an earlier incarnation
+			continue
+		}
+		select {
+		case records <- rec:
+		case <-ctx.Done():
+			<-r.sem
+			return
 		}
 	}
 }
@@ -575,6 +605,9 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 			return
 		default:
 			pcancel()
+			if permanent(err) { // refused by Send itself: no callback will resolve it
+				r.resolve(s.nonce, s.rid, err)
+			}
 			s.err = err
 			r.settled <- s
 			return
@@ -590,13 +623,18 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 	}
 }
 
-func (r *Relay) deadLetter(rec spool.Record, reason string) {
+// deadLetter moves a record the broker refused for good to the dead-letter
+// file. When that fails (a disk error) the record stays spooled, unacked,
+// and the error is returned for Serve to return: the forwarder fails, and
+// its next incarnation rewinds to the record and tries again, rather than
+// leaving it in the spool until some later restart.
+func (r *Relay) deadLetter(rec spool.Record, reason string) error {
 	if err := r.sp.DeadLetter(rec.Seq, rec.Data, reason); err != nil {
-		r.log.Error("relay: dead-letter failed; the message stays spooled", "seq", rec.Seq, "error", err)
-		return
+		return fmt.Errorf("relay: dead-letter record %d (it stays spooled): %w", rec.Seq, err)
 	}
 	r.cfg.OnDeadLetter()
 	r.log.Warn("relay: message moved to the dead-letter file", "seq", rec.Seq, "reason", reason)
+	return nil
 }
 
 // attemptTrace is a record's span as one publish attempt sees it: the

@@ -22,6 +22,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// noLeaks makes the test fail if a goroutine it started outlives it: the
+// check runs after every cleanup registered later (the spool's Close, the
+// broker's), so call it first.
+func noLeaks(t *testing.T) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
 // fakePublisher records submissions; the test settles them by hand.
 type fakePublisher struct {
 	mu        sync.Mutex
@@ -29,6 +38,7 @@ type fakePublisher struct {
 	pending   []func(error)
 	missing   map[string]bool // exchanges that do not exist
 	arrived   chan struct{}
+	refuse    error // Send refuses every message with it when set
 }
 
 func newFake() *fakePublisher {
@@ -36,6 +46,9 @@ func newFake() *fakePublisher {
 }
 
 func (f *fakePublisher) Send(_ context.Context, msg *publisher.Message, _ time.Time, done func(error)) (publisher.Ticket, error) {
+	if f.refuse != nil {
+		return publisher.Ticket{}, f.refuse
+	}
 	f.mu.Lock()
 	f.submitted = append(f.submitted, msg)
 	f.pending = append(f.pending, done)
@@ -79,6 +92,7 @@ func (f *fakePublisher) waitSubmissions(t *testing.T, n int) {
 
 func setup(t *testing.T) (*Relay, *fakePublisher, *spool.Spool, string) {
 	t.Helper()
+	noLeaks(t)
 	dir := t.TempDir()
 	sp, err := spool.Open(dir, spool.Options{SegmentBytes: 1 << 20})
 	if err != nil {
@@ -217,4 +231,24 @@ func TestRestartedForwarderSkipsPending(t *testing.T) {
 func waitLive(t *testing.T, sp *spool.Spool, want int) {
 	t.Helper()
 	poll.Within(t, 10*time.Second, fmt.Sprintf("%d live records", want), func() bool { n, _ := sp.Stats(); return n == want })
+}
+
+// A message the publisher's Send itself refuses for good is dead-lettered
+// and its waiting caller told why at once, not answered Spooled at its
+// timeout.
+func TestRefusedBySendIsAnsweredAndDeadLettered(t *testing.T) {
+	r, f, sp, _ := setup(t)
+	f.refuse = fmt.Errorf("%w: a header AMQP cannot carry", publisher.ErrInvalidMessage)
+	r.cfg.ConfirmTimeout = time.Minute
+	stop := serve(t, r)
+	defer stop()
+	start := time.Now()
+	_, err := r.Publish(context.Background(), &publisher.Message{RoutingKey: "q", MessageID: "poison"}, false)
+	if !errors.Is(err, publisher.ErrInvalidMessage) {
+		t.Fatalf("Publish = %v, want the refusal (ErrInvalidMessage)", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("answered after %v: the caller waited for its timeout", d)
+	}
+	poll.Within(t, 10*time.Second, "dead-lettered", func() bool { return sp.Status().Messages == 0 })
 }

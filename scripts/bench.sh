@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Performance comparison in one run: starts a private RabbitMQ node (with
-# rabbitmq_management) on free loopback ports, runs cmd/pubbench against it
+# rabbitmq_management) on free loopback ports, runs pubbench (bench/, a Go
+# module of its own) against it
 # (the service over HTTP, raw amqp091-go, raw pipelined, the management API
 # publish endpoint, the service with a durable spool answering
 # "Prefer: respond-async", whose spool directory pubbench creates under
@@ -11,7 +12,7 @@
 #   bash scripts/bench.sh -duration 5s -c 128
 #   bash scripts/bench.sh -json > results.json
 #
-# Arguments pass through to pubbench (go run ./cmd/pubbench -help).
+# Arguments pass through to pubbench (cd bench && go run . -help).
 # Needs root (the node runs as user rabbitmq) and rabbitmq-server installed
 # (scripts/ensure-deps.sh installs it).
 set -euo pipefail
@@ -68,6 +69,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# pubbench is a module of its own (bench/go.mod); build it before the node
+# starts, so a build error costs no broker start.
+go -C bench build -o "$d/pubbench" .
+
 echo '[rabbitmq_management].' > "$d/enabled_plugins"
 cat > "$d/rabbitmq.conf" <<EOF
 listeners.tcp.local = 127.0.0.1:$amqp_port
@@ -107,7 +112,10 @@ done
 [ -n "$ok" ] || { echo "bench: management API on $mgmt_port did not come up; log:" >&2; tail -n 40 "$d"/log/*.log >&2 || true; exit 1; }
 echo "bench: $node is up" >&2
 
-go run ./cmd/pubbench \
+# From the repository root, as before the move: relative paths in the
+# arguments (-service-bin, -spool-parent) mean what they say; the service is
+# built here, with its own go.mod.
+"$d/pubbench" -service-dir . \
   -amqp-url "amqp://guest:guest@127.0.0.1:$amqp_port/" \
   -mgmt-url "http://guest:guest@127.0.0.1:$mgmt_port" \
   -rabbitmqctl-node "$node" \

@@ -14,5 +14,8 @@ if [ -n "$unformatted" ]; then
   echo "gofmt needed on:" >&2; echo "$unformatted" >&2; exit 1
 fi
 go vet ./...
+(cd bench && go vet ./...)
 # CI=true makes every broker test fail, never skip, when no broker can be had.
 CI=${CI:-true} go test -race -count=1 -timeout 30m ./... "$@"
+# The load tool is a module of its own (bench/go.mod): its unit tests.
+(cd bench && CI=${CI:-true} go test -race -count=1 ./...)

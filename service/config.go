@@ -19,7 +19,7 @@ import (
 
 // Config is the whole configuration of the service. Each field's envconfig
 // tag names its PUBLISHER_* variable and its default, which is also what a
-// zero field means to New (the README's Configuration table lists them).
+// zero field means to New (docs/configuration.md's table lists them).
 type Config struct {
 	AMQPURLs           []string      `envconfig:"AMQP_URLS" default:"amqp://guest:guest@localhost:5672/" desc:"comma-separated broker URLs; each restart after a connection failure dials the next"`
 	AMQPURLsFile       string        `envconfig:"AMQP_URLS_FILE" desc:"file of broker URLs with their credentials (e.g. a mounted Secret), separated by commas or line breaks, read again at every connection attempt; wins over AMQP_URLS"`

@@ -100,6 +100,9 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 			Gatherer: s.reg,
 			Healthy:  s.healthy,
 			Ready:    s.readyDetail,
+			// The live tree, its failure texts masked once more.
+			Tree:        s.root.Snapshot,
+			RedactError: s.redactError,
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       adminReadTimeout,

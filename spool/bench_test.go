@@ -11,6 +11,7 @@ import (
 // BenchmarkAppend measures durable appends of 256-byte records with 64
 // parallel writers (b.SetParallelism scales GOMAXPROCS).
 func BenchmarkAppend(b *testing.B) {
+	noLeaks(b)
 	var fsyncs, fsyncNanos atomic.Int64
 	s := open(b, b.TempDir(), Options{MaxBytes: 64 << 30, OnFsync: func(d time.Duration) {
 		fsyncs.Add(1)

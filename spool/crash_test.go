@@ -3,6 +3,7 @@ package spool
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"math/rand"
 	"os"
@@ -46,12 +47,22 @@ func crashChild(dir string) {
 	wg.Wait()
 }
 
+// crashSeed replays TestCrashSIGKILL's kill times: go test ./spool -run
+// '^TestCrashSIGKILL$' -crash-seed N (0: from the clock).
+var crashSeed = flag.Int64("crash-seed", 0, "seed of TestCrashSIGKILL's kill times (0: from the clock)")
+
 func TestCrashSIGKILL(t *testing.T) {
+	noLeaks(t)
 	if testing.Short() {
 		t.Skip("crash test")
 	}
 	dir := t.TempDir()
-	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	seed := *crashSeed
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	t.Logf("seed %d (replay: go test ./spool -run '^TestCrashSIGKILL$' -crash-seed %d)", seed, seed)
+	rng := rand.New(rand.NewSource(seed))
 	var lastMax uint64
 	for round := range 6 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")

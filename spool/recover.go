@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,35 +32,81 @@ func parseMarkerName(name string) (uint64, bool) {
 	return n, err == nil
 }
 
-// recover rebuilds the index from the directory (called by Open).
+// recover rebuilds the index from the directory (called by Open), in three
+// steps: tidy the directory (scanDir, pruneMarkers, then one fsync), load
+// every segment in order (loadSegments), settle the next sequence number
+// (settleNextSeq); then it applies the ack watermark.
 func (s *Spool) recover() error {
-	diskErr := func(err error) error { return fmt.Errorf("%w: %w", ErrDisk, err) }
+	d, err := s.scanDir()
+	if err != nil {
+		return err
+	}
+	if s.pruneMarkers(d.firsts, d.markers) {
+		d.changed = true
+	}
+	if d.changed {
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			return diskError(err)
+		}
+	}
+	w, haveW := s.readWatermark()
+	if haveW && w < math.MaxUint64 {
+		d.floor = max(d.floor, w+1) // the numbers up to w were used (see watermark.go)
+	}
+	maxSeq, err := s.loadSegments(d.firsts)
+	if err != nil {
+		return err
+	}
+	s.settleNextSeq(maxSeq, d.floor)
+	if haveW {
+		s.applyWatermark(w)
+	}
+	if s.live > 0 {
+		s.log.Info("spool recovered", "records", s.live, "bytes", s.liveBytes, "segments", len(s.segs), "next_seq", s.nextSeq)
+	}
+	return nil
+}
+
+// diskError is the error of a failed file operation during recovery.
+func diskError(err error) error { return fmt.Errorf("%w: %w", ErrDisk, err) }
+
+// dirScan is what scanDir found in the spool directory.
+type dirScan struct {
+	firsts  []uint64 // the segments to load, by first sequence number, ascending
+	markers []uint64 // the sequence markers, ascending
+	floor   uint64   // sequence numbers below it may have been used
+	changed bool     // a file was removed or renamed: the directory needs an fsync
+}
+
+// scanDir lists the spool directory: it removes what an interrupted operation
+// left (the spare, the watermark's temporary file), completes or starts over
+// an interrupted salvage, and collects the segments and markers, and the
+// floor of the sequence from their names and those of the "*.corrupt" files.
+func (s *Spool) scanDir() (dirScan, error) {
+	var d dirScan
 	entries, err := s.fs.ReadDir(s.dir)
 	if err != nil {
-		return diskErr(err)
+		return d, diskError(err)
 	}
 	names := map[string]bool{}
 	for _, e := range entries {
 		names[e.Name()] = true
 	}
-	var firsts, markers []uint64
-	var floor uint64 // sequence numbers below it may have been used
-	changed := false
 	for _, e := range entries {
 		name := e.Name()
 		first, ok := parseSegName(name)
 		switch {
 		case name == spareName || name == watermarkName+".tmp":
 			s.fs.Remove(filepath.Join(s.dir, name))
-			changed = true
+			d.changed = true
 		case !ok:
 			if next, ok := parseMarkerName(name); ok {
-				markers = append(markers, next)
-				floor = max(floor, next)
+				d.markers = append(d.markers, next)
+				d.floor = max(d.floor, next)
 			}
 		case name == fmt.Sprintf("%020d%s", first, segSuffix):
-			firsts = append(firsts, first)
-			floor = max(floor, first)
+			d.firsts = append(d.firsts, first)
+			d.floor = max(d.floor, first)
 		case strings.HasSuffix(name, salvageSuffix):
 			// A salvage interrupted by a crash: complete it if the
 			// segment was already set aside, else start over.
@@ -68,20 +115,27 @@ func (s *Spool) recover() error {
 				s.fs.Remove(filepath.Join(s.dir, name))
 			} else {
 				if err := s.fs.Rename(filepath.Join(s.dir, name), filepath.Join(s.dir, seg)); err != nil {
-					return diskErr(err)
+					return d, diskError(err)
 				}
 				names[seg] = true
-				firsts = append(firsts, first)
+				d.firsts = append(d.firsts, first)
 			}
-			changed = true
-			floor = max(floor, first)
+			d.changed = true
+			d.floor = max(d.floor, first)
 		default: // *.corrupt
-			floor = max(floor, first)
+			d.floor = max(d.floor, first)
 		}
 	}
-	sort.Slice(firsts, func(i, j int) bool { return firsts[i] < firsts[j] })
-	// Keep the greatest marker, unless a segment makes it redundant.
-	sort.Slice(markers, func(i, j int) bool { return markers[i] < markers[j] })
+	sort.Slice(d.firsts, func(i, j int) bool { return d.firsts[i] < d.firsts[j] })
+	sort.Slice(d.markers, func(i, j int) bool { return d.markers[i] < d.markers[j] })
+	return d, nil
+}
+
+// pruneMarkers keeps the greatest marker (in s.markers, for the cleaner)
+// unless a segment at or above it makes it redundant, and removes the others;
+// a marker whose removal failed is left to the cleaner. It reports whether it
+// tried to remove any.
+func (s *Spool) pruneMarkers(firsts, markers []uint64) (changed bool) {
 	for i, m := range markers {
 		if i == len(markers)-1 && (len(firsts) == 0 || m > firsts[len(firsts)-1]) {
 			s.markers = []uint64{m}
@@ -92,78 +146,117 @@ func (s *Spool) recover() error {
 		}
 		changed = true
 	}
-	if changed {
-		if err := s.fs.SyncDir(s.dir); err != nil {
-			return diskErr(err)
-		}
-	}
+	return changed
+}
 
-	var maxSeq uint64
+// loadSegments reads the segments in order, sets aside the corrupt ones
+// (keeping what can be read of them), makes the newest one active again
+// when it is sound, and adds them to the index. It returns the greatest
+// sequence number of a record found.
+func (s *Spool) loadSegments(firsts []uint64) (maxSeq uint64, err error) {
 	var buf []byte
 	for i, first := range firsts {
-		last := i == len(firsts)-1
+		newest := i == len(firsts)-1
 		path := s.segPath(first)
-		buf, err = readFile(s.fs, path, buf)
-		after := maxSeq
+		var readErr error
+		buf, readErr = readFile(s.fs, path, buf)
+		after := maxSeq // the records of this segment come after it
 		if first > 0 {
 			after = max(after, first-1)
 		}
-		var recs []recLoc
-		var end int64
-		var cause error
-		if err != nil {
-			cause = err
-		} else {
-			recs, end = scanRecords(buf, 0, after)
-			if !allZero(buf[end:]) {
-				tailAfter := after
-				if len(recs) > 0 {
-					tailAfter = recs[len(recs)-1].seq
-				}
-				if extra := resync(buf, end, tailAfter); len(extra) > 0 {
-					recs = append(recs, extra...)
-					cause = fmt.Errorf("damaged record at offset %d followed by valid records", end)
-				} else if !last {
-					cause = fmt.Errorf("invalid data at offset %d of a sealed segment", end)
-				}
-			}
-		}
+		recs, end, cause := checkSegment(buf, readErr, after, newest)
 		if len(recs) > 0 {
 			maxSeq = recs[len(recs)-1].seq
 		}
 		seg := &segment{first: first, path: path}
 		if cause != nil {
-			lost := s.countLost(buf, first, recs, !last)
-			if err := s.setAside(seg, buf, recs, cause, lost); err != nil {
-				return err
+			keep, err := s.setAsideCorrupt(seg, buf, recs, cause, newest)
+			if err != nil {
+				return 0, err
 			}
-			if seg.recs == nil && !last {
-				continue // nothing salvaged: no segment left
-			}
-			if seg.recs == nil {
-				// Keep an empty newest segment: it carries the sequence on.
-				if err := s.createEmpty(path); err != nil {
-					return err
-				}
+			if !keep {
+				continue
 			}
 		} else {
 			seg.recs = recs
-			if last {
+			if newest {
 				s.reopenActive(seg, buf, end)
 			}
 		}
-		seg.acked = make([]bool, len(seg.recs))
-		seg.live = len(seg.recs)
-		for _, r := range seg.recs {
-			s.liveBytes += int64(r.size)
-		}
-		s.live += seg.live
-		s.segs = append(s.segs, seg)
+		s.index(seg)
 	}
+	return maxSeq, nil
+}
+
+// checkSegment finds the valid records in buf, the bytes of a segment (read
+// with readErr) whose records come after sequence number after, and the
+// offset end where its valid data ends. cause says why the segment must be
+// set aside as corrupt, nil if it need not: it could not be read, valid
+// records follow damaged bytes, or anything but zeros follows the valid data
+// of a segment other than the newest (in the newest that is a torn write).
+func checkSegment(buf []byte, readErr error, after uint64, newest bool) (recs []recLoc, end int64, cause error) {
+	if readErr != nil {
+		return nil, 0, readErr
+	}
+	recs, end = scanRecords(buf, 0, after)
+	if allZero(buf[end:]) {
+		return recs, end, nil
+	}
+	tailAfter := after
+	if len(recs) > 0 {
+		tailAfter = recs[len(recs)-1].seq
+	}
+	if extra := resync(buf, end, tailAfter); len(extra) > 0 {
+		return append(recs, extra...), end, fmt.Errorf("damaged record at offset %d followed by valid records", end)
+	}
+	if !newest {
+		return recs, end, fmt.Errorf("invalid data at offset %d of a sealed segment", end)
+	}
+	return recs, end, nil
+}
+
+// setAsideCorrupt reports the loss and sets the corrupt segment seg aside,
+// copying the records recs that could be read into a new segment of its name
+// (setAside). It reports whether a segment is left to index: one with
+// salvaged records, or the newest one, recreated empty if nothing could be
+// salvaged, since its name carries the sequence on.
+func (s *Spool) setAsideCorrupt(seg *segment, buf []byte, recs []recLoc, cause error, newest bool) (keep bool, err error) {
+	lost := s.countLost(buf, seg.first, recs, !newest)
+	if err := s.setAside(seg, buf, recs, cause, lost); err != nil {
+		return false, err
+	}
+	if seg.recs != nil {
+		return true, nil
+	}
+	if !newest {
+		return false, nil // nothing salvaged: no segment left
+	}
+	if err := s.createEmpty(seg.path); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// index adds a loaded segment to the index, all its records live.
+func (s *Spool) index(seg *segment) {
+	seg.acked = make([]bool, len(seg.recs))
+	seg.live = len(seg.recs)
+	for _, r := range seg.recs {
+		s.liveBytes += int64(r.size)
+	}
+	s.live += seg.live
+	s.segs = append(s.segs, seg)
+}
+
+// settleNextSeq sets the next sequence number: after maxSeq, the greatest
+// record found, at least floor (from the file names) and at least 1. The
+// reopened newest segment stays active only if its records go on
+// consecutively to it (a marker may have moved the sequence past them); an
+// empty newest segment that cannot be reused has its name skipped. Every
+// segment's next is set to the result, an upper bound (see markNext).
+func (s *Spool) settleNextSeq(maxSeq, floor uint64) {
 	s.nextSeq = max(maxSeq+1, floor, 1)
 	if w := s.w; w != nil {
-		// Reused only if its records go on consecutively (a marker may
-		// have moved the sequence past them).
 		next := w.first
 		if n := len(w.recs); n > 0 {
 			next = w.recs[n-1].seq + 1
@@ -176,16 +269,11 @@ func (s *Spool) recover() error {
 		}
 	}
 	if n := len(s.segs); n > 0 && s.segs[n-1].first >= s.nextSeq {
-		// An empty newest segment that could not be reused: skip its name.
 		s.nextSeq = s.segs[n-1].first + 1
 	}
 	for _, seg := range s.segs {
-		seg.next = s.nextSeq // an upper bound is enough (see markNext)
+		seg.next = s.nextSeq
 	}
-	if s.live > 0 {
-		s.log.Info("spool recovered", "records", s.live, "bytes", s.liveBytes, "segments", len(s.segs), "next_seq", s.nextSeq)
-	}
-	return nil
 }
 
 // readFile reads the whole file into buf (reused if large enough).
@@ -267,13 +355,12 @@ func (s *Spool) setAside(seg *segment, buf []byte, recs []recLoc, cause error, l
 		s.opts.OnCorrupt(seg.path, cause)
 	}
 	s.reportLost(seg.path, lost)
-	diskErr := func(err error) error { return fmt.Errorf("%w: %w", ErrDisk, err) }
 	salvage := seg.path + salvageSuffix
 	var out []recLoc
 	if len(recs) > 0 {
 		f, err := s.fs.OpenFile(salvage, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
-			return diskErr(err)
+			return diskError(err)
 		}
 		data := make([]byte, 0, len(recs)*headerSize)
 		for _, r := range recs {
@@ -288,7 +375,7 @@ func (s *Spool) setAside(seg *segment, buf []byte, recs []recLoc, cause error, l
 		}
 		if err != nil {
 			s.fs.Remove(salvage)
-			return diskErr(err)
+			return diskError(err)
 		}
 	}
 	target := seg.path + corruptSuffix
@@ -303,15 +390,15 @@ func (s *Spool) setAside(seg *segment, buf []byte, recs []recLoc, cause error, l
 		target = fmt.Sprintf("%s.%d%s", seg.path, i, corruptSuffix)
 	}
 	if err := s.fs.Rename(seg.path, target); err != nil {
-		return diskErr(err)
+		return diskError(err)
 	}
 	if len(recs) > 0 {
 		if err := s.fs.Rename(salvage, seg.path); err != nil {
-			return diskErr(err)
+			return diskError(err)
 		}
 	}
 	if err := s.fs.SyncDir(s.dir); err != nil {
-		return diskErr(err)
+		return diskError(err)
 	}
 	seg.recs = out
 	return nil

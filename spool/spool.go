@@ -56,7 +56,8 @@
 // consecutive within a segment (a batch that failed ends its segment, and
 // its numbers are skipped), and are never reused, also across restarts:
 // Open continues after the greatest of the last record found, the names of
-// the segment and "*.corrupt" files, and the marker. The marker exists
+// the segment and "*.corrupt" files, the marker, and the ack watermark (see
+// watermark.go). The marker exists
 // because every segment may be reclaimed, the newest too (after a failed
 // write left no active segment, and its records were then acknowledged):
 // before the cleaner deletes the newest segment it creates the empty file
@@ -376,7 +377,6 @@ func Open(dir string, opts Options) (*Spool, error) {
 		s.closeFiles()
 		return nil, err
 	}
-	s.applyWatermark()
 	s.reserved = s.liveBytes
 	s.idleSince = s.now()
 	if s.w == nil {
@@ -1036,12 +1036,23 @@ func (s *Spool) find(seq uint64) (*segment, int) {
 // Open (or Rewind) the oldest unacknowledged record, then each following
 // unacknowledged one. It blocks until a record is durable or ctx ends, and
 // returns ErrClosed after Close. Only one consumer may call Next.
+//
+// Once ctx has ended, Next returns ctx.Err() without handing out a record or
+// moving the cursor, even if a record is there: ctx is checked under the
+// lock that guards the cursor, in the same hold that takes the record. So a
+// consumer that was told to stop (and may have been replaced by one that
+// called Rewind) never takes a record it would not deliver, which would move
+// the cursor past that record until the next Rewind.
 func (s *Spool) Next(ctx context.Context) (Record, error) {
 	for {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			return Record{}, ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			s.mu.Unlock()
+			return Record{}, err
 		}
 		seg, loc, ok := s.nextLocked()
 		if ok {

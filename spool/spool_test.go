@@ -31,6 +31,16 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// noLeaks makes the test fail if a goroutine it started (a spool's writer,
+// cleaner, spare maker, watermarker, or one of the test's own) outlives it.
+// The check runs after the cleanups registered later (a spool's Close), so
+// call it first.
+func noLeaks(t testing.TB) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
 func open(t testing.TB, dir string, opts Options) *Spool {
 	t.Helper()
 	s, err := Open(dir, opts)
@@ -73,6 +83,7 @@ func segFiles(t testing.TB, dir, pattern string) []string {
 }
 
 func TestRoundTripAndRestart(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	opts := Options{SegmentBytes: 1024}
 	s := open(t, dir, opts)
@@ -152,6 +163,7 @@ func TestRoundTripAndRestart(t *testing.T) {
 }
 
 func TestSequenceSurvivesFullAck(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	s := open(t, dir, Options{SegmentBytes: 256})
 	var last uint64
@@ -181,6 +193,7 @@ func TestSequenceSurvivesFullAck(t *testing.T) {
 }
 
 func TestGroupCommit(t *testing.T) {
+	noLeaks(t)
 	var fsyncs atomic.Int64
 	s := open(t, t.TempDir(), Options{OnFsync: func(time.Duration) { fsyncs.Add(1) }})
 	defer s.Close()
@@ -210,6 +223,7 @@ func TestGroupCommit(t *testing.T) {
 }
 
 func TestFull(t *testing.T) {
+	noLeaks(t)
 	rec := int64(headerSize + 100)
 	s := open(t, t.TempDir(), Options{MaxBytes: 10 * rec, SegmentBytes: 3 * rec})
 	defer s.Close()
@@ -242,6 +256,7 @@ func TestFull(t *testing.T) {
 }
 
 func TestDeadLetter(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	s := open(t, dir, Options{})
 	defer s.Close()
@@ -258,7 +273,30 @@ func TestDeadLetter(t *testing.T) {
 	}
 }
 
+// A Next whose ctx has ended takes no record, even one that is there: the
+// cursor stays, and the next consumer gets the record.
+func TestNextWithEndedContextTakesNothing(t *testing.T) {
+	noLeaks(t)
+	s := open(t, t.TempDir(), Options{})
+	defer s.Close()
+	seq, err := s.Append(context.Background(), []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r, err := s.Next(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next(cancelled) = record %d, %v; want context.Canceled", r.Seq, err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if r, err := s.Next(ctx); err != nil || r.Seq != seq {
+		t.Fatalf("Next = record %d, %v; want record %d", r.Seq, err, seq)
+	}
+}
+
 func TestNextBlocksAndCloses(t *testing.T) {
+	noLeaks(t)
 	s := open(t, t.TempDir(), Options{})
 	got := make(chan Record)
 	go func() {
@@ -298,6 +336,7 @@ func writeRecords(t *testing.T, dir string, opts Options, n int) map[uint64][]by
 }
 
 func TestTornTail(t *testing.T) {
+	noLeaks(t)
 	rng := rand.New(rand.NewSource(42))
 	opts := Options{SegmentBytes: 4096}
 	for iter := range 60 {
@@ -374,6 +413,7 @@ func TestTornTail(t *testing.T) {
 }
 
 func TestFlippedByte(t *testing.T) {
+	noLeaks(t)
 	for _, target := range []string{"middle", "last"} {
 		t.Run(target, func(t *testing.T) {
 			dir := t.TempDir()
@@ -450,10 +490,104 @@ func describePayload(data []byte) string {
 	return string(data[8:14])
 }
 
+// A corrupt segment of which nothing can be salvaged: an older one is set
+// aside and leaves no segment behind; the newest one (here unreadable) is set
+// aside and its name kept by an empty segment, so the sequence carries on
+// past that name (how many records it held cannot be read). The records of
+// the other segments are all recovered.
+func TestCorruptSegmentNothingSalvaged(t *testing.T) {
+	noLeaks(t)
+	for _, target := range []string{"older", "newest"} {
+		t.Run(target, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{SegmentBytes: 2048}
+			want := writeRecords(t, dir, opts, 100)
+			var maxSeq uint64
+			for seq := range want {
+				maxSeq = max(maxSeq, seq)
+			}
+			segs := segFiles(t, dir, "*.seg")
+			if len(segs) < 3 {
+				t.Fatalf("%d segments", len(segs))
+			}
+			victim := segs[len(segs)/2]
+			if target == "newest" {
+				victim = segs[len(segs)-1]
+			}
+			data, err := os.ReadFile(victim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _ := parseSegName(filepath.Base(victim))
+			recs, _ := scanRecords(data, 0, first-1)
+			for _, r := range recs {
+				delete(want, r.seq)
+			}
+			o := opts
+			if target == "older" {
+				// Nothing in it reads as a record, and it is not zeros.
+				if err := os.WriteFile(victim, bytes.Repeat([]byte{0xff}, len(data)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				o.FS = unreadableFS{name: victim}
+			}
+			var corrupt []string
+			o.OnCorrupt = func(seg string, err error) { corrupt = append(corrupt, seg) }
+			s := open(t, dir, o)
+			defer s.Close()
+			if len(corrupt) != 1 || corrupt[0] != victim {
+				t.Fatalf("OnCorrupt calls: %v, want one for %s", corrupt, victim)
+			}
+			if m := segFiles(t, dir, "*.corrupt"); len(m) != 1 {
+				t.Fatalf("corrupt files: %v", m)
+			}
+			if target == "older" {
+				if _, err := os.Stat(victim); !errors.Is(err, fs.ErrNotExist) {
+					t.Fatalf("%s after recovery: %v, want no segment left", victim, err)
+				}
+			}
+			got := drain(t, s)
+			if len(got) != len(want) {
+				t.Fatalf("recovered %d records, want %d (all but the %d of %s)", len(got), len(want), len(recs), filepath.Base(victim))
+			}
+			for _, r := range got {
+				if !bytes.Equal(want[r.Seq], r.Data) {
+					t.Fatalf("record %d wrong", r.Seq)
+				}
+			}
+			above := maxSeq
+			if target == "newest" {
+				above = first
+			}
+			seq, err := s.Append(context.Background(), []byte("x"))
+			if err != nil || seq <= above {
+				t.Fatalf("Append = %d, %v; want a sequence number above %d", seq, err, above)
+			}
+		})
+	}
+}
+
+// unreadableFS fails opening the file name for reading only (with EIO) and,
+// with noWatermark, every attempt to save the ack watermark.
+type unreadableFS struct {
+	OSFS
+	name        string
+	noWatermark bool
+}
+
+func (f unreadableFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	if name == f.name && flag == os.O_RDONLY || f.noWatermark && filepath.Base(name) == watermarkName+".tmp" {
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EIO}
+	}
+	return f.OSFS.OpenFile(name, flag, perm)
+}
+
 // Lost records are counted and named: damaged CRCs (framing intact, so
 // named), a damaged length (counted from the gap in the sequence), a
 // damaged tail of an older segment, and a Describe that panics.
 func TestLostRecords(t *testing.T) {
+	noLeaks(t)
 	type damage func(data []byte, recs []recLoc) (lost int, ids []string)
 	flip := func(data []byte, r recLoc) string {
 		data[r.off+headerSize+15] ^= 0x01
@@ -537,6 +671,7 @@ func TestLostRecords(t *testing.T) {
 
 // A record that no longer reads back intact in Next is a lost record too.
 func TestLostOnRead(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	writeRecords(t, dir, Options{SegmentBytes: 4096}, 3)
 	var lost []string
@@ -723,6 +858,7 @@ func (f *faultFile) Sync() error {
 const waitLimit = 10 * time.Second
 
 func TestDiskFailure(t *testing.T) {
+	noLeaks(t)
 	for _, mode := range []string{"write", "fsync", "enospc"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
@@ -817,6 +953,7 @@ func TestDiskFailure(t *testing.T) {
 // Acknowledgements mostly survive a restart: records acked before Close are
 // not delivered again after Open (the ack watermark), the others are.
 func TestAckWatermarkSurvivesRestart(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	s, err := Open(dir, Options{SegmentBytes: 1 << 20})
 	if err != nil {
@@ -856,9 +993,56 @@ func TestAckWatermarkSurvivesRestart(t *testing.T) {
 	}
 }
 
+// The newest segment is lost at Open (unreadable) after the watermark had
+// covered some of its records, and the process then dies before it saves a
+// watermark of its own (here: it cannot write one). A record accepted in
+// between must survive the next Open: it must not take a sequence number at
+// or below the old watermark, which would mark it acknowledged.
+func TestWatermarkCoversNoRecordAcceptedAfterALoss(t *testing.T) {
+	noLeaks(t)
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 2048}
+	s := open(t, dir, opts)
+	ctx := context.Background()
+	var w uint64
+	for i := range 100 {
+		seq, err := s.Append(ctx, payload(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 95 {
+			s.Ack(seq)
+			w = seq
+		}
+	}
+	s.Close() // saves the watermark
+	segs := segFiles(t, dir, "*.seg")
+	if first, _ := parseSegName(filepath.Base(segs[len(segs)-1])); first > w {
+		t.Fatalf("the newest segment begins at %d, above the watermark %d", first, w)
+	}
+	o := opts
+	o.FS = unreadableFS{name: segs[len(segs)-1], noWatermark: true}
+	s = open(t, dir, o)
+	seq, err := s.Append(ctx, []byte("accepted after the loss"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // as if killed: no watermark was saved since Open
+	if seq <= w {
+		t.Errorf("Append after the loss = sequence %d, at or below the watermark %d", seq, w)
+	}
+	s = open(t, dir, opts)
+	defer s.Close()
+	got := drain(t, s)
+	if len(got) != 1 || got[0].Seq != seq || string(got[0].Data) != "accepted after the loss" {
+		t.Fatalf("after the next Open: %d records %v, want the one accepted after the loss (%d)", len(got), got, seq)
+	}
+}
+
 // AppendBatch appends in order, shares fsyncs, and refuses only the records
 // that do not fit, not the ones after them.
 func TestAppendBatch(t *testing.T) {
+	noLeaks(t)
 	var fsyncs atomic.Int64
 	s := open(t, t.TempDir(), Options{MaxBytes: 64 << 10, OnFsync: func(time.Duration) { fsyncs.Add(1) }})
 	defer s.Close()

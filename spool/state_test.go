@@ -117,6 +117,7 @@ func (l *logBuf) lines(msg string) []string {
 // backoff, turns unhealthy after UnhealthyAfter, and accepts again by itself
 // once the disk works. The state changes are logged once each.
 func TestFailingRetriesWithBackoff(t *testing.T) {
+	noLeaks(t)
 	ffs := newFaultFS()
 	clk := newFakeClock()
 	var logs logBuf
@@ -199,6 +200,7 @@ func TestFailingRetriesWithBackoff(t *testing.T) {
 // is ErrFull and not ErrDisk), healthy while it holds records, and accepts
 // again by itself, without an Append, once the volume has space.
 func TestNoSpaceOnWriteRecoversByItself(t *testing.T) {
+	noLeaks(t)
 	ffs := newFaultFS()
 	s := open(t, t.TempDir(), Options{FS: ffs, SegmentBytes: 8192, UnhealthyAfter: time.Nanosecond})
 	defer s.Close()
@@ -231,6 +233,7 @@ func TestNoSpaceOnWriteRecoversByItself(t *testing.T) {
 // statfs the segment creations really run out of space half-way: their
 // partial files are removed.
 func TestNoSpaceVolumeFreedByAcks(t *testing.T) {
+	noLeaks(t)
 	for _, lie := range []bool{false, true} {
 		t.Run(map[bool]string{false: "statfs", true: "lying-statfs"}[lie], func(t *testing.T) {
 			dir := t.TempDir()
@@ -330,6 +333,7 @@ func leftovers(t testing.TB, dir string) []string {
 // volume): Status says so right after Open, Healthy turns non-nil after
 // UnhealthyAfter, and all is well again once the space is back.
 func TestUnhealthyWhenOutOfSpaceWithoutRecords(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	hog := filepath.Join(dir, "hog")
 	if err := os.WriteFile(hog, make([]byte, 500<<10), 0o600); err != nil {
@@ -377,6 +381,7 @@ func TestUnhealthyWhenOutOfSpaceWithoutRecords(t *testing.T) {
 // segment and the spare never take more than they allow; a record larger
 // than a segment gets one of its own size.
 func TestSegmentSizing(t *testing.T) {
+	noLeaks(t)
 	cases := []struct {
 		name     string
 		free     int64 // 0: the real volume
@@ -474,6 +479,7 @@ func fileSizes(t testing.TB, dir string) (map[string]int64, int64) {
 
 // Open removes what interrupted operations left.
 func TestLeftoversRemovedAtOpen(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	writeRecords(t, dir, Options{SegmentBytes: 4096}, 5) // seqs 1..5 in segment 1
 	write := func(name string, data []byte) {
@@ -518,6 +524,7 @@ func TestLeftoversRemovedAtOpen(t *testing.T) {
 // left no active segment): the marker carries the sequence number across a
 // restart.
 func TestSequenceContinuesAfterEverythingReclaimed(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	ffs := newFaultFS()
 	s := open(t, dir, Options{FS: ffs, SegmentBytes: 4096})
@@ -558,6 +565,7 @@ func TestSequenceContinuesAfterEverythingReclaimed(t *testing.T) {
 // live bytes are back at 7/8 of the bound, logging each change once; Append
 // takes what fits meanwhile.
 func TestBoundFullStatus(t *testing.T) {
+	noLeaks(t)
 	rec := int64(headerSize + 100)
 	var logs logBuf
 	s := open(t, t.TempDir(), Options{MaxBytes: 16 * rec, SegmentBytes: 4 * rec, Logger: logs.logger()})

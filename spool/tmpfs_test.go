@@ -19,6 +19,7 @@ import (
 // acknowledged it reclaims every segment and accepts again by itself, and
 // the directory holds nothing left over.
 func TestSmallVolume(t *testing.T) {
+	noLeaks(t)
 	dir := tmpfs.Mount(t, 16<<20)
 	s := open(t, dir, Options{})
 	t.Cleanup(func() { s.Close() }) // before the unmount

@@ -18,7 +18,11 @@ import (
 // directory at most every watermarkInterval and on Close, without fsync: a
 // lost or torn file only means more duplicates, never a loss, because W only
 // ever covers records the broker confirmed and sequence numbers are never
-// reused.
+// reused. For that, Open continues the sequence above W too: when the records
+// up to W of the newest segment are lost to corruption (or it cannot be
+// read), its name and what is left do not show how far the sequence went, and
+// a record accepted then with a number <= W would be taken for acknowledged
+// by the next Open unless a watermark was saved in between.
 const (
 	watermarkName     = "acked"
 	watermarkInterval = 200 * time.Millisecond
@@ -38,18 +42,24 @@ func (s *Spool) watermarkLocked() (w uint64, ok bool) {
 	return w, ok
 }
 
-// applyWatermark marks the records <= W of the recovered segments acknowledged
-// (called by Open after recovery, before any goroutine runs).
-func (s *Spool) applyWatermark() {
+// readWatermark reads the saved watermark W; ok is false when there is none
+// (or it cannot be read or parsed: then only more duplicates follow).
+func (s *Spool) readWatermark() (w uint64, ok bool) {
 	b, err := readSmall(s.fs, filepath.Join(s.dir, watermarkName))
 	if err != nil {
-		return
+		return 0, false
 	}
-	w, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	w, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
 		s.log.Warn("spool: ignoring an unreadable ack watermark", "err", err)
-		return
+		return 0, false
 	}
+	return w, true
+}
+
+// applyWatermark marks the records <= w of the recovered segments
+// acknowledged (called by recover, before any goroutine runs).
+func (s *Spool) applyWatermark(w uint64) {
 	for _, seg := range s.segs {
 		for j, loc := range seg.recs {
 			if loc.seq > w {

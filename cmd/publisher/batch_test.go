@@ -38,7 +38,10 @@ func (p *proc) postBatch(body string) (int, []entryResult, error) {
 	var out struct {
 		Results []entryResult `json:"results"`
 	}
-	raw, _ := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("reading the answer %d: %w", resp.StatusCode, err)
+	}
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return resp.StatusCode, nil, fmt.Errorf("answer %d is not JSON: %q", resp.StatusCode, raw)
 	}
@@ -277,8 +280,11 @@ func TestStreamStalledClientStallsOnlyItself(t *testing.T) {
 	// Long message ids make long results: 20,000 of them are more than the
 	// kernel lets a socket buffer (tcp_wmem's 4 MiB).
 	const n = 20_000
-	go func() { _ = s.send(q, "stall-"+strings.Repeat("x", 230), n, true) }()
-	// Nobody reads the results: the sending stops by itself.
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- s.send(q, "stall-"+strings.Repeat("x", 230), n, true) }()
+	// Nobody reads the results: the sending stops by itself. A candidate
+	// stall is 500 ms without a line taken (a flowing stream takes thousands
+	// in that time); it is confirmed below, after the 50 single publishes.
 	var last int64 = -1
 	poll.Within(t, waitLimit, "the stream stalled", func() bool {
 		cur := s.sent.Load()
@@ -287,10 +293,11 @@ func TestStreamStalledClientStallsOnlyItself(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		return stalled
 	})
-	if got := s.sent.Load(); got >= n {
-		t.Fatalf("all %d lines were taken while no result was read", got)
+	stalledAt := s.sent.Load()
+	if stalledAt >= n {
+		t.Fatalf("all %d lines were taken while no result was read", stalledAt)
 	}
-	t.Logf("stalled after %d of %d lines", s.sent.Load(), n)
+	t.Logf("stalled after %d of %d lines", stalledAt, n)
 	// Other callers are not affected.
 	for i := range 50 {
 		r, err := p.publish("amq.default", q, []byte(fmt.Sprint("single-", i)), nil)
@@ -300,6 +307,11 @@ func TestStreamStalledClientStallsOnlyItself(t *testing.T) {
 	}
 	if p.metric("publisher_streams_open") != 1 {
 		t.Fatal("publisher_streams_open is not 1 during the stream")
+	}
+	// Still where it stopped while 50 other messages were confirmed: stalled,
+	// not slow.
+	if now := s.sent.Load(); now != stalledAt {
+		t.Fatalf("the stream moved on from %d to %d lines with no result read: slow, not stalled", stalledAt, now)
 	}
 	// Reading again: every line gets its result.
 	go s.read()
@@ -312,6 +324,9 @@ func TestStreamStalledClientStallsOnlyItself(t *testing.T) {
 	}
 	if s.err != nil || got != n {
 		t.Fatalf("%d results of %d (%v)", got, n, s.err)
+	}
+	if err := <-sendErr; err != nil {
+		t.Fatalf("sending the lines: %v", err)
 	}
 }
 

@@ -12,9 +12,12 @@ import (
 	"github.com/publisher-dev/publisher/internal/poll"
 )
 
-// connectedNode returns the index of the node whose port /readyz names, or -1.
+// connectedNode returns the index of the node whose port /readyz names, or
+// -1 while the service is not ready. The service's admin listener stays up
+// through a failover: not reading /readyz fails the test.
 func connectedNode(p *proc, nodes []*brokertest.Node) int {
-	code, body := p.get("/readyz")
+	p.t.Helper()
+	code, body := p.mustGet("/readyz")
 	if code != 200 {
 		return -1
 	}
@@ -95,10 +98,15 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 	if err := nodes[victim].Restart(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // keep the load on while the node rejoins
+	// Keep the load on while the node rejoins: until the quorum queue has
+	// its three members online again.
+	other := nodes[(victim+1)%3]
+	poll.Within(t, waitLimit, "the quorum queue online on all three nodes again", func() bool {
+		members, online, err := other.QuorumMembers(q)
+		return err == nil && len(members) == 3 && len(online) == 3
+	})
 	close(stop)
 	r := <-res
-	other := nodes[(victim+1)%3]
 	t.Logf("status codes: %v", r.Outcomes)
 	brokertest.CheckDelivered(t, other.URL(), q, r.Acked, r.Total)
 	if n := p.metric("publisher_supervision_restarts_total", `child="publisher"`); n < 1 {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -15,7 +17,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/publisher-dev/publisher/internal/promtext"
 	"github.com/publisher-dev/publisher/internal/svcproc"
 	"github.com/publisher-dev/publisher/internal/svcproc/svcproctest"
 )
@@ -43,6 +44,24 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// seed is the seed of the random choices of the tests that make them (the
+// moments TestSpoolSurvivesSIGKILL kills the service at); 0 draws one from
+// the clock. Each such test logs the seed it used, so a failure is replayed
+// with the same choices: go test ./cmd/publisher -run '^TestName$' -seed N.
+var seed = flag.Uint64("seed", 0, "seed of the crash tests' random choices (0: from the clock; each test logs the one it used)")
+
+// newRand returns t's random source, seeded with -seed or the clock, and
+// logs the seed with the command that replays it.
+func newRand(t *testing.T) *rand.Rand {
+	t.Helper()
+	s := *seed
+	if s == 0 {
+		s = uint64(time.Now().UnixNano())
+	}
+	t.Logf("random seed %d (replay: go test ./cmd/publisher -run '^%s$' -seed %d)", s, t.Name(), s)
+	return rand.New(rand.NewPCG(s, s))
 }
 
 // waitLimit bounds every wait of these tests for something the service does
@@ -91,15 +110,38 @@ var client = &http.Client{
 	Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 256},
 }
 
-// get returns the status and body of an admin endpoint.
-func (p *proc) get(path string) (int, string) {
+// get returns the status and body of an admin endpoint, or the error that
+// kept it from being read (the service not listening yet, or gone): a poll
+// may wait through one, a check must fail on it.
+func (p *proc) get(path string) (int, string, error) {
 	resp, err := client.Get(p.admin + path)
 	if err != nil {
-		return 0, err.Error()
+		return 0, "", err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, "", fmt.Errorf("%s: reading the answer: %w", path, err)
+	}
+	return resp.StatusCode, string(b), nil
+}
+
+// mustGet is get that fails the test (t.Fatalf: only from the test's
+// goroutine) when the endpoint cannot be read.
+func (p *proc) mustGet(path string) (int, string) {
+	p.t.Helper()
+	code, body, err := p.get(path)
+	if err != nil {
+		p.t.Fatalf("GET %s: %v", path, err)
+	}
+	return code, body
+}
+
+// answers reports whether path answers code now; for polls only, which wait
+// through a transport error (the listener not up yet).
+func (p *proc) answers(path string, code int) bool {
+	c, _, err := p.get(path)
+	return err == nil && c == code
 }
 
 func (p *proc) waitReady() {
@@ -135,7 +177,10 @@ func (p *proc) publish(exchange, key string, body []byte, headers map[string]str
 		Status    string `json:"status"`
 		Error     string `json:"error"`
 	}
-	raw, _ := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return publishResult{code: resp.StatusCode}, fmt.Errorf("reading the answer %d: %w", resp.StatusCode, err)
+	}
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return publishResult{code: resp.StatusCode}, fmt.Errorf("answer %d is not JSON: %q", resp.StatusCode, raw)
 	}
@@ -143,12 +188,14 @@ func (p *proc) publish(exchange, key string, body []byte, headers map[string]str
 		retryAfter: resp.Header.Get("Retry-After")}, nil
 }
 
-// metric returns the sum of the samples of a metric family with every given
-// label (`a="b"`), from the service's /metrics.
+// metric returns the sum of the samples called name with every given label
+// (`a="b"`), from the service's /metrics. It fails the test (t.Fatalf: only
+// from the test's goroutine, poll conditions included) when /metrics cannot
+// be read or has no such series, so a renamed metric or a broken /metrics
+// never reads as 0.
 func (p *proc) metric(name string, labels ...string) float64 {
 	p.t.Helper()
-	_, body := p.get("/metrics")
-	return promtext.Value(body, name, labels...)
+	return svcproctest.Metric(p.t, p.Proc, name, labels...)
 }
 
 // postWith POSTs body to path with a Content-Type and headers, and returns

@@ -62,12 +62,19 @@ func TestTraceContextAndCloudEventsAgainstABroker(t *testing.T) {
 	}
 	mustPublish("single", "x", map[string]string{"Traceparent": incomingTP, "Tracestate": "congo=t61rcWkgMzE", "Baggage": "tenant=acme"})
 	mustPublish("malformed", "x", map[string]string{"Traceparent": "00-not-a-traceparent-01", "Tracestate": "congo=t61rcWkgMzE"})
+	// The binding's own example of a percent-encoded value, as a conforming
+	// sender writes it.
 	mustPublish("ce-binary", `{"n":1}`, map[string]string{"Content-Type": "application/json", "Ce-Specversion": "1.0",
-		"Ce-Id": "ce-binary", "Ce-Source": "/orders", "Ce-Type": "order.created", "Ce-Subject": "42"})
-	structured := `{"specversion":"1.0","id":"ce-structured","source":"/orders","type":"order.paid","data":{"n":2}}`
+		"Ce-Id": "ce-binary", "Ce-Source": "/orders", "Ce-Type": "order.created", "Ce-Subject": "42",
+		"Ce-Note": "Euro%20%E2%82%AC%20%F0%9F%98%80"})
+	structured := `{"specversion":"1.0","id":"ce-structured","source":"/orders","type":"order.paid","datacontenttype":"application/json","data":{"n":2}}`
 	mustPublish("ce-structured", structured, map[string]string{"Content-Type": "application/cloudevents+json"})
-	if r, err := p.publish("amq.default", q, []byte("x"), map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "bad", "Ce-Type": "t"}); err != nil || r.code != 400 || !strings.Contains(r.errText, "ce-source") {
-		t.Fatalf("an event without ce-source: %+v %v, want 400 naming it", r, err)
+	// An invalid event is a 400 naming the attribute and echoing the id.
+	if r, err := p.publish("amq.default", q, []byte("x"), map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "bad", "Ce-Type": "t"}); err != nil || r.code != 400 || !strings.Contains(r.errText, "ce-source") || r.id != "bad" {
+		t.Fatalf("an event without ce-source: %+v %v, want 400 naming it and the id", r, err)
+	}
+	if r, err := p.publish("amq.default", q, []byte(`{"specversion":"0.3","id":"old","source":"/s","type":"t"}`), map[string]string{"Content-Type": "application/cloudevents+json"}); err != nil || r.code != 400 || !strings.Contains(r.errText, `"0.3" is not supported (only "1.0")`) || r.id != "old" {
+		t.Fatalf("a 0.3 event: %+v %v, want 400 saying only 1.0 and naming the id", r, err)
 	}
 
 	code, results, err := p.postBatch(fmt.Sprintf(`{"messages": [
@@ -113,11 +120,19 @@ func TestTraceContextAndCloudEventsAgainstABroker(t *testing.T) {
 	check("ce-binary", "ce-specversion", "1.0")
 	check("ce-binary", "ce-source", "/orders")
 	check("ce-binary", "ce-subject", "42")
+	check("ce-binary", "ce-note", "Euro € 😀")
+	check("ce-binary", "content-type", "application/json")
 	s := got["ce-structured"]
 	if s.Type != "order.paid" || s.ContentType != "application/cloudevents+json" || string(s.Body) != structured {
 		t.Errorf("structured event delivered as type %q content type %q body %q", s.Type, s.ContentType, s.Body)
 	}
 	check("ce-structured", "ce-id", "ce-structured")
+	check("ce-structured", "content-type", "application/json")
+	for id, d := range got {
+		if d.Timestamp.IsZero() {
+			t.Errorf("%s: no AMQP timestamp", id)
+		}
+	}
 	if d := got["ce-batch-2"]; d.Type != "t2" || d.ContentType != "application/cloudevents+json" || d.Headers["ce-type"] != "t2" {
 		t.Errorf("batched event delivered as %+v", d)
 	}

@@ -22,7 +22,8 @@ import (
 	"github.com/publisher-dev/publisher/internal/poll"
 )
 
-// specVariables are the configuration variables SPEC.md names.
+// specVariables are configuration variables docs/configuration.md's table
+// documents.
 var specVariables = []string{
 	"PUBLISHER_AMQP_URLS", "PUBLISHER_LISTEN_ADDR", "PUBLISHER_ADMIN_ADDR", "PUBLISHER_AUTH_TOKEN",
 	"PUBLISHER_AUTH_TOKEN_FILE", "PUBLISHER_ALLOWED_EXCHANGES", "PUBLISHER_MAX_BODY_BYTES",
@@ -78,8 +79,9 @@ func TestInvalidConfigurationExits2NamingTheVariable(t *testing.T) {
 	}
 }
 
-// Every status code of SPEC.md from a real request against a real broker;
-// afterwards the service still publishes and no bad input restarted anything.
+// Every status code docs/http-api.md documents for a publish, from a
+// real request against a real broker; afterwards the service still publishes
+// and no bad input restarted anything.
 func TestEveryStatusCode(t *testing.T) {
 	amqpURL := brokertest.SharedURL(t)
 	stamp := time.Now().UnixNano()
@@ -157,7 +159,7 @@ func TestEveryStatusCode(t *testing.T) {
 		"PUBLISHER_CONFIRM_TIMEOUT": "2s",
 		"PUBLISHER_MAX_RESTARTS":    "1000",
 	})
-	poll.Within(t, waitLimit, "second service up", func() bool { c, _ := p2.get("/healthz"); return c == 200 })
+	poll.Within(t, waitLimit, "second service up", func() bool { return p2.answers("/healthz", 200) })
 	first := make(chan publishResult, 1)
 	go func() {
 		r, err := p2.publish("amq.default", q, []byte("waits"), nil)
@@ -280,10 +282,10 @@ func TestDegradeStaysUpAndRecovers(t *testing.T) {
 	if !p.Running() {
 		t.Fatal("process exited in degrade mode")
 	}
-	if code, body := p.get("/readyz"); code != 503 || !strings.Contains(body, `"given_up":true`) {
+	if code, body := p.mustGet("/readyz"); code != 503 || !strings.Contains(body, `"given_up":true`) {
 		t.Fatalf("/readyz = %d %s, want 503 given_up", code, body)
 	}
-	if code, _ := p.get("/healthz"); code != 200 {
+	if code, _ := p.mustGet("/healthz"); code != 200 {
 		t.Fatalf("/healthz = %d while degraded, want 200 (alive)", code)
 	}
 	r, err := p.publish("amq.default", q, []byte("x"), nil)
@@ -433,21 +435,30 @@ func TestMalformedBrokerURLsNeverLeak(t *testing.T) {
 	}
 	for _, u := range urls {
 		t.Run(u, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, binary)
-			cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-			cmd.Env = append(os.Environ(), "PUBLISHER_AMQP_URLS="+u, "PUBLISHER_LISTEN_ADDR="+freeAddr(t),
-				"PUBLISHER_ADMIN_ADDR="+freeAddr(t), "PUBLISHER_LOG_LEVEL=debug")
-			out, _ := cmd.CombinedOutput()
+			// Until an event, not for a fixed time: the process exits (a URL
+			// refused), or its first dial has failed and been logged ("child
+			// failed", with the error that would quote the URL); then SIGTERM,
+			// so the shutdown's lines are read too.
+			p := startService(t, map[string]string{"PUBLISHER_AMQP_URLS": u})
+			poll.Within(t, waitLimit, "an exit or a failed dial", func() bool {
+				return !p.Running() || strings.Contains(p.Logs(), "child failed")
+			})
+			if p.Running() {
+				if err := p.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+			}
+			code := p.wait(waitLimit)
+			out := p.Logs()
 			for _, f := range []string{"s3cr", "cret", "zzet", "%zz"} {
-				if bytes.Contains(out, []byte(f)) {
+				if strings.Contains(out, f) {
 					t.Fatalf("output shows %q:\n%s", f, out)
 				}
 			}
-			if code := cmd.ProcessState.ExitCode(); code == 2 && !bytes.Contains(out, []byte("PUBLISHER_AMQP_URLS")) {
+			if code == 2 && !strings.Contains(out, "PUBLISHER_AMQP_URLS") {
 				t.Fatalf("exit 2 without naming PUBLISHER_AMQP_URLS:\n%s", out)
 			}
+			t.Logf("exit status %d", code)
 		})
 	}
 }

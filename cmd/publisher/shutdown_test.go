@@ -76,6 +76,18 @@ func TestShutdownWhileTheBrokerBlocks(t *testing.T) {
 		"PUBLISHER_CONFIRM_TIMEOUT":  "30s", // longer than the shutdown: the shutdown must answer
 	})
 	p.waitReady()
+	// serviceConnected reports whether the broker lists the service's
+	// connection (it names it "publisher").
+	serviceConnected := func() bool {
+		out, err := node.Ctl("list_connections", "--silent", "client_properties")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(out, `{"connection_name","publisher"}`)
+	}
+	if !serviceConnected() {
+		t.Fatal("the broker does not list the service's connection as this test expects")
+	}
 	if r, err := p.publish("amq.default", q, []byte("before"), nil); err != nil || r.code != 200 {
 		t.Fatalf("publish before the alarm: %+v %v", r, err)
 	}
@@ -109,7 +121,12 @@ func TestShutdownWhileTheBrokerBlocks(t *testing.T) {
 	if err := node.SetMemoryAlarm(false); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // anything still on its way would land now
+	// Anything still on its way lands before the service's connection is
+	// gone from the broker: while the alarm held the connection blocked, the
+	// broker stopped reading it; once the alarm is cleared it reads (and
+	// routes) what is left, then the end of the stream, and only then drops
+	// the connection (the service names its connection "publisher").
+	poll.Within(t, waitLimit, "the service's connection gone from the broker", func() bool { return !serviceConnected() })
 	got := node.Drain(t, q)
 	for id := range got {
 		if notPublished[id] {

@@ -25,7 +25,7 @@ func TestSpoolOnASmallVolume(t *testing.T) {
 	q := brokertest.TempQueue(t, amqpURL, "svc-spool-small")
 	p := startService(t, map[string]string{"PUBLISHER_AMQP_URLS": amqpURL, "PUBLISHER_SPOOL_DIR": dir})
 	p.waitReady()
-	if code, body := p.get("/readyz"); code != 200 || !strings.Contains(body, `"spool_accepting":true`) {
+	if code, body := p.mustGet("/readyz"); code != 200 || !strings.Contains(body, `"spool_accepting":true`) {
 		t.Fatalf("/readyz %d %s", code, body)
 	}
 	if seg := p.metric("publisher_spool_segment_bytes"); seg <= 0 || seg > 4<<20 {
@@ -69,7 +69,7 @@ func TestSpoolFullDiskRecovers(t *testing.T) {
 		"PUBLISHER_BACKOFF_MIN":       "10ms",
 		"PUBLISHER_BACKOFF_MAX":       "500ms",
 	})
-	poll.Within(t, waitLimit, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "ready with the broker away", func() bool { return p.answers("/readyz", 200) })
 
 	// Fill the volume with 8 concurrent clients.
 	var mu sync.Mutex
@@ -114,10 +114,10 @@ func TestSpoolFullDiskRecovers(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("%d messages spooled before the volume was full", len(acked))
-	if code, body := p.get("/readyz"); code != 503 || !strings.Contains(body, `"spool_accepting":false`) {
+	if code, body := p.mustGet("/readyz"); code != 503 || !strings.Contains(body, `"spool_accepting":false`) {
 		t.Fatalf("/readyz %d %s with a full volume, want 503 spool_accepting false", code, body)
 	}
-	if code, _ := p.get("/healthz"); code != 200 {
+	if code, _ := p.mustGet("/healthz"); code != 200 {
 		t.Fatalf("/healthz %d: a spool full of its own messages is alive", code)
 	}
 
@@ -149,7 +149,7 @@ func TestSpoolFullDiskRecovers(t *testing.T) {
 	proxy.SetRefuse(false)
 	poll.Within(t, waitLimit, "spool drained", func() bool { return p.metric("publisher_spool_messages") == 0 })
 	back := time.Now()
-	poll.Within(t, waitLimit, "accepting again", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "accepting again", func() bool { return p.answers("/readyz", 200) })
 	t.Logf("accepting again %v after the drain", time.Since(back).Round(time.Millisecond))
 	r, err := p.publish("amq.default", q, body, async)
 	if err != nil || r.code != 202 {
@@ -161,11 +161,16 @@ func TestSpoolFullDiskRecovers(t *testing.T) {
 		t.Fatal("the service exited")
 	}
 	var used int64
-	entries, _ := os.ReadDir(dir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, e := range entries {
-		if fi, err := e.Info(); err == nil {
-			used += fi.Size()
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
 		}
+		used += fi.Size()
 		if strings.HasSuffix(e.Name(), ".salvage") {
 			t.Errorf("leftover %s", filepath.Join(dir, e.Name()))
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -38,7 +37,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 	}
 	var acked []string
 	codes := map[string]int{}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
+	rng := newRand(t) // the moments of the kills; logged, -seed replays them
 	for round := range 4 {
 		// Round 1 runs with the broker unreachable: only the spool takes them.
 		proxy.SetRefuse(round == 1)
@@ -46,7 +45,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 			proxy.CutAll()
 		}
 		p := startService(t, env)
-		poll.Within(t, waitLimit, "service ready", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+		poll.Within(t, waitLimit, "service ready", func() bool { return p.answers("/readyz", 200) })
 		stop := make(chan struct{})
 		res := httpLoad(p, q, 16, async, stop)
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
@@ -85,7 +84,7 @@ func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 		"PUBLISHER_BACKOFF_MIN":     "10ms",
 		"PUBLISHER_BACKOFF_MAX":     "200ms",
 	})
-	poll.Within(t, waitLimit, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "ready with the broker away", func() bool { return p.answers("/readyz", 200) })
 	var acked []string
 	body := make([]byte, 1024)
 	full := false
@@ -107,7 +106,7 @@ func TestSpoolFullThenAcceptsAgain(t *testing.T) {
 	if !full {
 		t.Fatal("a 64 KiB spool took 200 KiB")
 	}
-	if c, _ := p.get("/readyz"); c != 503 {
+	if c, _ := p.mustGet("/readyz"); c != 503 {
 		t.Fatalf("/readyz = %d with a full spool, want 503", c)
 	}
 	proxy.SetRefuse(false)
@@ -157,7 +156,7 @@ func TestSpoolBrokerOutageOfAMinute(t *testing.T) {
 		}
 		acked = append(acked, r.id)
 		sent++
-		if c, body := p.get("/readyz"); c != 200 {
+		if c, body := p.mustGet("/readyz"); c != 200 {
 			t.Fatalf("/readyz %d during the outage with a spool: %s", c, body)
 		}
 		peak = max(peak, p.metric("publisher_spool_messages"))
@@ -193,16 +192,24 @@ func TestSpoolOutlivesGivingUp(t *testing.T) {
 		"PUBLISHER_BACKOFF_MIN":       "10ms",
 		"PUBLISHER_BACKOFF_MAX":       "200ms",
 	})
+	poll.Within(t, waitLimit, "ready with the broker away", func() bool { return p.answers("/readyz", 200) })
 	poll.Within(t, waitLimit, "given up", func() bool { return p.metric("publisher_given_up") == 1 })
+	escalations := p.metric("publisher_supervision_escalations_total", `supervisor="broker"`)
 	var acked []string
-	deadline := time.Now().Add(5 * time.Second) // several give-up cycles at these backoffs
-	for i := 0; time.Now().Before(deadline); i++ {
+	// Publish until the tree has given up five times more and 50 messages
+	// went in (counts of events, not a fixed time): the process must answer
+	// 202 and stay ready throughout.
+	start := time.Now()
+	for i := 0; i < 50 || p.metric("publisher_supervision_escalations_total", `supervisor="broker"`) < escalations+5; i++ {
+		if time.Since(start) > waitLimit {
+			t.Fatalf("the tree did not give up five more times within %v", waitLimit)
+		}
 		r, err := p.publish("amq.default", q, []byte(fmt.Sprint("given-up-", i)), async)
 		if err != nil || r.code != 202 {
 			t.Fatalf("publish %d after giving up: %+v %v, want 202", i, r, err)
 		}
 		acked = append(acked, r.id)
-		code, body := p.get("/readyz")
+		code, body := p.mustGet("/readyz")
 		if code != 200 || !strings.Contains(body, `"broker_up":false`) || !strings.Contains(body, `"given_up":true`) {
 			t.Fatalf("/readyz %d %s, want ready, broker down, given up", code, body)
 		}
@@ -210,9 +217,6 @@ func TestSpoolOutlivesGivingUp(t *testing.T) {
 	}
 	if !p.Running() {
 		t.Fatalf("the service exited (status %d) while its spool accepted", p.ExitCode())
-	}
-	if n := p.metric("publisher_supervision_escalations_total", `supervisor="broker"`); n < 3 {
-		t.Fatalf("broker escalations = %v: the tree did not give up repeatedly", n)
 	}
 	if p.metric("publisher_connection_up") != 0 {
 		t.Fatal("publisher_connection_up is not 0 with the broker away")
@@ -241,7 +245,7 @@ func TestSpoolCorruptionReported(t *testing.T) {
 		"PUBLISHER_SPOOL_MAX_BYTES": "2097152", // 256 KiB segments
 	}
 	p := startService(t, env)
-	poll.Within(t, waitLimit, "ready with the broker away", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "ready with the broker away", func() bool { return p.answers("/readyz", 200) })
 	var acked []string
 	for i := range 300 {
 		r, err := p.publish("amq.default", q, bytes.Repeat([]byte{'x'}, 2048), map[string]string{"Prefer": "respond-async", "X-Message-Id": fmt.Sprint("c-", i)})
@@ -254,7 +258,10 @@ func TestSpoolCorruptionReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.wait(30 * time.Second)
-	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	segs, err := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	sort.Strings(segs)
 	if len(segs) < 2 {
 		t.Fatalf("segments %v: want an older one to damage", segs)
@@ -271,7 +278,7 @@ func TestSpoolCorruptionReported(t *testing.T) {
 	}
 
 	p = startService(t, env)
-	poll.Within(t, waitLimit, "restarted", func() bool { c, _ := p.get("/readyz"); return c == 200 })
+	poll.Within(t, waitLimit, "restarted", func() bool { return p.answers("/readyz", 200) })
 	var report struct {
 		Lost int      `json:"lost_records"`
 		IDs  []string `json:"lost_ids"`

@@ -92,7 +92,7 @@ func TestTLSBrokerWithPrivateCA(t *testing.T) {
 
 	without := startService(t, map[string]string{"PUBLISHER_AMQP_URLS": url, "PUBLISHER_CONFIRM_TIMEOUT": "2s"})
 	without.waitLog("not by one of the system's root CAs (set PUBLISHER_AMQP_TLS_CA_FILE")
-	code, body := without.get("/readyz")
+	code, body := without.mustGet("/readyz")
 	if code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz without the CA = %d %s, want 503", code, body)
 	}
@@ -117,7 +117,7 @@ func TestTLSBrokerWithPrivateCA(t *testing.T) {
 		"PUBLISHER_AMQP_TLS_KEY_FILE":   brokertest.WriteFile(t, dir, "pub.key", k),
 	})
 	external.waitLog("the broker does not offer the EXTERNAL mechanism: enable its rabbitmq_auth_mechanism_ssl plugin")
-	if code, body := external.get("/readyz"); code != http.StatusServiceUnavailable {
+	if code, body := external.mustGet("/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz with EXTERNAL not offered = %d %s, want 503", code, body)
 	}
 }
@@ -196,7 +196,7 @@ func TestTLSMutualExternal(t *testing.T) {
 	env["PUBLISHER_AMQP_URLS_FILE"] = brokertest.WriteFile(t, dir, "plain-urls", []byte("amqps://app:"+tlsPassword+"@"+n.TLS.Addr()+"/"))
 	without := startService(t, env)
 	without.waitLog("requires a client certificate and none is configured")
-	if code, body := without.get("/readyz"); code != http.StatusServiceUnavailable {
+	if code, body := without.mustGet("/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz without a client certificate = %d %s, want 503", code, body)
 	}
 	noSecret(t, "the log", without.Logs())

@@ -27,14 +27,6 @@ const (
 	configuration = "docs/configuration.md"
 )
 
-// moving reports whether pkg (relative to the module) is left out of the
-// package checks: the load tool, which is moving to a module of its own
-// under bench/.
-func moving(pkg string) bool {
-	return pkg == "cmd/pubbench" || strings.HasPrefix(pkg, "cmd/pubbench/") ||
-		pkg == "bench" || strings.HasPrefix(pkg, "bench/")
-}
-
 func read(t *testing.T, rel string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(root, rel))
@@ -89,7 +81,7 @@ func listPackages(t *testing.T) packages {
 	for _, line := range goList(t, "-f", `{{.ImportPath}}{{range .Imports}};{{.}}{{end}}`, "./...") {
 		f := strings.Split(line, ";")
 		p, ok := rel(f[0])
-		if !ok || moving(p) {
+		if !ok {
 			continue
 		}
 		imports := []string{}
@@ -272,9 +264,6 @@ func checkPackageTable(doc string, pk packages) []string {
 			continue
 		}
 		p := strings.TrimSuffix(m[1], "/")
-		if moving(p) {
-			continue
-		}
 		if listed[p] {
 			problems = append(problems, fmt.Sprintf("%s is listed twice", p))
 		}

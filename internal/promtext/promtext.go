@@ -5,9 +5,14 @@
 // x_bucket{le=...}, x_sum and x_count, a summary x{quantile=...}, x_sum and
 // x_count. A name therefore means exactly the name at the start of a sample
 // line: x does not match x_total or x_bucket.
+//
+// A series that is not there is an error (ErrMissing), never a 0: a caller
+// that polls for "the spool is empty" or checks "failures == 0" must not pass
+// on a renamed metric or a broken /metrics.
 package promtext
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -61,21 +66,19 @@ func (s Samples) Sum(name string, labels ...string) (sum float64, found bool) {
 	return sum, found
 }
 
-// Value is Sum without found: 0 when no sample matches.
-func (s Samples) Value(name string, labels ...string) float64 {
-	v, _ := s.Sum(name, labels...)
-	return v
-}
+// ErrMissing: no sample has the name and labels asked for. A test that
+// reads a metric must fail on it: a renamed metric, a label value that is
+// never written or a /metrics that answers something else must not read as 0.
+var ErrMissing = errors.New("promtext: no such series")
 
-// Value parses body and returns the Value of name and labels: 0 when
-// nothing matches or body is not an exposition (an error text, an empty
-// answer).
-func Value(body, name string, labels ...string) float64 {
-	s, err := Parse(strings.NewReader(body))
-	if err != nil {
-		return 0
+// Get is Sum that fails when no sample matches: the error wraps ErrMissing
+// and names the series asked for.
+func (s Samples) Get(name string, labels ...string) (float64, error) {
+	v, found := s.Sum(name, labels...)
+	if !found {
+		return 0, fmt.Errorf("%w: %s{%s}", ErrMissing, name, strings.Join(labels, ","))
 	}
-	return s.Value(name, labels...)
+	return v, nil
 }
 
 // parseLabel splits `name="value"` into its name and unquoted value.

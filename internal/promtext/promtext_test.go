@@ -2,6 +2,7 @@ package promtext_test
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 
@@ -11,7 +12,7 @@ import (
 	"github.com/publisher-dev/publisher/internal/promtext"
 )
 
-// The cases of cmd/pubbench's TestSumMetric, which tested the hand parser
+// The cases of pubbench's former TestSumMetric, which tested the hand parser
 // this package replaced.
 func TestSum(t *testing.T) {
 	exp := `# HELP publisher_buffered_messages x
@@ -47,9 +48,11 @@ publisher_publish_duration_seconds_bucket{le="0.1"} 3
 	}
 }
 
-// TestValue pins the semantics of cmd/publisher's metricValue: the sum of
-// the samples of name carrying every given label, 0 when there are none.
-func TestValue(t *testing.T) {
+// TestGet pins what the tests' metric helpers rely on: the sum of the
+// samples of name carrying every given label, and an error wrapping
+// ErrMissing, never a 0, when there are none; an answer that is not an
+// exposition does not parse.
+func TestGet(t *testing.T) {
 	exp := `# HELP publisher_messages_total x
 # TYPE publisher_messages_total counter
 publisher_messages_total{outcome="confirmed"} 7
@@ -57,7 +60,13 @@ publisher_messages_total{outcome="nacked"} 2
 # TYPE publisher_supervision_restarts_total counter
 publisher_supervision_restarts_total{child="publisher",supervisor="broker"} 3
 publisher_supervision_restarts_total{child="relay",supervisor="broker"} 1
+# TYPE publisher_spool_messages gauge
+publisher_spool_messages 0
 `
+	s, err := promtext.Parse(strings.NewReader(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -65,19 +74,37 @@ publisher_supervision_restarts_total{child="relay",supervisor="broker"} 1
 	}{
 		{"publisher_messages_total", nil, 9},
 		{"publisher_messages_total", []string{`outcome="confirmed"`}, 7},
-		{"publisher_messages_total", []string{`outcome="lost"`}, 0},
-		{"publisher_messages", nil, 0}, // a prefix is not the name
 		{"publisher_supervision_restarts_total", []string{`child="publisher"`}, 3},
 		{"publisher_supervision_restarts_total", []string{`supervisor="broker"`}, 4},
 		{"publisher_supervision_restarts_total", []string{`supervisor="broker"`, `child="relay"`}, 1},
-		{"publisher_supervision_restarts_total", []string{`child="publ"`}, 0},
+		{"publisher_spool_messages", nil, 0}, // a real 0
 	} {
-		if got := promtext.Value(exp, c.name, c.labels...); got != c.want {
-			t.Errorf("Value(%s, %q) = %v, want %v", c.name, c.labels, got, c.want)
+		if got, err := s.Get(c.name, c.labels...); err != nil || got != c.want {
+			t.Errorf("Get(%s, %q) = %v, %v; want %v", c.name, c.labels, got, err, c.want)
 		}
 	}
-	if got := promtext.Value(`Get "http://127.0.0.1:1/metrics": connection refused`, "publisher_ready"); got != 0 {
-		t.Errorf("Value of an error text = %v, want 0", got)
+	for _, c := range []struct {
+		name   string
+		labels []string
+	}{
+		{"publisher_messages_total", []string{`outcome="lost"`}},
+		{"publisher_messages", nil}, // a prefix is not the name
+		{"publisher_spool_message", nil},
+		{"publisher_supervision_restarts_total", []string{`child="publ"`}},
+	} {
+		got, err := s.Get(c.name, c.labels...)
+		if !errors.Is(err, promtext.ErrMissing) {
+			t.Errorf("Get(%s, %q) = %v, %v; want ErrMissing", c.name, c.labels, got, err)
+		} else if !strings.Contains(err.Error(), c.name) {
+			t.Errorf("error %q does not name %s", err, c.name)
+		}
+	}
+	for _, body := range []string{`Get "http://127.0.0.1:1/metrics": connection refused`, "<html>502</html>"} {
+		if s, err := promtext.Parse(strings.NewReader(body)); err == nil {
+			if _, err := s.Get("publisher_ready"); !errors.Is(err, promtext.ErrMissing) {
+				t.Errorf("%q: parsed, and Get says %v", body, err)
+			}
+		}
 	}
 }
 
@@ -122,11 +149,11 @@ func TestClientGolangExposition(t *testing.T) {
 	if _, found := s.Sum("publisher_publish_duration_seconds"); found {
 		t.Error("a histogram's own name has samples")
 	}
-	if v := s.Value("publisher_messages_total", `outcome="failed"`); v != 1 {
-		t.Errorf("Value(failed) = %v, want 1", v)
+	if v, err := s.Get("publisher_messages_total", `outcome="failed"`); err != nil || v != 1 {
+		t.Errorf("Get(failed) = %v, %v; want 1", v, err)
 	}
-	if v := s.Value("missing"); v != 0 {
-		t.Errorf("Value(missing) = %v, want 0", v)
+	if _, err := s.Get("missing"); !errors.Is(err, promtext.ErrMissing) {
+		t.Errorf("Get(missing): %v, want ErrMissing", err)
 	}
 }
 

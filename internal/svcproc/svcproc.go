@@ -1,7 +1,9 @@
 // Package svcproc runs the publisher service binary as a child process on
 // free loopback ports, for the tests of cmd/publisher and for the load tool
-// cmd/pubbench: it captures the child's output, waits until /readyz answers
-// 200, stops it with SIGTERM and reports how it exited.
+// pubbench (bench/, a module of its own that imports this package through
+// its replace directive): it captures the child's output, waits until
+// /readyz answers 200, reads its /metrics, stops it with SIGTERM and
+// reports how it exited.
 //
 // It returns errors and never touches a testing.T, so a program can use it;
 // tests use the thin wrapper in svcproctest.
@@ -20,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/publisher-dev/publisher/internal/promtext"
 )
 
 var (
@@ -62,10 +66,16 @@ type Proc struct {
 	adminAddr string
 	logPath   string
 	logs      *lockedBuffer // nil with a LogPath
+	admin     *http.Client  // Metrics's; its idle connections are closed when the child exits
 	exited    chan struct{}
 	waitErr   error // set before exited is closed
 	code      int   // likewise
 }
+
+// metricsTimeout bounds one read of /metrics: the service's own admin write
+// timeout (30 s), so a slow scrape under -race on a loaded machine is waited
+// for rather than mistaken for a missing metric.
+const metricsTimeout = 30 * time.Second
 
 // Start starts spec.Bin on two free loopback ports. It does not wait for
 // readiness (WaitReady does).
@@ -81,7 +91,8 @@ func Start(spec Spec) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proc{apiAddr: apiAddr, adminAddr: adminAddr, logPath: spec.LogPath, exited: make(chan struct{})}
+	p := &Proc{apiAddr: apiAddr, adminAddr: adminAddr, logPath: spec.LogPath, exited: make(chan struct{}),
+		admin: &http.Client{Timeout: metricsTimeout, Transport: &http.Transport{Proxy: nil}}}
 	env := spec.Env
 	if env == nil {
 		env = os.Environ()
@@ -108,6 +119,7 @@ func Start(spec Spec) (*Proc, error) {
 	go func() {
 		p.waitErr = p.cmd.Wait()
 		p.code = p.cmd.ProcessState.ExitCode()
+		p.admin.CloseIdleConnections()
 		close(p.exited)
 	}()
 	return p, nil
@@ -240,6 +252,42 @@ func (p *Proc) ready(ctx context.Context, client *http.Client) bool {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// Metrics reads the child's /metrics on the admin address. It fails on a
+// transport error, on a status other than 200 and on an answer that is not a
+// text exposition.
+func (p *Proc) Metrics(ctx context.Context) (promtext.Samples, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.adminAddr+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("svcproc: %w", err)
+	}
+	resp, err := p.admin.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("svcproc: /metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil, fmt.Errorf("svcproc: /metrics answered HTTP %d", resp.StatusCode)
+	}
+	s, err := promtext.Parse(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("svcproc: /metrics: %w", err)
+	}
+	return s, nil
+}
+
+// Metric reads /metrics (Metrics) and returns the sum of the samples called
+// name that carry every label given, written name="value" (promtext's Get).
+// It returns an error, never a 0, when /metrics cannot be read or no sample
+// matches (then the error wraps promtext.ErrMissing).
+func (p *Proc) Metric(ctx context.Context, name string, labels ...string) (float64, error) {
+	s, err := p.Metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.Get(name, labels...)
 }
 
 // Logs returns the child's output so far (with a LogPath, the file's

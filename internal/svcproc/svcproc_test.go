@@ -15,6 +15,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/publisher-dev/publisher/internal/poll"
+	"github.com/publisher-dev/publisher/internal/promtext"
 	"github.com/publisher-dev/publisher/internal/svcproc"
 	"github.com/publisher-dev/publisher/internal/svcproc/svcproctest"
 )
@@ -38,9 +40,11 @@ func TestMain(m *testing.M) {
 }
 
 // fakeService stands in for the publisher: it prints a line on stdout and
-// one on stderr, serves /readyz on PUBLISHER_ADMIN_ADDR and exits with status
-// 3 on SIGTERM. Modes: "ok"; "crash" exits with status 7 at once; "notready"
-// answers /readyz with 503; "stubborn" ignores SIGTERM.
+// one on stderr, serves /readyz and /metrics (fakeMetrics) on
+// PUBLISHER_ADMIN_ADDR and exits with status 3 on SIGTERM. Modes: "ok";
+// "crash" exits with status 7 at once; "notready" answers every path with
+// 503; "garbage" answers /metrics with something that is not an exposition;
+// "stubborn" ignores SIGTERM.
 func fakeService(mode string) int {
 	fmt.Println("fake stdout")
 	fmt.Fprintf(os.Stderr, "fake starting on %s and %s\n", os.Getenv("PUBLISHER_LISTEN_ADDR"), os.Getenv("PUBLISHER_ADMIN_ADDR"))
@@ -54,7 +58,14 @@ func fakeService(mode string) int {
 		status = http.StatusServiceUnavailable
 	}
 	go http.ListenAndServe(os.Getenv("PUBLISHER_ADMIN_ADDR"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(status)
+		switch {
+		case status != http.StatusOK:
+			w.WriteHeader(status)
+		case r.URL.Path == "/metrics" && mode == "garbage":
+			fmt.Fprint(w, "<html>not an exposition{</html>\n")
+		case r.URL.Path == "/metrics":
+			fmt.Fprint(w, fakeMetrics)
+		}
 	}))
 	for range sigs {
 		if mode != "stubborn" {
@@ -64,6 +75,16 @@ func fakeService(mode string) int {
 	}
 	return 0
 }
+
+// fakeMetrics is the fake service's /metrics.
+const fakeMetrics = `# TYPE fake_up gauge
+fake_up 1
+# TYPE fake_total counter
+fake_total{kind="a"} 2
+fake_total{kind="b"} 3
+# TYPE fake_empty gauge
+fake_empty 0
+`
 
 // fake is the Spec of the fake service in mode.
 func fake(t *testing.T, mode string) svcproc.Spec {
@@ -178,5 +199,57 @@ func TestStartErrors(t *testing.T) {
 	spec.LogPath = filepath.Join(t.TempDir(), "no", "such", "dir", "log")
 	if _, err := svcproc.Start(spec); err == nil {
 		t.Error("an impossible LogPath: no error")
+	}
+}
+
+// Metric reads the child's /metrics: the value of a series that is there (a
+// 0 included), and an error, never a 0, for a series that is not, for an
+// answer other than 200, for one that is not an exposition, and for a child
+// that no longer listens.
+func TestMetric(t *testing.T) {
+	ctx := context.Background()
+	p := svcproctest.Start(t, fake(t, "ok"))
+	svcproctest.WaitReady(t, p, 10*time.Second)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"fake_up", nil, 1},
+		{"fake_total", nil, 5},
+		{"fake_total", []string{`kind="b"`}, 3},
+		{"fake_empty", nil, 0},
+	} {
+		if got, err := p.Metric(ctx, c.name, c.labels...); err != nil || got != c.want {
+			t.Errorf("Metric(%s, %q) = %v, %v; want %v", c.name, c.labels, got, err, c.want)
+		}
+	}
+	if got := svcproctest.Metric(t, p, "fake_total", `kind="a"`); got != 2 {
+		t.Errorf("svcproctest.Metric = %v, want 2", got)
+	}
+	for _, c := range [][]string{{"fake_down"}, {"fake_total", `kind="c"`}, {"fake"}} {
+		if got, err := p.Metric(ctx, c[0], c[1:]...); !errors.Is(err, promtext.ErrMissing) {
+			t.Errorf("Metric(%q) = %v, %v; want ErrMissing", c, got, err)
+		}
+	}
+	if _, err := p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Metric(ctx, "fake_up"); err == nil {
+		t.Errorf("Metric of a stopped child = %v, no error", got)
+	}
+
+	for _, mode := range []string{"notready", "garbage"} {
+		p := svcproctest.Start(t, fake(t, mode))
+		// Ready (garbage), or answering 503 (notready): /metrics is served.
+		poll.Within(t, 10*time.Second, mode+" child listening", func() bool {
+			_, err := p.Metrics(ctx)
+			return err != nil && !strings.Contains(err.Error(), "connection refused")
+		})
+		got, err := p.Metric(ctx, "fake_up")
+		if err == nil || errors.Is(err, promtext.ErrMissing) {
+			t.Errorf("%s: Metric = %v, %v; want an error reading /metrics", mode, got, err)
+		}
+		t.Logf("%s: %v", mode, err)
 	}
 }

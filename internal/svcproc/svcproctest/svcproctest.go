@@ -55,3 +55,16 @@ func Wait(t testing.TB, p *svcproc.Proc, limit time.Duration) int {
 	}
 	return code
 }
+
+// Metric returns p.Metric(name, labels...) and fails t (t.Fatalf, so only
+// from the test's goroutine) when /metrics cannot be read or has no such
+// series: a renamed metric or a broken /metrics fails the test rather than
+// reading as 0.
+func Metric(t testing.TB, p *svcproc.Proc, name string, labels ...string) float64 {
+	t.Helper()
+	v, err := p.Metric(context.Background(), name, labels...)
+	if err != nil {
+		t.Fatalf("reading metric %s%q: %v", name, labels, err)
+	}
+	return v
+}

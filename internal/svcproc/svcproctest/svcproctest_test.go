@@ -1,8 +1,10 @@
 package svcproctest_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -40,5 +42,37 @@ func TestCleanupKillsTheChild(t *testing.T) {
 	case <-p.Exited():
 	default:
 		t.Fatal("the child outlived its test")
+	}
+}
+
+// fatalRecorder is a testing.TB whose Fatalf records the message and ends
+// the goroutine, as testing's does.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalRecorder) Helper() {}
+
+func (f *fatalRecorder) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// Metric fails the test, rather than reading 0, when /metrics cannot be
+// read: here nothing listens on the child's admin address.
+func TestMetricFailsTheTest(t *testing.T) {
+	p := svcproctest.Start(t, svcproc.Spec{Bin: script(t, "exec sleep 600\n")})
+	rec := &fatalRecorder{TB: t}
+	done := make(chan float64, 1)
+	go func() {
+		defer close(done)
+		done <- svcproctest.Metric(rec, p, "publisher_spool_messages")
+	}()
+	if v, returned := <-done; returned {
+		t.Fatalf("Metric returned %v without a /metrics to read", v)
+	}
+	if !strings.Contains(rec.msg, "publisher_spool_messages") {
+		t.Errorf("the failure does not name the metric: %q", rec.msg)
 	}
 }

@@ -46,26 +46,28 @@ type spoolRun struct {
 // be reported next to the acceptance rate.
 func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, error) {
 	svc := b.spoolSvc
-	metricsClient := newMetricsClient()
-	defer metricsClient.CloseIdleConnections()
 	sr := &spoolRun{queued: -1}
-	before, err := svc.scrape(metricsClient)
+	before, err := svc.scrape()
 	if err != nil {
 		return merged{}, nil, fmt.Errorf("spooled: %w", err)
 	}
-	if n := before.Value(metricSpoolMessages); n != 0 {
+	n, err := before.Get(metricSpoolMessages)
+	if err != nil {
+		return merged{}, nil, fmt.Errorf("spooled: %w", err) // the drain could not be measured
+	}
+	if n != 0 {
 		b.note("spooled: the spool held %.0f messages before the mode (an earlier drain did not finish)", n)
 	}
-	m, loadEnd, err := b.loadSpooled(ctx, w, metricsClient, sr)
+	m, loadEnd, err := b.loadSpooled(ctx, w, sr)
 	if err != nil {
 		return merged{}, nil, err
 	}
 	sr.load = loadEnd.Sub(w.start).Seconds()
 	logf("%s: %d accepted; waiting (at most %s) for the spool to drain", modeLabels[modeSpooled], m.okTotal, b.cfg.spoolDrainTimeout)
-	if err := b.drainSpool(ctx, metricsClient, sr, loadEnd); err != nil {
+	if err := b.drainSpool(ctx, sr, loadEnd); err != nil {
 		return merged{}, nil, err
 	}
-	if after, err := svc.scrape(metricsClient); err == nil {
+	if after, err := svc.scrape(); err == nil {
 		sr.setTotals(before, after)
 	}
 	if n, err := b.queueDepth(); err == nil {
@@ -78,8 +80,8 @@ func (b *bench) runSpooled(ctx context.Context, w window) (merged, *spoolRun, er
 
 // loadSpooled runs mode spooled's closed loop, recording the spool's peak
 // size into sr meanwhile, and returns its outcome and when it ended.
-func (b *bench) loadSpooled(ctx context.Context, w window, metricsClient *http.Client, sr *spoolRun) (merged, time.Time, error) {
-	stopPeak := b.watchSpoolPeak(metricsClient, sr)
+func (b *bench) loadSpooled(ctx context.Context, w window, sr *spoolRun) (merged, time.Time, error) {
+	stopPeak := b.watchSpoolPeak(sr)
 	u, h := b.publishRequest(b.spoolSvc)
 	h.Set("Prefer", "respond-async")
 	op, done, err := b.poster(u, h, b.body, http.StatusAccepted, []byte(`"spooled"`))
@@ -96,7 +98,7 @@ func (b *bench) loadSpooled(ctx context.Context, w window, metricsClient *http.C
 
 // watchSpoolPeak scrapes the spooled service every 250 ms into sr's peaks
 // until stop, which waits for the last scrape, is called.
-func (b *bench) watchSpoolPeak(metricsClient *http.Client, sr *spoolRun) (stop func()) {
+func (b *bench) watchSpoolPeak(sr *spoolRun) (stop func()) {
 	loadDone := make(chan struct{})
 	peakDone := make(chan struct{})
 	go func() {
@@ -108,8 +110,11 @@ func (b *bench) watchSpoolPeak(metricsClient *http.Client, sr *spoolRun) (stop f
 			case <-loadDone:
 				return
 			case <-t.C:
-				if m, err := b.spoolSvc.scrape(metricsClient); err == nil {
-					sr.observe(m)
+				if m, err := b.spoolSvc.scrape(); err == nil {
+					if err := sr.observe(m); err != nil {
+						b.note("spooled: peak: %v", err)
+						return
+					}
 				}
 			}
 		}
@@ -123,24 +128,23 @@ func (b *bench) watchSpoolPeak(metricsClient *http.Client, sr *spoolRun) (stop f
 // drainSpool polls the spooled service every 20 ms until its spool is
 // empty, and records in sr how long that took after loadEnd. After
 // -spool-drain-timeout (or when ctx is done) it gives up with a note: the
-// end-to-end rate is then an upper bound. It fails when the service exits.
-func (b *bench) drainSpool(ctx context.Context, metricsClient *http.Client, sr *spoolRun, loadEnd time.Time) error {
+// end-to-end rate is then an upper bound. It fails when the service exits
+// and when its /metrics lacks the spool's metrics.
+func (b *bench) drainSpool(ctx context.Context, sr *spoolRun, loadEnd time.Time) error {
 	svc := b.spoolSvc
 	deadline := loadEnd.Add(b.cfg.spoolDrainTimeout)
 	lastErr := error(nil)
 	for {
-		mm, err := svc.scrape(metricsClient)
+		mm, err := svc.scrape()
 		now := time.Now()
 		if err == nil {
-			n, ok := mm.Sum(metricSpoolMessages)
-			if !ok {
-				err = fmt.Errorf("no %s", metricSpoolMessages)
-			} else {
-				sr.observe(mm)
-				if n == 0 {
-					sr.drain, sr.drained = now.Sub(loadEnd).Seconds(), true
-					return nil
-				}
+			if err := sr.observe(mm); err != nil {
+				// a metric renamed: the drain cannot be seen, waiting would not end
+				return fmt.Errorf("spooled: %w", err)
+			}
+			if n, _ := mm.Sum(metricSpoolMessages); n == 0 { // there: observe read it
+				sr.drain, sr.drained = now.Sub(loadEnd).Seconds(), true
+				return nil
 			}
 		}
 		if err != nil {
@@ -156,7 +160,8 @@ func (b *bench) drainSpool(ctx context.Context, metricsClient *http.Client, sr *
 				msg += fmt.Sprintf(" (last scrape error: %v)", lastErr)
 			}
 			if err == nil {
-				msg += fmt.Sprintf("; %.0f messages still spooled", mm.Value(metricSpoolMessages))
+				n, _ := mm.Sum(metricSpoolMessages) // there: observe read it
+				msg += fmt.Sprintf("; %.0f messages still spooled", n)
 			}
 			b.note("%s; the end-to-end rate is an upper bound", msg)
 			return nil
@@ -165,10 +170,19 @@ func (b *bench) drainSpool(ctx context.Context, metricsClient *http.Client, sr *
 	}
 }
 
-// observe raises sr's peaks to the spool's size in m.
-func (sr *spoolRun) observe(m promtext.Samples) {
-	sr.peakMsgs = max(sr.peakMsgs, m.Value(metricSpoolMessages))
-	sr.peakBytes = max(sr.peakBytes, m.Value(metricSpoolBytes))
+// observe raises sr's peaks to the spool's size in m; an error, and no
+// change, when m lacks either metric.
+func (sr *spoolRun) observe(m promtext.Samples) error {
+	msgs, err := m.Get(metricSpoolMessages)
+	if err != nil {
+		return err
+	}
+	bytes, err := m.Get(metricSpoolBytes)
+	if err != nil {
+		return err
+	}
+	sr.peakMsgs, sr.peakBytes = max(sr.peakMsgs, msgs), max(sr.peakBytes, bytes)
+	return nil
 }
 
 // setTotals records what the broker confirmed and the spool's group commits

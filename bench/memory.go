@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/publisher-dev/publisher/internal/promtext"
 )
 
 // heldFraction of -memory-messages is what the service must hold for the
@@ -23,8 +26,6 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 	if res.Skipped = b.memorySkipReason(ctx); res.Skipped != "" {
 		return res
 	}
-	metricsClient := newMetricsClient()
-	defer metricsClient.CloseIdleConnections()
 	var err error
 	if res.RSSIdleBytes, err = procRSS(b.svc.pid()); err != nil {
 		res.Skipped = "reading RSS: " + err.Error()
@@ -36,10 +37,10 @@ func (b *bench) measureMemory(ctx context.Context) *memResult {
 		return res
 	}
 	defer clearAlarm()
-	b.waitBlocked(ctx, metricsClient)
+	b.waitBlocked(ctx)
 	reqs := b.postHeld(ctx, n)
 	defer reqs.cancel()
-	b.watchHeld(ctx, metricsClient, res, reqs.done)
+	b.watchHeld(ctx, res, reqs.done)
 	logf("memory: RSS %s with %.0f messages held", fmtBytes(res.RSSHeldBytes), res.Held)
 	if res.Held < float64(n)*heldFraction {
 		b.note("memory: the service held %.0f messages, not %d (see the failures)", res.Held, n)
@@ -88,10 +89,18 @@ func (b *bench) raiseMemoryAlarm() (clearAlarm func(), err error) {
 
 // waitBlocked waits, at most 10 s, until the service has seen
 // connection.blocked.
-func (b *bench) waitBlocked(ctx context.Context, metricsClient *http.Client) {
+func (b *bench) waitBlocked(ctx context.Context) {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
-		if m, err := b.svc.scrape(metricsClient); err == nil && m.Value("publisher_connection_blocked") >= 1 {
-			return
+		m, err := b.svc.scrape()
+		if err == nil {
+			blocked, err := m.Get("publisher_connection_blocked")
+			if err != nil {
+				b.note("memory: %v", err) // renamed: waiting would not end
+				return
+			}
+			if blocked >= 1 {
+				return
+			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -191,16 +200,20 @@ func (r *heldRequests) drain(limit time.Duration) time.Duration {
 // the service holds (nearly) res.Messages, once the count has stayed put
 // for 5 s (requests failing fast, 503 when the buffer is full, never reach
 // the target), or once every request has ended (nothing is held any more).
-func (b *bench) watchHeld(ctx context.Context, metricsClient *http.Client, res *memResult, allDone <-chan struct{}) {
+func (b *bench) watchHeld(ctx context.Context, res *memResult, allDone <-chan struct{}) {
 	target := float64(res.Messages) * heldFraction
 	stableSince, lastHeld := time.Now(), -1.0
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(200 * time.Millisecond)
-		m, err := b.svc.scrape(metricsClient)
+		m, err := b.svc.scrape()
 		if err != nil {
 			continue
 		}
-		held := m.Value("publisher_buffered_messages") + m.Value("publisher_inflight_messages")
+		held, err := heldMessages(m)
+		if err != nil {
+			b.note("memory: %v", err)
+			break
+		}
 		rss, err := procRSS(b.svc.pid())
 		if err != nil {
 			break
@@ -208,7 +221,13 @@ func (b *bench) watchHeld(ctx context.Context, metricsClient *http.Client, res *
 		res.RSSPeakBytes = max(res.RSSPeakBytes, rss)
 		if held >= res.Held {
 			res.Held, res.RSSHeldBytes = held, rss
-			res.HeapInuseBytes, res.Goroutines = m.Value("go_memstats_heap_inuse_bytes"), m.Value("go_goroutines")
+			heap, err1 := m.Get("go_memstats_heap_inuse_bytes")
+			goroutines, err2 := m.Get("go_goroutines")
+			if err := errors.Join(err1, err2); err != nil {
+				b.note("memory: %v", err)
+				break
+			}
+			res.HeapInuseBytes, res.Goroutines = heap, goroutines
 		}
 		if held != lastHeld {
 			lastHeld, stableSince = held, time.Now()
@@ -222,4 +241,18 @@ func (b *bench) watchHeld(ctx context.Context, metricsClient *http.Client, res *
 		default:
 		}
 	}
+}
+
+// heldMessages is what the service holds: publisher_buffered_messages plus
+// publisher_inflight_messages; an error when either is missing.
+func heldMessages(m promtext.Samples) (float64, error) {
+	buffered, err := m.Get("publisher_buffered_messages")
+	if err != nil {
+		return 0, err
+	}
+	inflight, err := m.Get("publisher_inflight_messages")
+	if err != nil {
+		return 0, err
+	}
+	return buffered + inflight, nil
 }

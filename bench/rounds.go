@@ -237,9 +237,7 @@ type publishTotals struct{ count, sum float64 }
 // scrapePublish reads the service's publishTotals; nil when they cannot be
 // read (the latency split is then left out).
 func (b *bench) scrapePublish(svc *service) *publishTotals {
-	client := newMetricsClient()
-	defer client.CloseIdleConnections()
-	m, err := svc.scrape(client)
+	m, err := svc.scrape()
 	if err != nil {
 		return nil
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -148,7 +146,9 @@ func startService(ctx context.Context, cfg *config, opts serviceOpts) (*service,
 }
 
 // serviceBinary returns bin, else -service-bin, else a binary of
-// -service-pkg built into dir.
+// -service-pkg built into dir. The build runs in -service-dir, the service's
+// own module, so the binary measured is the one its go.mod and go.sum make
+// (as make build does), not one built with this module's requirements.
 func serviceBinary(ctx context.Context, cfg *config, bin, dir string) (string, error) {
 	if bin == "" {
 		bin = cfg.serviceBin
@@ -157,8 +157,9 @@ func serviceBinary(ctx context.Context, cfg *config, bin, dir string) (string, e
 		return bin, nil
 	}
 	bin = filepath.Join(dir, "publisher")
-	logf("building %s", cfg.servicePkg)
-	return bin, svcproc.Build(ctx, cfg.servicePkg, bin, os.Stderr)
+	logf("building %s in %s", cfg.servicePkg, cfg.serviceDir)
+	// go build's -C must be its first flag; Build puts flags right after "build"
+	return bin, svcproc.Build(ctx, cfg.servicePkg, bin, os.Stderr, "-C", cfg.serviceDir)
 }
 
 // serviceEnv is the child's environment: pubbench's without its PUBLISHER_*
@@ -236,21 +237,7 @@ func (s *service) stop() {
 	}
 }
 
-// newMetricsClient returns a client for scrape; the caller closes its idle
-// connections when done.
-func newMetricsClient() *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
-}
-
 // scrape reads the service's /metrics.
-func (s *service) scrape(client *http.Client) (promtext.Samples, error) {
-	resp, err := client.Get("http://" + s.proc.AdminAddr() + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s /metrics: HTTP %d", s.name, resp.StatusCode)
-	}
-	return promtext.Parse(io.LimitReader(resp.Body, 8<<20))
+func (s *service) scrape() (promtext.Samples, error) {
+	return s.proc.Metrics(context.Background())
 }

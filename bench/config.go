@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -24,6 +25,7 @@ type config struct {
 	pipeChannels          int
 	pipeWindow            int
 	servicePkg            string
+	serviceDir            string
 	serviceBin            string
 	serviceChannels       int
 	serviceBuffer         int
@@ -66,7 +68,7 @@ func parseFlags(args []string) (*config, error) {
 	if cfg.modes, err = parseModes(*modes); err != nil {
 		return nil, err
 	}
-	for _, check := range []func() error{cfg.checkRanges, cfg.checkSpoolParent, cfg.checkServiceEnv, cfg.checkMgmtURL} {
+	for _, check := range []func() error{cfg.checkRanges, cfg.checkSpoolParent, cfg.checkServiceEnv, cfg.checkServiceDir, cfg.checkMgmtURL} {
 		if err := check(); err != nil {
 			return nil, err
 		}
@@ -90,7 +92,8 @@ func (cfg *config) register(fs *flag.FlagSet) (modes *string) {
 	fs.StringVar(&cfg.queue, "queue", "pubbench", "durable queue the messages are routed to (declared, and purged between modes)")
 	fs.IntVar(&cfg.pipeChannels, "pipe-channels", 16, "channels of mode pipelined")
 	fs.IntVar(&cfg.pipeWindow, "pipe-window", 256, "unconfirmed messages in flight per channel in mode pipelined")
-	fs.StringVar(&cfg.servicePkg, "service-pkg", "./cmd/publisher", "package of the service, built with go build")
+	fs.StringVar(&cfg.servicePkg, "service-pkg", "./cmd/publisher", "package of the service, built with go build in -service-dir")
+	fs.StringVar(&cfg.serviceDir, "service-dir", "..", "the service's module (the repository root: .. from bench/, where go run . runs), in which -service-pkg is built with that module's go.mod")
 	fs.StringVar(&cfg.serviceBin, "service-bin", "", "a prebuilt service binary (skips the build)")
 	fs.IntVar(&cfg.serviceChannels, "service-channels", 0, "PUBLISHER_CHANNELS of the service (0: its default)")
 	fs.IntVar(&cfg.serviceBuffer, "service-buffer", 10000, "PUBLISHER_BUFFER_SIZE of the service")
@@ -189,6 +192,24 @@ func (cfg *config) checkServiceEnv() error {
 		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
 			return fmt.Errorf("-service-env %q: want NAME=value (PUBLISHER_CHANNELS=4, GOMAXPROCS=1, ...)", kv)
 		}
+	}
+	return nil
+}
+
+// checkServiceDir checks that a service that must be built has a module to
+// be built in (a wrong working directory is the usual cause).
+func (cfg *config) checkServiceDir() error {
+	if cfg.serviceBin != "" {
+		return nil
+	}
+	for _, m := range []string{modeService, modeSpooled, modeBatch, modeStream, modeTraced} {
+		if !slicesContains(cfg.modes, m) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(cfg.serviceDir, "go.mod")); err != nil {
+			return fmt.Errorf("-service-dir %q: not the service's module (no go.mod); run pubbench from bench/, or give -service-dir or -service-bin", cfg.serviceDir)
+		}
+		return nil
 	}
 	return nil
 }

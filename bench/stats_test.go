@@ -190,6 +190,9 @@ func TestParseFlags(t *testing.T) {
 	if cfg.batchSize != 50 || cfg.batchConc != 2 || cfg.streams != 3 || cfg.streamWindow != 64 || len(cfg.modes) != 2 || cfg.modes[1] != modeStream {
 		t.Errorf("batch and stream flags: %+v", cfg)
 	}
+	if _, err := parseFlags([]string{"-modes", "service", "-service-dir", "/nonexistent/dir", "-service-bin", "/bin/true"}); err != nil {
+		t.Errorf("-service-bin makes -service-dir unused, got %v", err)
+	}
 	for _, bad := range [][]string{
 		{"-modes", "nope"},
 		{"-c", "0"},
@@ -203,6 +206,7 @@ func TestParseFlags(t *testing.T) {
 		{"-streams", "0"},
 		{"-stream-window", "0"},
 		{"-modes", "spooled", "-spool-parent", "/nonexistent/dir"},
+		{"-modes", "service", "-service-dir", "/nonexistent/dir"},
 		{"extra"},
 	} {
 		if _, err := parseFlags(bad); err == nil {

@@ -27,14 +27,25 @@
 //	               with at most -stream-window lines unanswered; a message
 //	               counts when its result line has status 200; one latency
 //	               sample per message (its line written to its result read)
+//	(h) traced     mode (a) against a third service child with OpenTelemetry
+//	               tracing on, exporting over OTLP/HTTP to a sink inside
+//	               pubbench (whose CPU counts as pubbench's)
 //
 // Modes service, batch and stream load the same service child. It prints a
 // table, the ratios (a)/(b), (a)/(c), (a)/(d), (e)/(a), (f)/(c), (g)/(c),
-// (f)/(b) and (g)/(b), the CPU each process spent per message, and the
-// service's RSS while it holds -memory-messages messages behind a broker
+// (f)/(b), (g)/(b) and (h)/(a), the CPU each process spent per message, and
+// the service's RSS while it holds -memory-messages messages behind a broker
 // memory alarm. scripts/bench.sh starts a private broker and runs it:
 //
 //	bash scripts/bench.sh -duration 5s
+//
+// pubbench is a module of its own (bench/go.mod), so the service's module,
+// its dependencies and its go test ./... hold only the service. It builds
+// the service in -service-dir (the repository root) with the service's own
+// go.mod; run it from bench/ (go run . -help). It uses the parent module's
+// internal/svcproc and internal/promtext through the replace directive in
+// bench/go.mod (Go allows the import: bench's import path is under the
+// parent's).
 //
 // Every mode is bounded by -warmup plus -duration (plus the 30 s timeout of
 // the operations in flight at its end; mode spooled plus
