@@ -216,16 +216,13 @@ func (h *Handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs
 	if ceBatch {
 		return h.cloudEventsBatch(r, body)
 	}
-	var env struct {
-		Messages *[]json.RawMessage `json:"messages"`
+	raws, err := splitBatch(body)
+	if err != nil {
+		return nil, nil, badRequest("malformed batch: " + batchErrorText(body, err))
 	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		return nil, nil, badRequest("malformed batch: " + jsonErrorText(err))
-	}
-	if env.Messages == nil {
+	if raws == nil {
 		return nil, nil, badRequest(`malformed batch: want {"messages": [message objects]}`)
 	}
-	raws := *env.Messages
 	if len(raws) > h.maxBatchMsgs {
 		return nil, nil, refuse(http.StatusRequestEntityTooLarge, "batch of "+strconv.Itoa(len(raws))+" messages, more than "+strconv.Itoa(h.maxBatchMsgs))
 	}
@@ -239,6 +236,25 @@ func (h *Handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs
 		msgs[i], bad[i] = msg, b
 	}
 	return msgs, bad, nil
+}
+
+// batchErrorText words splitBatch's refusal of body (err) as
+// json.Unmarshal worded it, as entryErrorText does for a message object; a
+// "messages" given twice, which encoding/json accepted, is worded by err.
+func batchErrorText(body []byte, err error) string {
+	if errors.Is(err, errDuplicateMessages) {
+		return err.Error()
+	}
+	var env struct {
+		Messages *[]json.RawMessage `json:"messages"`
+	}
+	if v1err := json.Unmarshal(body, &env); v1err != nil {
+		return jsonErrorText(v1err)
+	}
+	if env.Messages == nil {
+		return `want {"messages": [message objects]}`
+	}
+	return strictErrorText(err)
 }
 
 // await waits until every message of set is settled, the deadline passes or

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/publisher-dev/publisher/publisher"
 )
 
@@ -45,17 +47,20 @@ var errNotObject = errors.New("not a JSON object")
 // gave a usable one, so that even a refusal names it. A generated id is given
 // to a message without one. It returns errNotObject (wrapped) for JSON that is
 // not an object at all.
+//
+// The object is decoded by encoding/json/v2 (entryOptions): it accepts what
+// encoding/json accepted, with the same values, except a name given twice,
+// invalid UTF-8 and anything after the object, which it refuses (the README's
+// "Batch and streaming publish" section); a refusal is worded by
+// entryErrorText. FuzzDecodeEntry holds both to encoding/json's answers.
 func (h *Handler) decodeEntry(raw []byte) (msg *publisher.Message, bad *problem, err error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, nil, errNotObject
 	}
 	var e entry
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil {
-		return &publisher.Message{MessageID: idOf(raw)}, badRequestf("malformed message object: %s", jsonErrorText(err)), nil
+	if err := jsonv2.Unmarshal(raw, &e, entryOptions); err != nil {
+		return &publisher.Message{MessageID: idOf(raw)}, badRequestf("malformed message object: %s", entryErrorText(raw, err)), nil
 	}
 	msg = &publisher.Message{Persistent: true, Mandatory: true}
 	if len(e.MessageID) <= maxShortStr && utf8.ValidString(e.MessageID) {
@@ -184,6 +189,30 @@ func idOf(raw []byte) string {
 		return ""
 	}
 	return v.MessageID
+}
+
+// entryErrorText words decodeEntry's refusal of raw (err, from
+// encoding/json/v2) as encoding/json worded it: a refusal costs a second
+// decoding, and every answer to a malformed object stays what it was. What
+// encoding/json accepted and v2 refuses (a name given twice, invalid UTF-8,
+// something after the object) is worded by v2.
+func entryErrorText(raw []byte, err error) string {
+	var e entry
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	if v1err := dec.Decode(&e); v1err != nil {
+		return jsonErrorText(v1err)
+	}
+	return strictErrorText(err)
+}
+
+// strictErrorText words a refusal of encoding/json/v2 that encoding/json
+// would have accepted: "duplicate object member name \"exchange\"", "invalid
+// UTF-8 within \"/body\" after offset 42", "invalid character 'x' after
+// top-level value after offset 20".
+func strictErrorText(err error) string {
+	return strings.TrimPrefix(strings.TrimPrefix(err.Error(), "jsontext: "), "json: ")
 }
 
 // jsonErrorText is a decoding error in words a client can act on (the
