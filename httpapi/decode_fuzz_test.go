@@ -91,8 +91,8 @@ func stricterReason(raw []byte) string {
 // FuzzDecodeEntry holds decodeEntry (encoding/json/v2) to legacyDecodeEntry
 // (encoding/json): the same objects accepted, with the same message; the
 // same refusals, with the same words (the field named, the offset); and,
-// where v2 alone refuses, a reason among the decisions of the README's
-// "Batch and streaming publish" section (stricterReason).
+// where v2 alone refuses, a reason among the decisions written in
+// docs/performance.md, "Decoding message objects" (stricterReason).
 func FuzzDecodeEntry(f *testing.F) {
 	for _, s := range []string{
 		`{"exchange":"amq.default","routing_key":"q","body":"hello"}`,
@@ -155,7 +155,7 @@ func FuzzDecodeEntry(f *testing.F) {
 		if gotBad != nil && strings.HasPrefix(gotBad.text, malformed) && (wantBad == nil || !strings.HasPrefix(wantBad.text, malformed)) {
 			// v2 refused what encoding/json decoded: only for a decision
 			if reason := stricterReason(raw); reason == "" {
-				t.Fatalf("%q: v2 refused (%s) what encoding/json accepted (%v), for no reason of the README's", raw, gotBad.text, wantBad)
+				t.Fatalf("%q: v2 refused (%s) what encoding/json accepted (%v), for none of the decisions", raw, gotBad.text, wantBad)
 			}
 			if gotBad.code != http.StatusBadRequest || got.MessageID != idOf(bytes.TrimSpace(raw)) {
 				t.Fatalf("%q: refused with %d, id %q", raw, gotBad.code, got.MessageID)

@@ -7,8 +7,8 @@ import (
 )
 
 // The message object's decoding is stricter than encoding/json's in three
-// ways only, each a decision of the README's "Batch and streaming publish"
-// section: a name given twice (also in different cases), invalid UTF-8, and
+// ways only, each a decision written in docs/performance.md ("Decoding
+// message objects"): a name given twice (also in different cases), invalid UTF-8, and
 // anything after the object on a stream's line, each that entry's 400 (and
 // "messages" given twice, the whole batch's); everything else is decoded as
 // before (FuzzDecodeEntry, FuzzSplitBatch).

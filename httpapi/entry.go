@@ -50,8 +50,8 @@ var errNotObject = errors.New("not a JSON object")
 //
 // The object is decoded by encoding/json/v2 (entryOptions): it accepts what
 // encoding/json accepted, with the same values, except a name given twice,
-// invalid UTF-8 and anything after the object, which it refuses (the README's
-// "Batch and streaming publish" section); a refusal is worded by
+// invalid UTF-8 and anything after the object, which it refuses
+// (docs/performance.md, "Decoding message objects"); a refusal is worded by
 // entryErrorText. FuzzDecodeEntry holds both to encoding/json's answers.
 func (h *Handler) decodeEntry(raw []byte) (msg *publisher.Message, bad *problem, err error) {
 	raw = bytes.TrimSpace(raw)

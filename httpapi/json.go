@@ -80,7 +80,7 @@ func appendJSONString(dst []byte, s string) []byte {
 // and '-' significant), a number in headers kept as a json.Number, and
 // expiration_ms and priority read from a JSON number or a JSON string
 // holding one. v2's own defaults stay: a name given twice and invalid UTF-8
-// are refused (the README's "Batch and streaming publish" section).
+// are refused (docs/performance.md, "Decoding message objects").
 var entryOptions = jsonv2.JoinOptions(
 	jsonv2.RejectUnknownMembers(true),
 	jsonv2.MatchCaseInsensitiveNames(true),
