@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -24,6 +25,10 @@ type config struct {
 	queue                 string
 	pipeChannels          int
 	pipeWindow            int
+	best                  pipeSetting
+	bestSearch            []pipeSetting
+	bestSearchDuration    time.Duration
+	bestSearchRounds      int
 	servicePkg            string
 	serviceDir            string
 	serviceBin            string
@@ -57,7 +62,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func parseFlags(args []string) (*config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("pubbench", flag.ContinueOnError)
-	modes := cfg.register(fs)
+	modes, best, search := cfg.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -68,6 +73,12 @@ func parseFlags(args []string) (*config, error) {
 	if cfg.modes, err = parseModes(*modes); err != nil {
 		return nil, err
 	}
+	if cfg.best, err = parsePipeSetting(*best); err != nil {
+		return nil, fmt.Errorf("-best: %w", err)
+	}
+	if cfg.bestSearch, err = parsePipeSettings(*search); err != nil {
+		return nil, fmt.Errorf("-best-search: %w", err)
+	}
 	for _, check := range []func() error{cfg.checkRanges, cfg.checkSpoolParent, cfg.checkServiceEnv, cfg.checkServiceDir, cfg.checkMgmtURL} {
 		if err := check(); err != nil {
 			return nil, err
@@ -77,8 +88,8 @@ func parseFlags(args []string) (*config, error) {
 }
 
 // register defines the flags on fs, each filling its field of cfg; -modes,
-// which parseModes reads, is returned.
-func (cfg *config) register(fs *flag.FlagSet) (modes *string) {
+// -best and -best-search, which parseFlags reads, are returned.
+func (cfg *config) register(fs *flag.FlagSet) (modes, best, search *string) {
 	fs.IntVar(&cfg.c, "c", 64, "concurrency of modes service, raw, mgmt and spooled")
 	fs.IntVar(&cfg.size, "size", 256, "message body size in bytes")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured duration of each mode")
@@ -92,6 +103,10 @@ func (cfg *config) register(fs *flag.FlagSet) (modes *string) {
 	fs.StringVar(&cfg.queue, "queue", "pubbench", "durable queue the messages are routed to (declared, and purged between modes)")
 	fs.IntVar(&cfg.pipeChannels, "pipe-channels", 16, "channels of mode pipelined")
 	fs.IntVar(&cfg.pipeWindow, "pipe-window", 256, "unconfirmed messages in flight per channel in mode pipelined")
+	best = fs.String("best", "1x2048", "mode best (c′): CHANNELSxWINDOW of the pipelined client, used as it is when -best-search is empty, else replaced by the fastest setting of the search")
+	search = fs.String("best-search", "1x512,1x1024,1x2048,1x4096,2x1024,4x512,16x256", "mode best (c′): CHANNELSxWINDOW settings of the pipelined client measured before the rounds (-best-search-rounds interleaved rounds of -best-search-duration each); the one with the highest median rate is mode best's; empty: no search, -best as given")
+	fs.DurationVar(&cfg.bestSearchDuration, "best-search-duration", 4*time.Second, "mode best (c′): measured duration of each setting in each round of the search (after a 1 s warm-up)")
+	fs.IntVar(&cfg.bestSearchRounds, "best-search-rounds", 2, "mode best (c′): interleaved rounds of the search")
 	fs.StringVar(&cfg.servicePkg, "service-pkg", "./cmd/publisher", "package of the service, built with go build in -service-dir")
 	fs.StringVar(&cfg.serviceDir, "service-dir", "..", "the service's module (the repository root: .. from bench/, where go run . runs), in which -service-pkg is built with that module's go.mod")
 	fs.StringVar(&cfg.serviceBin, "service-bin", "", "a prebuilt service binary (skips the build)")
@@ -114,7 +129,7 @@ func (cfg *config) register(fs *flag.FlagSet) (modes *string) {
 	fs.IntVar(&cfg.streams, "streams", 4, "mode stream: concurrent /v1/stream requests")
 	fs.IntVar(&cfg.streamWindow, "stream-window", 1024, "mode stream: lines each stream keeps written and not answered (at most the service's PUBLISHER_STREAM_WINDOW, 1024 by default, or the service stops reading and the socket buffers add to the latency)")
 	fs.StringVar(&cfg.httpClient, "http-client", "lean", "HTTP client of modes service, mgmt and spooled: lean (one prepared request per keep-alive connection, little CPU) or net/http; modes batch and stream always use their lean clients")
-	return modes
+	return modes, best, search
 }
 
 // parseModes reads -modes: known names, comma-separated, blanks ignored.
@@ -133,6 +148,43 @@ func parseModes(list string) ([]string, error) {
 	return modes, nil
 }
 
+// pipeSetting is the pipelined client's channels and, per channel, the
+// unconfirmed messages in flight.
+type pipeSetting struct{ channels, window int }
+
+func (p pipeSetting) String() string { return fmt.Sprintf("%dx%d", p.channels, p.window) }
+
+// parsePipeSetting reads CHANNELSxWINDOW (1..1000 channels, a window of
+// 1..100000).
+func parsePipeSetting(s string) (pipeSetting, error) {
+	c, w, ok := strings.Cut(strings.TrimSpace(s), "x")
+	var p pipeSetting
+	var err1, err2 error
+	p.channels, err1 = strconv.Atoi(c)
+	p.window, err2 = strconv.Atoi(w)
+	if !ok || err1 != nil || err2 != nil || p.channels < 1 || p.channels > 1000 || p.window < 1 || p.window > 100000 {
+		return pipeSetting{}, fmt.Errorf("%q: want CHANNELSxWINDOW, 1..1000 channels and a window of 1..100000, e.g. 1x2048", s)
+	}
+	return p, nil
+}
+
+// parsePipeSettings reads a comma-separated list of pipe settings (blanks
+// ignored; empty: none).
+func parsePipeSettings(list string) ([]pipeSetting, error) {
+	var out []pipeSetting
+	for _, s := range strings.Split(list, ",") {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		p, err := parsePipeSetting(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // checkRanges checks each flag's own range (and that -modes names one).
 func (cfg *config) checkRanges() error {
 	switch {
@@ -148,6 +200,10 @@ func (cfg *config) checkRanges() error {
 		return errors.New("-warmup: must be in [0, 1h]")
 	case cfg.pipeChannels < 1 || cfg.pipeChannels > 1000 || cfg.pipeWindow < 1 || cfg.pipeWindow > 100000:
 		return errors.New("-pipe-channels/-pipe-window: out of range")
+	case cfg.bestSearchDuration <= 0 || cfg.bestSearchDuration > time.Hour:
+		return errors.New("-best-search-duration: must be in (0, 1h]")
+	case cfg.bestSearchRounds < 1 || cfg.bestSearchRounds > 100:
+		return errors.New("-best-search-rounds: must be 1..100")
 	case cfg.memoryMessages < 0 || cfg.memoryMessages > 15000:
 		return errors.New("-memory-messages: must be 0..15000 (each is a connection)")
 	case cfg.memoryConc < 1:

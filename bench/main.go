@@ -8,7 +8,10 @@
 //	(b) raw        amqp091-go, -c goroutines each with its own confirm channel
 //	               publishing and waiting for its own confirm
 //	(c) pipelined  amqp091-go, -pipe-channels channels with -pipe-window
-//	               confirms in flight each (the ceiling)
+//	               confirms in flight each
+//	(c′) best      the same client with the fastest setting (channels x
+//	               window) of a search before the rounds (-best-search), or
+//	               -best: the ceiling the batch and stream modes are held to
 //	(d) mgmt       RabbitMQ's management API publish endpoint, -c clients
 //	(e) spooled    a second service child with a durable spool
 //	               (PUBLISHER_SPOOL_DIR in a new temporary directory under
@@ -33,7 +36,8 @@
 //
 // Modes service, batch and stream load the same service child. It prints a
 // table, the ratios (a)/(b), (a)/(c), (a)/(d), (e)/(a), (f)/(c), (g)/(c),
-// (f)/(b), (g)/(b) and (h)/(a), the CPU each process spent per message, and
+// (f)/(b), (g)/(b), (h)/(a), (f)/(c′) and (g)/(c′) (over all rounds, and the
+// median of each round's ratio), the CPU each process spent per message, and
 // the service's RSS while it holds -memory-messages messages behind a broker
 // memory alarm. scripts/bench.sh starts a private broker and runs it:
 //
@@ -74,10 +78,11 @@ func logf(format string, args ...any) {
 type bench struct {
 	cfg       *config
 	body      []byte
-	svc       *service  // mode service (and the memory measurement)
-	spoolSvc  *service  // mode spooled
-	tracedSvc *service  // mode traced
-	sink      *otlpSink // where mode traced's service exports its spans
+	svc       *service    // mode service (and the memory measurement)
+	spoolSvc  *service    // mode spooled
+	tracedSvc *service    // mode traced
+	sink      *otlpSink   // where mode traced's service exports its spans
+	best      pipeSetting // mode best's (c′) setting: the search's fastest, or -best
 	brokerPid string
 	notes     []string
 }
@@ -112,6 +117,13 @@ func run(ctx context.Context, cfg *config) error {
 	if err := b.startServices(ctx); err != nil {
 		return err
 	}
+	var err error
+	if slicesContains(cfg.modes, modeBest) {
+		if rep.BestSearch, err = b.searchBest(ctx); err != nil {
+			return err
+		}
+		rep.Params["best"] = b.best.String()
+	}
 	aggs, err := b.runRounds(ctx)
 	if err != nil {
 		return err
@@ -120,6 +132,7 @@ func run(ctx context.Context, cfg *config) error {
 		rep.Results = append(rep.Results, b.result(aggs[m]))
 	}
 	rep.Ratios = ratios(rates(rep.Results))
+	setRoundRatios(rep.Ratios, rep.Results)
 	rep.Memory = b.measureMemory(ctx)
 	if err := b.purge(); err != nil {
 		b.note("final purge: %v", err)

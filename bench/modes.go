@@ -21,6 +21,7 @@ const (
 	modeService   = "service"
 	modeRaw       = "raw"
 	modePipelined = "pipelined"
+	modeBest      = "best"
 	modeMgmt      = "mgmt"
 	modeSpooled   = "spooled"
 	modeBatch     = "batch"
@@ -28,12 +29,13 @@ const (
 	modeTraced    = "traced"
 )
 
-var allModes = []string{modeService, modeRaw, modePipelined, modeMgmt, modeSpooled, modeBatch, modeStream, modeTraced}
+var allModes = []string{modeService, modeRaw, modePipelined, modeBest, modeMgmt, modeSpooled, modeBatch, modeStream, modeTraced}
 
 var modeLabels = map[string]string{
 	modeService:   "(a) service HTTP",
 	modeRaw:       "(b) raw amqp091",
 	modePipelined: "(c) raw pipelined",
+	modeBest:      "(c′) raw pipelined, best",
 	modeMgmt:      "(d) mgmt API",
 	modeSpooled:   "(e) service spooled",
 	modeBatch:     "(f) service batch",
@@ -46,6 +48,7 @@ var modeCounts = map[string]string{
 	modeService:   "200 confirmed",
 	modeRaw:       "broker confirms",
 	modePipelined: "broker confirms",
+	modeBest:      "broker confirms",
 	modeMgmt:      "200 routed:true",
 	modeSpooled:   "202 spooled (durable on the service's disk, not yet confirmed by the broker)",
 	modeBatch:     "results with status 200 (confirmed) in /v1/batch answers",
@@ -56,7 +59,7 @@ var modeCounts = map[string]string{
 // latencyOf says what one latency sample of mode measures.
 func (b *bench) latencyOf(mode string) string {
 	switch mode {
-	case modeRaw, modePipelined:
+	case modeRaw, modePipelined, modeBest:
 		return "message, publish to confirm"
 	case modeBatch:
 		return fmt.Sprintf("request of %d messages, sent to answer read", b.cfg.batchSize)
@@ -131,6 +134,12 @@ func (b *bench) runRaw(ctx context.Context, w window) (merged, error) {
 // pipeWindow unconfirmed messages in flight; a collector per channel waits for
 // the confirms in publish order.
 func (b *bench) runPipelined(ctx context.Context, w window) (merged, error) {
+	return b.runPipelinedWith(ctx, w, pipeSetting{channels: b.cfg.pipeChannels, window: b.cfg.pipeWindow})
+}
+
+// runPipelinedWith runs the pipelined client with set's channels and window
+// (mode (c), mode (c′) and the search for (c′)'s setting).
+func (b *bench) runPipelinedWith(ctx context.Context, w window, set pipeSetting) (merged, error) {
 	conn, err := amqp.Dial(b.cfg.amqpURL)
 	if err != nil {
 		return merged{}, fmt.Errorf("pipelined: dial: %w", err)
@@ -140,7 +149,7 @@ func (b *bench) runPipelined(ctx context.Context, w window) (merged, error) {
 		dc    *amqp.DeferredConfirmation
 		begin time.Time
 	}
-	n := b.cfg.pipeChannels
+	n := set.channels
 	rs := make([]*recorder, n)
 	var wg sync.WaitGroup
 	msg := b.publishing()
@@ -154,7 +163,7 @@ func (b *bench) runPipelined(ctx context.Context, w window) (merged, error) {
 		}
 		rec := newRecorder(w)
 		rs[i] = rec
-		queue := make(chan pending, b.cfg.pipeWindow) // its capacity is the window
+		queue := make(chan pending, set.window) // its capacity is the window
 		wg.Add(2)
 		go func() { // publisher
 			defer wg.Done()

@@ -5,7 +5,9 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -15,9 +17,11 @@ import (
 func printReport(rep *report) error {
 	w := os.Stdout
 	writeHeader(w, rep)
+	writeSearch(w, rep.BestSearch)
 	if err := writeTable(w, rep.Results); err != nil {
 		return err
 	}
+	writeRoundRatios(w, rep.Ratios)
 	fmt.Fprintln(w)
 	writeServiceCPU(w, rep.Results)
 	for _, r := range rep.Results {
@@ -88,7 +92,7 @@ func writeMemory(w io.Writer, m *memResult) {
 // writeTable prints the results table, the ratios and the CPU table.
 func writeTable(w io.Writer, results []*modeResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "mode\tconc\tmsgs/s\tmean ms\tp50 ms\tp99 ms\terrors\tdrain s\te2e msgs/s\t\n")
+	fmt.Fprintf(tw, "mode\tconc\tmsgs/s\tmean ms\tp50 ms\tp99 ms\terrors\tdrain s\te2e msgs/s\tload 1m\t\n")
 	for _, r := range results {
 		drain, e2e := "-", "-"
 		if sp := r.Spool; sp != nil {
@@ -98,7 +102,7 @@ func writeTable(w io.Writer, results []*modeResult) error {
 				drain, e2e = ">"+drain, "<"+e2e
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.Label, r.Conc, fmtRate(r.Rate), fmtMs(r.Mean), fmtMs(r.P50), fmtMs(r.P99), r.Errors, drain, e2e)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t\n", r.Label, r.Conc, fmtRate(r.Rate), fmtMs(r.Mean), fmtMs(r.P50), fmtMs(r.P99), r.Errors, drain, e2e, fmtLoads(r.LoadAvg))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -111,9 +115,9 @@ func writeTable(w io.Writer, results []*modeResult) error {
 	fmt.Fprintln(w)
 	for _, r := range ratios(rates(results)) {
 		if r.Valid {
-			fmt.Fprintf(w, "%-31s %6.2f\n", r.Name, r.Value)
+			fmt.Fprintf(w, "%-32s %6.2f\n", r.Name, r.Value)
 		} else {
-			fmt.Fprintf(w, "%-31s %6s\n", r.Name, "n/a")
+			fmt.Fprintf(w, "%-32s %6s\n", r.Name, "n/a")
 		}
 	}
 	fmt.Fprintln(w)
@@ -127,6 +131,61 @@ func writeTable(w io.Writer, results []*modeResult) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", label, fmtCPU(r.ServiceCPUPerMsg), fmtCPU(r.BenchCPUPerMsg), fmtCPU(r.BrokerCPUPerMsg))
 	}
 	return tw.Flush()
+}
+
+// writeSearch prints the search for mode (c′)'s setting (nothing without
+// one).
+func writeSearch(w io.Writer, res []searchResult) {
+	if len(res) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "search for (c′), the fastest raw pipelined client (channels x window: median msgs/s of the rounds, then each round):")
+	for _, r := range res {
+		fmt.Fprintf(w, "  %-8s %6.0f  (%s)", r.Setting, r.Median, fmtFloats(r.RoundRates, 0))
+		if r.Errors > 0 {
+			fmt.Fprintf(w, "  %d errors: not eligible", r.Errors)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+}
+
+// writeRoundRatios prints each ratio's per-round values and their median
+// (the figure to compare on a shared machine).
+func writeRoundRatios(w io.Writer, rs []ratio) {
+	header := false
+	for _, r := range rs {
+		if len(r.Rounds) < 2 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nratios round by round (each round's rates; median first):")
+			header = true
+		}
+		fmt.Fprintf(w, "%-32s %6.2f  (%s)\n", r.Name, r.Median, fmtFloats(r.Rounds, 2))
+	}
+}
+
+// fmtFloats formats v with prec decimals, space-separated.
+func fmtFloats(v []float64, prec int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.FormatFloat(x, 'f', prec, 64)
+	}
+	return strings.Join(s, " ")
+}
+
+// fmtLoads formats the load averages of a mode's runs: the only one, or the
+// lowest and highest ("-" for none).
+func fmtLoads(v []float64) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	lo, hi := slices.Min(v), slices.Max(v)
+	if lo == hi {
+		return strconv.FormatFloat(lo, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(lo, 'f', 2, 64) + "–" + strconv.FormatFloat(hi, 'f', 2, 64)
 }
 
 // writeSpoolSummary explains mode spooled's numbers, so nobody takes its

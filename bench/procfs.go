@@ -94,3 +94,18 @@ func parseVmRSS(status string) (int64, error) {
 	}
 	return 0, errors.New("proc status: no VmRSS line (process gone or a kernel thread)")
 }
+
+// loadAvg1 is the machine's 1-minute load average (0 when it cannot be
+// read): written beside each result, since the machine may be shared.
+func loadAvg1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}

@@ -12,6 +12,7 @@ type report struct {
 	Params     map[string]any    `json:"params"`
 	Results    []*modeResult     `json:"results"`
 	Ratios     []ratio           `json:"ratios"`
+	BestSearch []searchResult    `json:"best_search,omitempty"` // the search for mode (c′)'s setting
 	Memory     *memResult        `json:"memory"`
 	Notes      []string          `json:"notes,omitempty"`
 	StartedAt  time.Time         `json:"started_at"`
@@ -27,6 +28,8 @@ type modeResult struct {
 	LatencyOf      string        `json:"latency_of"` // what one latency sample measures
 	Rounds         int           `json:"rounds"`
 	Rate           float64       `json:"msgs_per_sec"`
+	RoundRates     []float64     `json:"round_msgs_per_sec"` // each round's msgs/s, in round order
+	LoadAvg        []float64     `json:"load_avg_1m"`        // the machine's 1-minute load average as each round's run began
 	Mean           time.Duration `json:"-"`
 	P50            time.Duration `json:"-"`
 	P99            time.Duration `json:"-"`
@@ -118,6 +121,7 @@ func (b *bench) result(a *modeAgg) *modeResult {
 		Mode: a.mode, Label: modeLabels[a.mode], Counted: modeCounts[a.mode], Conc: b.concLabel(a.mode), Rounds: a.runs,
 		Measured: a.measured, ConfirmedTotal: a.okTotal, Errors: a.errs, LastError: a.lastError,
 		Rate: float64(a.measured) / measured, WallSeconds: a.wall, LatencyOf: b.latencyOf(a.mode),
+		RoundRates: a.roundRates, LoadAvg: a.loads,
 	}
 	r.Samples = len(a.lat)
 	r.Mean = mean(a.lat)
@@ -180,12 +184,14 @@ func (b *bench) spoolResult(a *modeAgg) *spoolResult {
 	return sp
 }
 
-// concLabel is the concurrency column of mode: channels x window (pipelined),
+// concLabel is the concurrency column of mode: channels x window (pipelined, best),
 // requests x messages per request (batch), streams x window (stream), else C.
 func (b *bench) concLabel(mode string) string {
 	switch mode {
 	case modePipelined:
 		return fmt.Sprintf("%dx%d", b.cfg.pipeChannels, b.cfg.pipeWindow)
+	case modeBest:
+		return b.best.String()
 	case modeBatch:
 		return fmt.Sprintf("%dx%d", b.cfg.batchConc, b.cfg.batchSize)
 	case modeStream:
@@ -194,11 +200,17 @@ func (b *bench) concLabel(mode string) string {
 	return strconv.Itoa(b.cfg.c)
 }
 
-// ratio is one "(a)/(b)" line.
+// ratio is one "(a)/(b)" line: over all rounds (the modes' merged rates),
+// and round by round (each round's rates, interleaved, so a busy moment of
+// the machine weighs on both sides) with their median.
 type ratio struct {
-	Name  string  `json:"name"`
-	Value float64 `json:"value"`
-	Valid bool    `json:"valid"`
+	Name   string    `json:"name"`
+	Value  float64   `json:"value"`
+	Valid  bool      `json:"valid"`
+	Rounds []float64 `json:"rounds,omitempty"`
+	Median float64   `json:"median,omitempty"`
+	num    string
+	den    string
 }
 
 // rateSpooledE2E is the key of mode spooled's end-to-end rate in the map
@@ -231,6 +243,9 @@ var ratioDefs = []struct{ label, num, den string }{
 	{"(f)/(b) batch/raw", modeBatch, modeRaw},
 	{"(g)/(b) stream/raw", modeStream, modeRaw},
 	{"(h)/(a) traced/untraced", modeTraced, modeService},
+	{"(f)/(c′) batch/best pipelined", modeBatch, modeBest},
+	{"(g)/(c′) stream/best pipelined", modeStream, modeBest},
+	{"(c′)/(c) best/pipelined", modeBest, modePipelined},
 }
 
 // ratios returns the ratioDefs of the modes' rates; a ratio is invalid when
@@ -240,13 +255,38 @@ func ratios(rate map[string]float64) []ratio {
 	for _, d := range ratioDefs {
 		a, okA := rate[d.num]
 		b, okB := rate[d.den]
-		r := ratio{Name: d.label}
+		r := ratio{Name: d.label, num: d.num, den: d.den}
 		if okA && okB && b > 0 {
 			r.Value, r.Valid = a/b, true
 		}
 		out = append(out, r)
 	}
 	return out
+}
+
+// setRoundRatios sets each valid ratio's per-round values (round k of the
+// numerator over round k of the denominator) and their median, from the
+// results' round rates; mode spooled's end-to-end rate has none.
+func setRoundRatios(rs []ratio, results []*modeResult) {
+	byMode := map[string][]float64{}
+	for _, r := range results {
+		byMode[r.Mode] = r.RoundRates
+	}
+	for i := range rs {
+		num, den := byMode[rs[i].num], byMode[rs[i].den]
+		if !rs[i].Valid || len(num) == 0 || len(num) != len(den) {
+			continue
+		}
+		var per []float64
+		for k := range num {
+			if den[k] > 0 {
+				per = append(per, num[k]/den[k])
+			}
+		}
+		if len(per) == len(num) {
+			rs[i].Rounds, rs[i].Median = per, median(per)
+		}
+	}
 }
 
 // newReport starts the report: the machine and the parameters. With mode

@@ -29,6 +29,7 @@ func (b *bench) runRounds(ctx context.Context) (map[string]*modeAgg, error) {
 				aggs[m] = &modeAgg{mode: m}
 			}
 			aggs[m].add(run)
+			aggs[m].roundRates = append(aggs[m].roundRates, float64(run.m.measured)/cfg.duration.Seconds())
 			if err := b.purge(); err != nil {
 				return nil, err
 			}
@@ -53,6 +54,7 @@ func (b *bench) logRun(mode string, run modeRun) {
 // modeRun is one run of one mode (one round).
 type modeRun struct {
 	m                       merged
+	load                    float64 // the 1-minute load average as the run began
 	wall                    float64
 	svcCPU, selfCPU, broker float64
 	svcOK, brokerOK         bool
@@ -66,6 +68,8 @@ type modeRun struct {
 type modeAgg struct {
 	mode                    string
 	runs                    int
+	roundRates              []float64 // each run's msgs/s, in round order
+	loads                   []float64 // each run's 1-minute load average as it began
 	lat                     []time.Duration
 	measured                int
 	okTotal, errs           int64
@@ -94,6 +98,7 @@ func (a *modeAgg) add(r modeRun) {
 	a.pubSecs += r.pubSecs
 	a.pubOK = a.pubOK && r.pubCount > 0
 	a.runs++
+	a.loads = append(a.loads, r.load)
 	a.lat = append(a.lat, r.m.lat...)
 	a.measured += r.m.measured
 	a.okTotal += r.m.okTotal
@@ -142,7 +147,8 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 		return modeRun{}, ctx.Err()
 	case <-time.After(b.cfg.pause):
 	}
-	logf("running %s at %s for %s (+%s warm-up)", modeLabels[mode], b.concLabel(mode), b.cfg.duration, b.cfg.warmup)
+	load := loadAvg1()
+	logf("running %s at %s for %s (+%s warm-up), load average %.2f", modeLabels[mode], b.concLabel(mode), b.cfg.duration, b.cfg.warmup, load)
 	svc := b.svc
 	switch mode {
 	case modeSpooled:
@@ -160,6 +166,7 @@ func (b *bench) runMode(ctx context.Context, mode string) (modeRun, error) {
 	if err != nil {
 		return modeRun{}, err
 	}
+	run.load = load
 	run.wall = time.Since(w.start).Seconds() // mode spooled: the drain included
 	isService := isServiceMode(mode)
 	run.setCPU(before, b.sampleCPU(svc), isService)
@@ -188,6 +195,8 @@ func (b *bench) runLoad(ctx context.Context, mode string, w window) (modeRun, er
 		run.m, err = b.runRaw(ctx, w)
 	case modePipelined:
 		run.m, err = b.runPipelined(ctx, w)
+	case modeBest:
+		run.m, err = b.runPipelinedWith(ctx, w, b.best)
 	case modeMgmt:
 		run.m, err = b.runMgmt(ctx, w)
 	case modeSpooled:

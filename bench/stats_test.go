@@ -85,8 +85,8 @@ func TestParseVmRSS(t *testing.T) {
 
 func TestRatios(t *testing.T) {
 	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000, modeBatch: 10000, modeStream: 5000, modeTraced: 7200})
-	if len(rs) != 10 {
-		t.Fatalf("%d ratios, want 10", len(rs))
+	if len(rs) != 13 {
+		t.Fatalf("%d ratios, want 13", len(rs))
 	}
 	if h := rs[9]; !h.Valid || h.Value != 0.9 {
 		t.Errorf("(h)/(a) = %+v, want 0.9", h)
@@ -119,12 +119,82 @@ func TestRatios(t *testing.T) {
 	if !rs[5].Valid || rs[5].Value != 0.8 || !rs[6].Valid || rs[6].Value != 0.85 {
 		t.Errorf("(f)/(c) = %+v, (g)/(c) = %+v; want 0.8, 0.85", rs[5], rs[6])
 	}
+	rs = ratios(map[string]float64{modePipelined: 10000, modeBest: 20000, modeBatch: 18000, modeStream: 19000})
+	if !rs[10].Valid || rs[10].Value != 0.9 || !rs[11].Valid || rs[11].Value != 0.95 || !rs[12].Valid || rs[12].Value != 2 {
+		t.Errorf("(f)/(c′) = %+v, (g)/(c′) = %+v, (c′)/(c) = %+v; want 0.9, 0.95, 2", rs[10], rs[11], rs[12])
+	}
+}
+
+// Ratios round by round pair round k with round k, and their median is
+// what a shared machine is compared by.
+func TestRoundRatios(t *testing.T) {
+	results := []*modeResult{
+		{Mode: modeBest, RoundRates: []float64{20000, 10000, 20000}},
+		{Mode: modeBatch, RoundRates: []float64{18000, 9000, 16000}},
+		{Mode: modeStream, RoundRates: []float64{19000, 11000}}, // a round missing: no per-round values
+	}
+	rs := ratios(rates([]*modeResult{{Mode: modeBest, Rate: 16000}, {Mode: modeBatch, Rate: 14000}, {Mode: modeStream, Rate: 15000}}))
+	setRoundRatios(rs, results)
+	f := rs[10]
+	if len(f.Rounds) != 3 || f.Rounds[0] != 0.9 || f.Rounds[1] != 0.9 || f.Rounds[2] != 0.8 || f.Median != 0.9 {
+		t.Errorf("(f)/(c′) round by round = %+v, want 0.9 0.9 0.8, median 0.9", f)
+	}
+	if g := rs[11]; len(g.Rounds) != 0 || g.Median != 0 {
+		t.Errorf("(g)/(c′) with unequal rounds = %+v, want none", g)
+	}
+	var buf bytes.Buffer
+	writeRoundRatios(&buf, rs)
+	if want := "(f)/(c′) batch/best pipelined"; !strings.Contains(buf.String(), want) || !strings.Contains(buf.String(), "0.90  (0.90 0.90 0.80)") {
+		t.Errorf("round ratios:\n%s", buf.String())
+	}
+	if got := median([]float64{3, 1, 2, 10}); got != 2.5 {
+		t.Errorf("median of 4 = %v, want 2.5", got)
+	}
+	if got := median(nil); got != 0 {
+		t.Errorf("median of none = %v", got)
+	}
+}
+
+func TestParsePipeSetting(t *testing.T) {
+	p, err := parsePipeSetting(" 2x1024 ")
+	if err != nil || p != (pipeSetting{channels: 2, window: 1024}) || p.String() != "2x1024" {
+		t.Errorf("2x1024: %+v %v", p, err)
+	}
+	for _, bad := range []string{"", "2", "x4", "0x10", "2x0", "2x100001", "1001x1", "axb"} {
+		if _, err := parsePipeSetting(bad); err == nil {
+			t.Errorf("parsePipeSetting(%q): no error", bad)
+		}
+	}
+	list, err := parsePipeSettings("1x512, 16x256,")
+	if err != nil || len(list) != 2 || list[1] != (pipeSetting{16, 256}) {
+		t.Errorf("list: %+v %v", list, err)
+	}
+	if list, err := parsePipeSettings(""); err != nil || list != nil {
+		t.Errorf("empty list: %+v %v", list, err)
+	}
+}
+
+func TestWriteSearch(t *testing.T) {
+	var buf bytes.Buffer
+	writeSearch(&buf, []searchResult{
+		{Setting: "1x2048", RoundRates: []float64{21000, 23000}, Median: 22000},
+		{Setting: "16x256", RoundRates: []float64{15000, 16000}, Median: 15500, Errors: 2},
+	})
+	out := buf.String()
+	for _, want := range []string{"search for (c′)", "1x2048    22000  (21000 23000)", "16x256    15500  (15000 16000)  2 errors: not eligible"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("search lacks %q:\n%s", want, out)
+		}
+	}
+	if fmtLoads(nil) != "-" || fmtLoads([]float64{1.5}) != "1.50" || fmtLoads([]float64{2, 0.5, 1}) != "0.50–2.00" {
+		t.Errorf("fmtLoads: %q %q %q", fmtLoads(nil), fmtLoads([]float64{1.5}), fmtLoads([]float64{2, 0.5, 1}))
+	}
 }
 
 func TestWriteTable(t *testing.T) {
 	cpu, batchCPU := 0.000125, 0.0000205
 	results := []*modeResult{
-		{Mode: modeService, Label: modeLabels[modeService], Conc: "64", Rate: 6000.4, Mean: 10660 * time.Microsecond, P50: 10 * time.Millisecond, P99: 45500 * time.Microsecond, ServiceCPUPerMsg: &cpu},
+		{Mode: modeService, Label: modeLabels[modeService], Conc: "64", Rate: 6000.4, Mean: 10660 * time.Microsecond, P50: 10 * time.Millisecond, P99: 45500 * time.Microsecond, ServiceCPUPerMsg: &cpu, LoadAvg: []float64{1.25, 3.5}},
 		{Mode: modeRaw, Label: modeLabels[modeRaw], Conc: "64", Rate: 5000, P50: 12 * time.Millisecond, P99: 40 * time.Millisecond, Errors: 3},
 		{Mode: modeMgmt, Label: modeLabels[modeMgmt], Conc: "64", Rate: 500, P50: 100 * time.Millisecond, P99: 200 * time.Millisecond},
 		{Mode: modeSpooled, Label: modeLabels[modeSpooled], Conc: "64", Rate: 9000, P50: 5 * time.Millisecond, P99: 20 * time.Millisecond, ServiceCPUPerMsg: &cpu,
@@ -145,8 +215,8 @@ func TestWriteTable(t *testing.T) {
 	}
 	out := strings.Join(lines, "\n")
 	for _, want := range []string{
-		"mode conc msgs/s mean ms p50 ms p99 ms errors drain s e2e msgs/s",
-		"(a) service HTTP 64 6000 10.66 10.00 45.50 0 - -",
+		"mode conc msgs/s mean ms p50 ms p99 ms errors drain s e2e msgs/s load 1m",
+		"(a) service HTTP 64 6000 10.66 10.00 45.50 0 - - 1.25–3.50",
 		"(b) raw amqp091 64 5000 0.00 12.00 40.00 3 - -",
 		"(d) mgmt API 64 500 0.00 100.00 200.00 0 - -",
 		"(e) service spooled 64 9000 0.00 5.00 20.00 0 3.25 5400",
@@ -183,6 +253,12 @@ func TestParseFlags(t *testing.T) {
 	if cfg.batchSize != 100 || cfg.batchConc != 8 || cfg.streams != 4 || cfg.streamWindow != 1024 {
 		t.Errorf("batch and stream defaults: %+v", cfg)
 	}
+	if cfg.best != (pipeSetting{1, 2048}) || len(cfg.bestSearch) != 7 || cfg.bestSearchRounds != 2 {
+		t.Errorf("best defaults: %+v %+v", cfg.best, cfg.bestSearch)
+	}
+	if cfg, err := parseFlags([]string{"-modes", "best", "-best", "4x512", "-best-search", ""}); err != nil || cfg.best != (pipeSetting{4, 512}) || cfg.bestSearch != nil {
+		t.Errorf("-best 4x512 without a search: %+v %v", cfg, err)
+	}
 	cfg, err = parseFlags([]string{"-modes", "batch,stream", "-batch-size", "50", "-batch-c", "2", "-streams", "3", "-stream-window", "64"})
 	if err != nil {
 		t.Fatal(err)
@@ -205,6 +281,9 @@ func TestParseFlags(t *testing.T) {
 		{"-batch-c", "0"},
 		{"-streams", "0"},
 		{"-stream-window", "0"},
+		{"-best", "2"},
+		{"-best-search", "1x1,0x5"},
+		{"-best-search-rounds", "0"},
 		{"-modes", "spooled", "-spool-parent", "/nonexistent/dir"},
 		{"-modes", "service", "-service-dir", "/nonexistent/dir"},
 		{"extra"},
