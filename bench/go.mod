@@ -3,6 +3,8 @@ module github.com/publisher-dev/publisher/bench
 go 1.26.8
 
 require (
+	github.com/go-json-experiment/json v1.27.2
+	github.com/goccy/go-json v0.12.0
 	github.com/publisher-dev/publisher v0.0.0-00010101000000-000000000000
 	github.com/rabbitmq/amqp091-go v1.16.0
 )
