@@ -191,13 +191,12 @@ func FuzzDecodeEntry(f *testing.F) {
 	})
 }
 
-// sameHeaderRefusal reports whether a and b both refuse a header's value:
-// fillEntry names the first bad one it meets in a map, so with two bad
-// headers either may be named.
+// sameHeaderRefusal reports whether a and b both refuse one of the
+// headers: fillEntry checks them in a map's order, so with two bad headers
+// (a bad name, a bad value) either may be the one named, whatever decoded
+// them.
 func sameHeaderRefusal(a, b string) bool {
-	const suffix = ": must be a string, a number or a boolean"
-	return strings.HasPrefix(a, "headers.") && strings.HasPrefix(b, "headers.") &&
-		strings.HasSuffix(a, suffix) && strings.HasSuffix(b, suffix)
+	return strings.HasPrefix(a, "headers") && strings.HasPrefix(b, "headers")
 }
 
 const wantMessages = `want {"messages": [message objects]}`
