@@ -130,6 +130,10 @@ apps:
 	if w := mustParse(t, "apps: []", nil).Warnings(); len(w) != 1 || !strings.Contains(w[0], "no apps") {
 		t.Errorf("empty file warnings %q", w)
 	}
+	// Without a readToken, a token_file is an error, not a panic.
+	if _, err := Parse([]byte("apps: [{name: a, token_file: t}]"), nil); err == nil || !strings.Contains(err.Error(), "apps[0] (a).token_file: cannot read t") {
+		t.Errorf("token_file without readToken: %v", err)
+	}
 }
 
 func equal(a, b []string) bool {

@@ -101,7 +101,8 @@ func pathErr(err error) error {
 }
 
 // Parse reads an auth file's content into a Set; readToken reads a
-// token_file (its error is reported with the app and the field). The format
+// token_file (its error is reported with the app and the field; nil refuses
+// every token_file). The format
 // is docs/configuration.md's "Auth file":
 //
 //	apps:
@@ -125,6 +126,11 @@ func Parse(data []byte, readToken func(path string) ([]byte, error)) (*Set, erro
 	var top map[string]json.RawMessage
 	if err := decode(js, &top); err != nil || top == nil {
 		return nil, errors.New(`want an object with an "apps" list`)
+	}
+	if readToken == nil {
+		readToken = func(path string) ([]byte, error) {
+			return nil, fmt.Errorf("cannot read %s: no token files here", path)
+		}
 	}
 	p := &parser{readToken: readToken}
 	for k := range top {

@@ -98,9 +98,6 @@ func NewRegistry(path string, first *Set, opts Options) *Registry {
 // Current is the Set in force now.
 func (r *Registry) Current() *Set { return r.cur.Load() }
 
-// Path is the file's path.
-func (r *Registry) Path() string { return r.path }
-
 // Reload asks Serve to load the file again now, changed or not (SIGHUP). It
 // never blocks; asks made while one is pending are one.
 func (r *Registry) Reload() {

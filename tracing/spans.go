@@ -40,10 +40,10 @@ const (
 	EventSpooled   = "publisher.spooled"
 
 	attrAttempt = attribute.Key("publisher.attempt")
-	// AttrApp is the app of the request's token (PUBLISHER_AUTH_FILE's name,
+	// attrApp is the app of the request's token (PUBLISHER_AUTH_FILE's name,
 	// "anonymous" or "default"), on the SERVER span and every PRODUCER span:
 	// a configured name, never a value of the request.
-	AttrApp               = attribute.Key("publisher.app")
+	attrApp               = attribute.Key("publisher.app")
 	attrNacks             = attribute.Key("publisher.nack.count")
 	attrRetryDelaySeconds = attribute.Key("publisher.retry.delay")
 )
@@ -140,7 +140,7 @@ func (t *Tracer) SetApp(ctx context.Context, app string) {
 	if !t.Enabled() {
 		return
 	}
-	trace.SpanFromContext(ctx).SetAttributes(AttrApp.String(app))
+	trace.SpanFromContext(ctx).SetAttributes(attrApp.String(app))
 }
 
 // Message describes one message for its PRODUCER span.
@@ -228,7 +228,7 @@ func (t *Tracer) StartMessage(ctx context.Context, h Headers, m Message) (map[st
 		attrs = append(attrs, semconv.MessagingMessageConversationID(m.CorrelationID))
 	}
 	if m.App != "" {
-		attrs = append(attrs, AttrApp.String(m.App))
+		attrs = append(attrs, attrApp.String(m.App))
 	}
 	b := t.broker.Load()
 	attrs = appendBroker(attrs, b)
