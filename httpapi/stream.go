@@ -132,6 +132,11 @@ type stream struct {
 	// window holds a token per line read and not answered yet.
 	window chan struct{}
 	quit   chan struct{} // closed by write: the reader stops
+	// readMu orders the reader's read deadline for its next line (armRead)
+	// with write's stop (stopReading: quit closed, the deadline now), so a
+	// stopped reader never sets a later deadline and blocks on an idle
+	// client for streamIdleTimeout.
+	readMu sync.Mutex
 
 	mu       sync.Mutex
 	pending  map[int]*streamLine // handed over, no outcome yet, by line index
@@ -293,7 +298,24 @@ func (st *stream) send(group []*publisher.Message, lines []int) {
 	st.mu.Unlock()
 }
 
-var errLineTooLong = errors.New("httpapi: line too long")
+var (
+	errLineTooLong = errors.New("httpapi: line too long")
+	errStopped     = errors.New("httpapi: the stream stopped reading")
+)
+
+// armRead sets the read deadline of the next line, unless the reading was
+// stopped (false).
+func (st *stream) armRead() bool {
+	st.readMu.Lock()
+	defer st.readMu.Unlock()
+	select {
+	case <-st.quit:
+		return false
+	default:
+	}
+	_ = st.rc.SetReadDeadline(time.Now().Add(streamIdleTimeout))
+	return true
+}
 
 // hasLine reports whether a whole line is already buffered.
 func (st *stream) hasLine() bool {
@@ -308,7 +330,9 @@ func (st *stream) hasLine() bool {
 // readLine reads one line (without its '\n'; the last line may lack one). A
 // line over maxLine is skipped to its end and reported as errLineTooLong.
 func (st *stream) readLine() ([]byte, error) {
-	_ = st.rc.SetReadDeadline(time.Now().Add(streamIdleTimeout))
+	if !st.armRead() {
+		return nil, errStopped
+	}
 	var line []byte
 	for {
 		frag, err := st.body.ReadSlice('\n')
@@ -347,6 +371,8 @@ func (st *stream) write(readerDone <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	stopReading := func() {
+		st.readMu.Lock()
+		defer st.readMu.Unlock()
 		select {
 		case <-st.quit:
 		default:
