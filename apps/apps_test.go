@@ -402,6 +402,26 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
+// Load refuses a file or a token file over its limit (a path named by
+// mistake) rather than reading it without end, and names it without its
+// content.
+func TestLoadLimits(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.token")
+	writeFile(t, big, strings.Repeat(secret, 200)) // 5 KB
+	path := filepath.Join(dir, "auth.yaml")
+	writeFile(t, path, "apps:\n  - {name: a, token_file: big.token}\n")
+	_, err := Load(path)
+	if err == nil || !strings.Contains(err.Error(), "apps[0] (a).token_file: cannot read "+big+": larger than a file of this kind can be (4096 bytes at most)") {
+		t.Fatalf("Load = %v", err)
+	}
+	checkNoSecret(t, "the error", err.Error())
+	writeFile(t, path, "apps: []\n#"+strings.Repeat("x", 4<<20))
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path+": cannot read it: larger than") {
+		t.Fatalf("Load of a 4 MiB file = %v", err)
+	}
+}
+
 // The Registry under testing/synctest (its poll ticker on the bubble's
 // clock): a change of the file or of a token file is in force within one
 // poll; an unchanged file is not reloaded; a broken file keeps the Set in

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -35,6 +36,14 @@ const maxShortStr = 255
 // maxErrors bounds the problems one error lists.
 const maxErrors = 20
 
+// The largest auth file and token file read: far above any real one, and a
+// path named by mistake (a log, a device) is refused rather than read
+// without end.
+const (
+	maxFileBytes  = 4 << 20
+	maxTokenBytes = 4 << 10
+)
+
 // EveryExchange, in an app's exchanges, lets it publish to every exchange
 // (PUBLISHER_ALLOWED_EXCHANGES still applies).
 const EveryExchange = "*"
@@ -59,7 +68,7 @@ func Load(path string) (*Set, error) {
 // those it could not read.
 func load(path string) (*Set, [sha256.Size]byte, error) {
 	fp := sha256.New()
-	data, err := os.ReadFile(path)
+	data, err := readFile(path, maxFileBytes)
 	if err != nil {
 		fp.Write([]byte("unreadable\x00" + pathErr(err).Error()))
 		return nil, [sha256.Size]byte(fp.Sum(nil)), fmt.Errorf("%s: cannot read it: %w", path, pathErr(err))
@@ -71,7 +80,7 @@ func load(path string) (*Set, [sha256.Size]byte, error) {
 		if !filepath.IsAbs(name) {
 			name = filepath.Join(dir, name)
 		}
-		b, err := os.ReadFile(name)
+		b, err := readFile(name, maxTokenBytes)
 		fmt.Fprintf(fp, "\x00%d:%s\x00", len(name), name)
 		if err != nil {
 			fmt.Fprintf(fp, "unreadable %v", pathErr(err))
@@ -88,6 +97,28 @@ func load(path string) (*Set, [sha256.Size]byte, error) {
 	}
 	s.fp = sum
 	return s, sum, nil
+}
+
+// errTooLarge is readFile's error for a file over its limit.
+var errTooLarge = errors.New("larger than a file of this kind can be")
+
+// readFile reads the file called name, refusing one of more than limit
+// bytes.
+func readFile(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		clear(b)
+		return nil, fmt.Errorf("%w (%d bytes at most)", errTooLarge, limit)
+	}
+	return b, nil
 }
 
 // pathErr is the operating system's reason without the path it names (the
