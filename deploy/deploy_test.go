@@ -29,6 +29,10 @@ var specEnv = map[string]bool{
 	"PUBLISHER_ON_GIVE_UP": true, "PUBLISHER_TOPOLOGY_FILE": true, "PUBLISHER_SHUTDOWN_TIMEOUT": true,
 	"PUBLISHER_LOG_LEVEL": true, "PUBLISHER_LOG_FORMAT": true, "PUBLISHER_SPOOL_DIR": true,
 	"PUBLISHER_SPOOL_MAX_BYTES": true, "PUBLISHER_ROOT_MAX_RESTARTS": true, "PUBLISHER_ROOT_RESTART_WINDOW": true,
+	// TLS to the broker, its URLs from a file, HTTPS (docs/configuration.md).
+	"PUBLISHER_AMQP_URLS_FILE": true, "PUBLISHER_AMQP_TLS_CA_FILE": true, "PUBLISHER_AMQP_TLS_CERT_FILE": true,
+	"PUBLISHER_AMQP_TLS_KEY_FILE": true, "PUBLISHER_AMQP_TLS_SERVER_NAME": true, "PUBLISHER_AMQP_AUTH_MECHANISM": true,
+	"PUBLISHER_TLS_CERT_FILE": true, "PUBLISHER_TLS_KEY_FILE": true, "PUBLISHER_TLS_CLIENT_CA_FILE": true,
 }
 
 // specMetrics are the metric families the service exposes (the README's
@@ -56,6 +60,7 @@ var specMetrics = []string{
 	"publisher_spool_segment_bytes",
 	"publisher_spool_lost_records_total",
 	"publisher_given_up",
+	"publisher_tls_client_cert_expiry_timestamp_seconds",
 }
 
 // usesMetric reports whether a PromQL expression names the metric family
@@ -569,8 +574,43 @@ func TestKubernetesSidecar(t *testing.T) {
 		}
 		return true
 	}
-	if e, ok := env["PUBLISHER_AMQP_URLS"]; !ok || !fromSecret(e) {
-		t.Error("PUBLISHER_AMQP_URLS must come from a Secret (secretKeyRef)")
+	// fileOfSecret reports whether path is a file of a Secret volume mounted
+	// in the publisher container.
+	fileOfSecret := func(path string) bool {
+		for _, m := range pub.VolumeMounts {
+			if filepath.Dir(path) != filepath.Clean(m.MountPath) {
+				continue
+			}
+			for _, v := range pod.Volumes {
+				if v.Name != m.Name || v.Secret == nil {
+					continue
+				}
+				base := filepath.Base(path)
+				if len(v.Secret.Items) == 0 && secretNames[v.Secret.SecretName][base] {
+					return true
+				}
+				for _, it := range v.Secret.Items {
+					if it.Path == base && secretNames[v.Secret.SecretName][it.Key] {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+	// The broker URLs hold credentials: from a Secret, as a variable or,
+	// better (read again at every connection), as a file.
+	urls, urlsSet := env["PUBLISHER_AMQP_URLS"]
+	urlsFile, fileSet := env["PUBLISHER_AMQP_URLS_FILE"]
+	switch {
+	case urlsSet && fileSet:
+		t.Error("both PUBLISHER_AMQP_URLS and PUBLISHER_AMQP_URLS_FILE are set (the file wins: set one)")
+	case fileSet:
+		if !fileOfSecret(urlsFile.Value) {
+			t.Errorf("PUBLISHER_AMQP_URLS_FILE %s is not a file of a mounted Secret volume", urlsFile.Value)
+		}
+	case !urlsSet || !fromSecret(urls):
+		t.Error("PUBLISHER_AMQP_URLS must come from a Secret (secretKeyRef), or PUBLISHER_AMQP_URLS_FILE name a file of one")
 	}
 	if e, ok := env["PUBLISHER_AUTH_TOKEN"]; ok && !fromSecret(e) {
 		t.Error("PUBLISHER_AUTH_TOKEN must not be a literal")
@@ -579,28 +619,15 @@ func TestKubernetesSidecar(t *testing.T) {
 	if !ok {
 		t.Fatal("PUBLISHER_AUTH_TOKEN_FILE not set")
 	}
-	tokenFromSecret := false
-	for _, m := range pub.VolumeMounts {
-		if filepath.Dir(tokenFile.Value) != filepath.Clean(m.MountPath) {
-			continue
-		}
-		for _, v := range pod.Volumes {
-			if v.Name != m.Name || v.Secret == nil {
-				continue
-			}
-			base := filepath.Base(tokenFile.Value)
-			if len(v.Secret.Items) == 0 {
-				tokenFromSecret = secretNames[v.Secret.SecretName][base]
-			}
-			for _, it := range v.Secret.Items {
-				if it.Path == base && secretNames[v.Secret.SecretName][it.Key] {
-					tokenFromSecret = true
-				}
-			}
-		}
-	}
-	if !tokenFromSecret {
+	if !fileOfSecret(tokenFile.Value) {
 		t.Errorf("PUBLISHER_AUTH_TOKEN_FILE %s is not a file of a mounted Secret volume", tokenFile.Value)
+	}
+	for _, app := range pod.Containers {
+		for _, m := range app.VolumeMounts {
+			if m.Name == "publisher-broker" {
+				t.Errorf("container %s mounts the broker's credentials; only the publisher needs them", app.Name)
+			}
+		}
 	}
 
 	// Hardening.

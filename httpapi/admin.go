@@ -3,9 +3,12 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/publisher-dev/publisher/supervision"
 )
 
 // AdminConfig configures NewAdminHandler. Nil fields mean the documented
@@ -19,6 +22,13 @@ type AdminConfig struct {
 	// Ready is readiness; detail is merged into the JSON answer beside "ready"
 	// (a "ready" key in detail is overridden). nil means always ready.
 	Ready func() (ready bool, detail map[string]any)
+	// Tree is the supervision tree's snapshot, served on /debug/supervision
+	// with Ready's answer; nil: that path answers 404.
+	Tree func() supervision.SupervisorInfo
+	// RedactError makes the text /debug/supervision shows for a child's
+	// last failure; nil means err.Error(). Whatever it returns is shown to
+	// anyone who reaches the admin listener: it must mask secrets.
+	RedactError func(error) string
 }
 
 // NewAdminHandler returns the admin listener's handler:
@@ -28,6 +38,13 @@ type AdminConfig struct {
 //	              the error is logged by promhttp)
 //	GET /healthz  200 {"status":"ok"} or 503 {"status":"unhealthy","error":"..."}
 //	GET /readyz   200 or 503 {"ready":bool, ...detail}
+//	GET /debug/supervision
+//	              the live supervision tree (each node's state, restart type,
+//	              restart statistics, last failure, next restart) and the
+//	              service's state (Ready's answer): JSON (TreeAnswer) when the
+//	              Accept header prefers application/json to text/html, else
+//	              one self-contained HTML page that reloads itself every 2 s
+//	              (no script, nothing loaded from elsewhere)
 //
 // HEAD is accepted wherever GET is; other methods get 405 JSON with
 // "Allow: GET, HEAD", other paths 404 JSON. Health answers are not cached
@@ -67,8 +84,17 @@ func NewAdminHandler(cfg AdminConfig) http.Handler {
 		}
 		writeJSON(w, code, out, map[string]any{"ready": ready, "error": "detail cannot be encoded as JSON"})
 	})))
+	notFound := "not found: use /metrics, /healthz or /readyz"
+	if cfg.Tree != nil {
+		redact := cfg.RedactError
+		if redact == nil {
+			redact = func(err error) string { return err.Error() }
+		}
+		mux.Handle("/debug/supervision", getOnly(treeHandler{tree: cfg.Tree, redact: redact, ready: cfg.Ready, now: time.Now}))
+		notFound = "not found: use /metrics, /healthz, /readyz or /debug/supervision"
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSONError(w, http.StatusNotFound, "not found: use /metrics, /healthz or /readyz", "")
+		writeJSONError(w, http.StatusNotFound, notFound, "")
 	})
 	return mux
 }

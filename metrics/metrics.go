@@ -165,6 +165,33 @@ func (m *Metrics) WatchState(src Source, ready, givenUp func(publisher.State) bo
 	return m.reg.Register(&stateCollector{src: src, ready: ready, givenUp: givenUp})
 }
 
+// WatchClientCert registers publisher_tls_client_cert_expiry_timestamp_seconds,
+// read at scrape time from expiry: the expiry of the client certificate the
+// publisher presents to the broker (PUBLISHER_AMQP_TLS_CERT_FILE, read again
+// at each scrape as at each connection attempt, so a certificate renewed on
+// disk shows at once). A scrape when expiry reports false (the file cannot be
+// read now) has no sample: the connection attempts log why. Call it once, and
+// only with a client certificate configured.
+func (m *Metrics) WatchClientCert(expiry func() (time.Time, bool)) error {
+	return m.reg.Register(&certCollector{expiry: expiry})
+}
+
+var certExpiryDesc = prometheus.NewDesc("publisher_tls_client_cert_expiry_timestamp_seconds",
+	"When the client certificate presented to the broker expires (its notAfter), in seconds since the Unix epoch.", nil, nil)
+
+// certCollector is the client certificate's expiry gauge.
+type certCollector struct {
+	expiry func() (time.Time, bool)
+}
+
+func (c *certCollector) Describe(ch chan<- *prometheus.Desc) { ch <- certExpiryDesc }
+
+func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
+	if t, ok := c.expiry(); ok {
+		gauge(ch, certExpiryDesc, float64(t.Unix()))
+	}
+}
+
 // The state gauges, in the order Collect emits them.
 var (
 	inflightDesc = prometheus.NewDesc("publisher_inflight_messages", "Messages published and not yet confirmed.", nil, nil)

@@ -28,9 +28,15 @@ func (p *Publisher) Serve(ctx context.Context) error {
 		return nil
 	}
 	defer func() { <-p.serving }()
-	url := p.cfg.URLs[p.urlIndex%len(p.cfg.URLs)]
+	url, err := p.brokerURL()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("publisher: the broker URLs file %w", err)
+	}
 	inc := &incarnation{p: p, ctx: ctx, log: p.log.With("broker", RedactURL(url))}
-	err := inc.run(ctx, url)
+	err = inc.run(ctx, url)
 	inc.saveCarry()
 	p.connected.Store(false)
 	p.blocked.Store(false)
@@ -545,7 +551,6 @@ func (inc *incarnation) channelClosed(pc *pubChannel, cause *amqp.Error) {
 			again = append(again, r)
 		default:
 			r.attempts++
-			r.lastErr = cause
 			if r.attempts >= inc.p.cfg.MaxPublishAttempts {
 				r.finish(fmt.Errorf("%w (%d): %w", ErrTooManyAttempts, r.attempts, cause))
 				continue

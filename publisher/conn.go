@@ -2,6 +2,8 @@ package publisher
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -67,8 +69,37 @@ func (c *amqpConnection) Cut() { c.sock.Close() }
 // amqp091-go's default dialer gives it, and is cut the moment ctx ends: a
 // redial into a stalled path (a load balancer that accepts and never
 // answers) must not hold a shutdown for the handshake's timeout.
+//
+// An amqps URL gets Config.TLS, its files read now (TLSFiles.clientTLS), and
+// the login is Config.AuthMechanism's. A failure is explained in words
+// before amqp091-go's or crypto/tls's error (explainDial): an untrusted,
+// misnamed or expired broker certificate, a client certificate missing or
+// refused, a port that does not speak TLS, a refused login.
 func (p *Publisher) dialAMQP(ctx context.Context, url string) (Conn, error) {
 	cfg := &p.cfg
+	if err := cfg.checkAuth(); err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckURL(url); err != nil {
+		return nil, err
+	}
+	uri, err := amqp.ParseURI(url)
+	if err != nil { // CheckURL would have said
+		return nil, errors.New(DescribeURLError(err))
+	}
+	var (
+		tlsCfg *tls.Config
+		notes  *handshakeNotes
+		sasl   = []amqp.Authentication{uri.PlainAuth()}
+	)
+	if uri.Scheme == "amqps" {
+		if tlsCfg, notes, err = cfg.TLS.clientTLS(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.AuthMechanism == AuthExternal {
+		sasl = []amqp.Authentication{&amqp.ExternalAuth{}}
+	}
 	var (
 		sock      net.Conn
 		bc        *batchConn
@@ -76,8 +107,10 @@ func (p *Publisher) dialAMQP(ctx context.Context, url string) (Conn, error) {
 		handshook = make(chan struct{})
 	)
 	conn, err := amqp.DialConfig(url, amqp.Config{
-		Heartbeat: cfg.Heartbeat,
-		Locale:    "en_US",
+		Heartbeat:       cfg.Heartbeat,
+		Locale:          "en_US",
+		SASL:            sasl,
+		TLSClientConfig: tlsCfg,
 		Dial: func(network, addr string) (net.Conn, error) {
 			d := net.Dialer{Timeout: cfg.DialTimeout}
 			c, err := d.DialContext(ctx, network, addr)
@@ -109,7 +142,7 @@ func (p *Publisher) dialAMQP(ctx context.Context, url string) (Conn, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 		}
-		return nil, err
+		return nil, explainDial(err, uri, cfg.AuthMechanism, notes)
 	}
 	return &amqpConnection{Connection: conn, sock: sock}, nil
 }

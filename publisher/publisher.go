@@ -42,6 +42,22 @@ type Config struct {
 	// nodes; each incarnation after a failure dials the next one. Default
 	// amqp://guest:guest@localhost:5672/.
 	URLs []string
+	// URLsFile, when set, wins over URLs: a file of broker URLs (with their
+	// credentials, e.g. a mounted Secret), separated by commas or line
+	// breaks, read again at every connection attempt (ReadURLsFile), so a
+	// rotated password is used from the next connection on. A file that
+	// cannot be read, or holds a URL CheckURL refuses, fails that attempt.
+	URLsFile string
+	// TLS is the CA bundle, client certificate and server name of amqps://
+	// connections, read at every connection attempt (see TLSFiles). The
+	// zero value verifies the broker against the system's roots and sends
+	// no client certificate. Setting any of it with an amqp:// URL is an
+	// error (CheckURL): it would not be used.
+	TLS TLSFiles
+	// AuthMechanism is AuthPlain (the default: the URL's user and password)
+	// or AuthExternal (the client certificate's identity; needs TLS.CertFile
+	// and amqps:// URLs without user info).
+	AuthMechanism AuthMechanism
 	// Channels is the number of confirm-mode channels on the connection.
 	// Default 1: measured fastest against a broker on a small machine (one
 	// channel process batches its confirms into multiple-acks); more channels
@@ -242,6 +258,7 @@ type request struct {
 	deadline time.Time
 	msg      *Message
 	start    time.Time   // when Send took it, for the Observer
+	obs      Observer    // told of the outcome (nil for CheckExchange's requests)
 	done     func(error) // called once with the outcome, on the actor's goroutine
 	// checkOnly asks only whether msg.Exchange exists (CheckExchange): it is
 	// answered once the exchange is known, never published.
@@ -260,7 +277,6 @@ type request struct {
 	nacks    int          // basic.nacks received (retried with backoff)
 	due      time.Time    // when a nacked request is published again
 	returned *ReturnError // set when the broker returned the message
-	lastErr  error        // the failure that ended its last attempt
 }
 
 // gone reports whether the caller no longer waits: its ctx ended or the
@@ -301,9 +317,21 @@ func (r *request) abandon() bool {
 }
 
 // finish settles r: its outcome goes to its span, the Observer and its
-// caller, once.
+// caller. It is called once per request.
 func (r *request) finish(err error) {
+	if r.obs != nil {
+		settled(r.msg, r.obs, r.start, err)
+	}
 	r.done(err)
+}
+
+// settled reports a message's outcome to its span and the Observer.
+func settled(msg *Message, obs Observer, start time.Time, err error) {
+	k := Classify(err)
+	if msg.Trace != nil {
+		msg.Trace.End(k.ErrorType())
+	}
+	obs.Published(k.Outcome(), time.Since(start))
 }
 
 // Send hands msg to the publisher and returns at once, without waiting for
@@ -326,23 +354,13 @@ func (p *Publisher) Send(ctx context.Context, msg *Message, deadline time.Time, 
 	if msg.MessageID == "" {
 		msg.MessageID = NewMessageID()
 	}
-	settle := func(err error) {
-		if msg.Trace != nil {
-			msg.Trace.End(Classify(err).ErrorType())
-		}
-		p.cfg.Observer.Published(Classify(err).Outcome(), time.Since(start))
-	}
 	if err := Validate(msg); err != nil {
-		settle(err)
+		settled(msg, p.cfg.Observer, start, err)
 		return Ticket{}, err
 	}
-	r := &request{ctx: ctx, deadline: deadline, msg: msg, start: start}
-	r.done = func(err error) {
-		settle(err)
-		done(err)
-	}
+	r := &request{ctx: ctx, deadline: deadline, msg: msg, start: start, obs: p.cfg.Observer, done: done}
 	if err := p.send(r); err != nil {
-		settle(err)
+		settled(msg, p.cfg.Observer, start, err)
 		return Ticket{}, err
 	}
 	return Ticket{r}, nil

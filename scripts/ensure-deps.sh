@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests and the service need on a fresh Debian
 # machine: rabbitmq-server (a node on 127.0.0.1:5672 plus private nodes the tests
-# start themselves), prometheus/promtool (rule tests and a real scrape test) and
-# curl (the README's examples are run as written).
+# start themselves), prometheus/promtool (rule tests and a real scrape test),
+# curl (the README's examples are run as written) and chromium (a headless
+# browser checks the admin listener's /debug/supervision page).
 set -euo pipefail
 
 need=()
 command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need[*]}"
   apt-get update -q

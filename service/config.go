@@ -1,6 +1,8 @@
 package service
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -10,8 +12,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/publisher-dev/publisher/apps"
 	"github.com/publisher-dev/publisher/cloudevents"
@@ -23,7 +23,16 @@ import (
 // zero field means to New (docs/configuration.md's table lists them).
 type Config struct {
 	AMQPURLs           []string      `envconfig:"AMQP_URLS" default:"amqp://guest:guest@localhost:5672/" desc:"comma-separated broker URLs; each restart after a connection failure dials the next"`
+	AMQPURLsFile       string        `envconfig:"AMQP_URLS_FILE" desc:"file of broker URLs with their credentials (e.g. a mounted Secret), separated by commas or line breaks, read again at every connection attempt; wins over AMQP_URLS"`
+	AMQPTLSCAFile      string        `envconfig:"AMQP_TLS_CA_FILE" desc:"PEM bundle of the CAs that verify the broker on amqps:// (empty: the system's roots); read at every connection attempt"`
+	AMQPTLSCertFile    string        `envconfig:"AMQP_TLS_CERT_FILE" desc:"client certificate (PEM, leaf first) for mutual TLS with the broker, with AMQP_TLS_KEY_FILE; read at every connection attempt"`
+	AMQPTLSKeyFile     string        `envconfig:"AMQP_TLS_KEY_FILE" desc:"unencrypted private key (PEM) of AMQP_TLS_CERT_FILE; read at every connection attempt"`
+	AMQPTLSServerName  string        `envconfig:"AMQP_TLS_SERVER_NAME" desc:"name the broker's certificate must carry (empty: the host of the URL)"`
+	AMQPAuthMechanism  string        `envconfig:"AMQP_AUTH_MECHANISM" default:"PLAIN" desc:"PLAIN (the user and password of the URL) or EXTERNAL (the identity of the client certificate; amqps:// URLs without user or password)"`
 	ListenAddr         string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:8080" desc:"address of the publish API"`
+	TLSCertFile        string        `envconfig:"TLS_CERT_FILE" desc:"certificate (PEM, leaf first) that serves the publish API over HTTPS, with TLS_KEY_FILE; read again when it changes (empty: plain HTTP)"`
+	TLSKeyFile         string        `envconfig:"TLS_KEY_FILE" desc:"unencrypted private key (PEM) of TLS_CERT_FILE; read again when it changes"`
+	TLSClientCAFile    string        `envconfig:"TLS_CLIENT_CA_FILE" desc:"PEM bundle of CAs: the publish API then requires a client certificate one of them issued (HTTPS only); read again when it changes"`
 	AdminAddr          string        `envconfig:"ADMIN_ADDR" default:":9464" desc:"address of /metrics, /healthz and /readyz"`
 	AuthToken          string        `envconfig:"AUTH_TOKEN" desc:"bearer token required on publish requests (empty: no auth)"`
 	AuthTokenFile      string        `envconfig:"AUTH_TOKEN_FILE" desc:"file holding the bearer token (e.g. a mounted Secret); overrides AUTH_TOKEN"`
@@ -74,6 +83,7 @@ func (c Config) withDefaults() Config {
 			*p = v
 		}
 	}
+	def(&c.AMQPAuthMechanism, string(publisher.AuthPlain))
 	def(&c.ListenAddr, "127.0.0.1:8080")
 	def(&c.AdminAddr, ":9464")
 	def(&c.OnGiveUp, "degrade")
@@ -127,8 +137,9 @@ func (c Config) withDefaults() Config {
 // runs once.
 //
 // What Validate and prepare refuse is configuration (the command exits with
-// status 2): values out of range, a token file that cannot be read, a spool
-// directory that cannot be created or written. What fails later, while the
+// status 2): values out of range, a token file, TLS file or broker URLs file
+// that cannot be read or parsed at start, a spool directory that cannot be
+// created or written. What fails later, while the
 // service opens its resources (a disk error reading the spool, a listen
 // address in use), is a runtime failure (status 1).
 func (c Config) Validate() error {
@@ -146,28 +157,54 @@ func (c Config) Validate() error {
 			bad(name, "must not be negative")
 		}
 	}
-	if len(c.AMQPURLs) == 0 {
-		bad("AMQP_URLS", "at least one broker URL is required")
-	}
-	for _, u := range c.AMQPURLs {
-		u = strings.TrimSpace(u)
-		if u == "" {
-			bad("AMQP_URLS", "empty URL in the list")
-			continue
+	pc := c.brokerSecurity()
+	if c.AMQPURLsFile == "" { // else the file's URLs are used, checked by prepare
+		if len(c.AMQPURLs) == 0 {
+			bad("AMQP_URLS", "at least one broker URL is required")
 		}
-		uri, err := amqp.ParseURI(u)
+		for _, u := range c.AMQPURLs {
+			u = strings.TrimSpace(u)
+			if u == "" {
+				bad("AMQP_URLS", "empty URL in the list")
+				continue
+			}
+			if err := pc.CheckURL(u); err != nil {
+				bad("AMQP_URLS", "%v", err)
+			}
+		}
+	}
+	bothOrNeither := func(cert, key, certFile, keyFile string) {
 		switch {
-		case err != nil:
-			bad("AMQP_URLS", "%s: %s", publisher.RedactURL(u), publisher.DescribeURLError(err))
-		case uri.Port < 1 || uri.Port > 65535:
-			bad("AMQP_URLS", "%s: invalid port (a number from 1 to 65535)", publisher.RedactURL(u))
+		case certFile != "" && keyFile == "":
+			bad(cert, "set without PUBLISHER_%s (set both, or neither)", key)
+		case certFile == "" && keyFile != "":
+			bad(key, "set without PUBLISHER_%s (set both, or neither)", cert)
 		}
 	}
-	for _, a := range []struct{ name, addr string }{{"LISTEN_ADDR", c.ListenAddr}, {"ADMIN_ADDR", c.AdminAddr}} {
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
-			bad(a.name, "%q is not host:port (for example 127.0.0.1:8080)", a.addr)
+	bothOrNeither("AMQP_TLS_CERT_FILE", "AMQP_TLS_KEY_FILE", c.AMQPTLSCertFile, c.AMQPTLSKeyFile)
+	if n := c.AMQPTLSServerName; n != "" && net.ParseIP(n) == nil && !validHostname(n) {
+		bad("AMQP_TLS_SERVER_NAME", "%q is not a host name (a DNS name or an IP address, without scheme or port)", n)
+	}
+	switch publisher.AuthMechanism(strings.ToUpper(c.AMQPAuthMechanism)) {
+	case publisher.AuthPlain:
+	case publisher.AuthExternal:
+		if c.AMQPTLSCertFile == "" || c.AMQPTLSKeyFile == "" {
+			bad("AMQP_AUTH_MECHANISM", "EXTERNAL takes the identity from the client certificate: set PUBLISHER_AMQP_TLS_CERT_FILE and PUBLISHER_AMQP_TLS_KEY_FILE")
+		}
+	default:
+		bad("AMQP_AUTH_MECHANISM", "%q: want PLAIN or EXTERNAL", c.AMQPAuthMechanism)
+	}
+	hostPort := func(name, addr string) {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(name, "%q is not host:port (for example 127.0.0.1:8080)", addr)
 		}
 	}
+	hostPort("LISTEN_ADDR", c.ListenAddr)
+	bothOrNeither("TLS_CERT_FILE", "TLS_KEY_FILE", c.TLSCertFile, c.TLSKeyFile)
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		bad("TLS_CLIENT_CA_FILE", "client certificates need HTTPS: set PUBLISHER_TLS_CERT_FILE and PUBLISHER_TLS_KEY_FILE too")
+	}
+	hostPort("ADMIN_ADDR", c.AdminAddr)
 	if c.AuthFile != "" && (c.AuthToken != "" || c.AuthTokenFile != "") {
 		// One or the other: the file's apps are there to replace the one
 		// shared token, and a token kept beside them would still publish
@@ -222,9 +259,10 @@ func (c Config) Validate() error {
 // prepare completes a valid c into what the service runs with, and is the one
 // step that touches the file system for the configuration: it reads
 // AuthTokenFile into AuthToken, loads AuthFile's apps (and the token files it
-// names), creates SpoolDir when missing and checks that
-// a file can be made in it (so an unusable directory is configuration, status
-// 2, not a runtime failure of the spool). It also trims the broker URLs (into
+// names), reads every TLS file and the broker URLs file once (readTLSFiles),
+// creates SpoolDir when missing and checks that a file can be made in it (so
+// an unusable directory is configuration, status 2, not a runtime failure of
+// the spool). It also trims the broker URLs (into
 // a slice of its own: the caller's is not changed) and parses the CloudEvents
 // header convention. New calls it once, after Validate; nothing else does (the
 // command leaves it to New), so the token file is read and the directory
@@ -237,6 +275,10 @@ func (c *Config) prepare() error {
 		urls[i] = strings.TrimSpace(u)
 	}
 	c.AMQPURLs = urls
+	c.AMQPAuthMechanism = strings.ToUpper(c.AMQPAuthMechanism)
+	if err := c.readTLSFiles(); err != nil {
+		return err
+	}
 	conv, err := cloudevents.ParseConvention(c.CloudEventsHeaders)
 	if err != nil { // Validate refused it already
 		return fmt.Errorf("PUBLISHER_CLOUDEVENTS_HEADERS: %w", err)
@@ -265,6 +307,98 @@ func (c *Config) prepare() error {
 		}
 	}
 	return nil
+}
+
+// brokerSecurity is the publisher's configuration of TLS and
+// authentication (and the URLs file), for checking URLs and for New.
+func (c Config) brokerSecurity() publisher.Config {
+	return publisher.Config{
+		URLsFile: c.AMQPURLsFile,
+		TLS: publisher.TLSFiles{
+			CAFile:     c.AMQPTLSCAFile,
+			CertFile:   c.AMQPTLSCertFile,
+			KeyFile:    c.AMQPTLSKeyFile,
+			ServerName: c.AMQPTLSServerName,
+		},
+		AuthMechanism: publisher.AuthMechanism(strings.ToUpper(c.AMQPAuthMechanism)),
+	}
+}
+
+// readTLSFiles reads, once at start, every file of the broker's and the
+// publish API's TLS and the broker URLs file, so that one that cannot be read
+// or parsed is a configuration error naming its variable (the command's
+// status 2). The publisher reads the broker's files again at every connection
+// attempt and the publish API its own when they change: later failures are
+// those of a connection attempt, or keep the certificate in use.
+func (c *Config) readTLSFiles() error {
+	pc := c.brokerSecurity()
+	if c.AMQPURLsFile != "" {
+		if _, err := pc.ReadURLsFile(); err != nil {
+			return fmt.Errorf("PUBLISHER_AMQP_URLS_FILE: %w", err)
+		}
+	}
+	if _, err := loadCA("AMQP_TLS_CA_FILE", c.AMQPTLSCAFile); err != nil {
+		return err
+	}
+	if _, err := loadKeyPair("AMQP_TLS_CERT_FILE", "AMQP_TLS_KEY_FILE", c.AMQPTLSCertFile, c.AMQPTLSKeyFile); err != nil {
+		return err
+	}
+	if _, err := loadKeyPair("TLS_CERT_FILE", "TLS_KEY_FILE", c.TLSCertFile, c.TLSKeyFile); err != nil {
+		return err
+	}
+	_, err := loadCA("TLS_CLIENT_CA_FILE", c.TLSClientCAFile)
+	return err
+}
+
+// loadCA reads the CA bundle of variable name (nil, nil when path is empty);
+// its error names the variable.
+func loadCA(name, path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	pool, err := publisher.LoadCAFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("PUBLISHER_%s: %w", name, err)
+	}
+	return pool, nil
+}
+
+// loadKeyPair reads the certificate and key of variables cert and key (a
+// zero certificate when certFile is empty); its error names the variable
+// whose file is at fault.
+func loadKeyPair(cert, key, certFile, keyFile string) (tls.Certificate, error) {
+	if certFile == "" {
+		return tls.Certificate{}, nil
+	}
+	pair, err := publisher.LoadKeyPair(certFile, keyFile)
+	var fe *publisher.FileError
+	switch {
+	case err == nil:
+		return pair, nil
+	case errors.As(err, &fe) && fe.Path == keyFile && keyFile != certFile:
+		return tls.Certificate{}, fmt.Errorf("PUBLISHER_%s: %w", key, err)
+	}
+	return tls.Certificate{}, fmt.Errorf("PUBLISHER_%s: %w", cert, err)
+}
+
+// validHostname reports whether name may be a DNS name: labels of letters,
+// digits, '-' and '_' (wildcard certificates aside, a name to verify has no
+// '*'), separated by dots.
+func validHostname(name string) bool {
+	if len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // writableDir creates dir when missing and checks that a file can be made in

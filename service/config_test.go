@@ -45,7 +45,12 @@ func TestValidateReportsEveryProblemInFieldOrder(t *testing.T) {
 	checkLeaks(t)
 	c := Config{ // every field that can be wrong, wrong
 		AMQPURLs:           []string{"http://user:s3cret@host/"},
+		AMQPTLSCertFile:    "client.pem", // without its key
+		AMQPTLSServerName:  "https://broker:5671",
+		AMQPAuthMechanism:  "KERBEROS",
 		ListenAddr:         "nonsense",
+		TLSKeyFile:         "server.key", // without its certificate
+		TLSClientCAFile:    "clients.pem",
 		AdminAddr:          "nonsense",
 		AuthToken:          "s3cret", // with AuthFile: one or the other
 		AuthFile:           "apps.yaml",
@@ -91,13 +96,15 @@ func TestValidateReportsEveryProblemInFieldOrder(t *testing.T) {
 	}
 	// Config's fields in order, less those with nothing to check without the
 	// file system (the token, its file, the topology file, the spool
-	// directory).
+	// directory, the broker URLs file, the broker's CA file) and the halves of
+	// the certificate and key pairs whose other half is the one wrong here.
 	var want []string
 	ct := reflect.TypeFor[Config]()
 	for i := range ct.NumField() {
 		tag := ct.Field(i).Tag.Get("envconfig")
 		switch tag {
-		case "", "AUTH_TOKEN", "AUTH_TOKEN_FILE", "TOPOLOGY_FILE", "SPOOL_DIR":
+		case "", "AUTH_TOKEN", "AUTH_TOKEN_FILE", "TOPOLOGY_FILE", "SPOOL_DIR",
+			"AMQP_URLS_FILE", "AMQP_TLS_CA_FILE", "AMQP_TLS_KEY_FILE", "TLS_CERT_FILE":
 			continue
 		}
 		want = append(want, "PUBLISHER_"+tag)

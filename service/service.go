@@ -74,6 +74,7 @@ type Service struct {
 	// server.address and server.port).
 	broker atomic.Pointer[brokerAddr]
 
+	apiTLS             *apiTLS      // the publish API's certificate; nil: plain HTTP
 	apiLn, adminLn     net.Listener // handed to the first incarnation of the http child
 	apiAddr, adminAddr string       // where they listen (with port 0: the port chosen)
 
@@ -129,6 +130,11 @@ func newService(cfg Config, opts Options, dial func(context.Context, string) (pu
 			s.closeSpool()
 		}
 	}()
+	if cfg.TLSCertFile != "" {
+		if s.apiTLS, err = newAPITLS(cfg, log); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
 	if s.apiLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
 		return nil, fmt.Errorf("PUBLISHER_LISTEN_ADDR: %w", err)
 	}
@@ -139,8 +145,12 @@ func newService(cfg Config, opts Options, dial func(context.Context, string) (pu
 	if s.metrics, err = metrics.New(s.reg); err != nil {
 		return nil, err
 	}
+	sec := cfg.brokerSecurity()
 	s.pub, err = publisher.New(publisher.Config{
 		URLs:               cfg.AMQPURLs,
+		URLsFile:           sec.URLsFile,
+		TLS:                sec.TLS,
+		AuthMechanism:      sec.AuthMechanism,
 		Channels:           cfg.Channels,
 		BufferSize:         cfg.BufferSize,
 		ConfirmTimeout:     cfg.ConfirmTimeout,
@@ -156,6 +166,12 @@ func newService(cfg Config, opts Options, dial func(context.Context, string) (pu
 	}
 	if err := s.metrics.WatchState(s.pub, s.readyAt, s.degradedAt); err != nil {
 		return nil, err
+	}
+	if sec.TLS.CertFile != "" {
+		expiry := func() (time.Time, bool) { t, err := sec.TLS.ClientCertExpiry(); return t, err == nil }
+		if err := s.metrics.WatchClientCert(expiry); err != nil {
+			return nil, err
+		}
 	}
 	s.metrics.Declare("root", "broker", "http")
 	s.metrics.Declare("broker", "publisher")
@@ -370,9 +386,12 @@ func (s *Service) rootDecider(f supervision.Failure) supervision.Directive {
 //
 // So the process ends within T plus a second or two, whatever the broker does.
 func (s *Service) Run(ctx context.Context) error {
-	s.log.Info("publisher starting", "listen", s.APIAddr(), "admin", s.AdminAddr(),
-		"brokers", redactedURLs(s.cfg.AMQPURLs), "on_give_up", s.cfg.OnGiveUp, "spool", s.cfg.SpoolDir != "",
-		"apps", s.appSet().Names())
+	brokers := any(redactedURLs(s.cfg.AMQPURLs))
+	if s.cfg.AMQPURLsFile != "" {
+		brokers = "from " + s.cfg.AMQPURLsFile
+	}
+	s.log.Info("publisher starting", "listen", s.APIAddr(), "https", s.apiTLS != nil, "admin", s.AdminAddr(),
+		"brokers", brokers, "on_give_up", s.cfg.OnGiveUp, "spool", s.cfg.SpoolDir != "", "apps", s.appSet().Names())
 	treeCtx, cancelTree := context.WithCancel(context.Background())
 	defer cancelTree()
 	done := make(chan error, 1)

@@ -52,9 +52,20 @@ func (a *Actor[M]) OnTerminated(f func(reason error, pending []M)) {
 	a.onTerminated = f
 }
 
+// SignalReceiver is a [Receiver] that also takes signals. An Actor whose
+// receiver implements it traps exits while it runs as a process (under a
+// supervisor or [Spawn]): the [Exit] of a linked party and the [Down] of a
+// monitor are handed to ReceiveSignal like messages, each before the next
+// mailbox message (signals first, as protoactor-go's system queue). A
+// non-nil error is a failure of the incarnation, as from Receive.
+type SignalReceiver interface {
+	ReceiveSignal(ctx context.Context, s Signal) error
+}
+
 // Serve runs one incarnation: it receives messages in order and hands them
 // to the receiver until ctx is cancelled (returns ctx.Err()), the receiver
 // fails (returns its error) or the mailbox is closed (returns ErrStopped).
+// A receiver that is a [SignalReceiver] gets the process's signals too.
 func (a *Actor[M]) Serve(ctx context.Context) error {
 	a.mu.Lock()
 	if a.recv == nil || a.fresh {
@@ -62,13 +73,41 @@ func (a *Actor[M]) Serve(ctx context.Context) error {
 	}
 	r := a.recv
 	a.mu.Unlock()
+	proc := Self(ctx)
+	sr, traps := r.(SignalReceiver)
+	var wake <-chan struct{} // nil: this actor takes no signals
+	if traps && proc != nil {
+		proc.TrapExits(true)
+		wake = proc.notify
+	}
+	// signals hands every queued signal to the receiver; it runs before each
+	// message, so a signal queued before a message was sent is handled first.
+	signals := func() error {
+		for wake != nil {
+			s, ok := proc.takeSignal()
+			if !ok {
+				return nil
+			}
+			if err := sr.ReceiveSignal(ctx, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for {
+		if err := signals(); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-a.mb.Done():
 			return ErrStopped
+		case <-wake: // a signal was queued: handled at the top of the loop
 		case msg := <-a.mb.Receive():
+			if err := signals(); err != nil {
+				return err
+			}
 			if err := r.Receive(ctx, msg); err != nil {
 				return err
 			}

@@ -97,6 +97,60 @@
 // that never calls Progress, under a Spec without HealthyAfter, is counted
 // by the plain sliding window, exactly as before progress existed.
 //
+// # Links, monitors and exit traps
+//
+// A [Process] is a party others can link to and monitor: every incarnation
+// of a supervised child is one (its Serve reaches it with [Self]), and
+// [Spawn] starts one outside any supervisor. The semantics are Erlang's, as
+// the seed "Fault-tolerance primitives in Scala: links and traps" describes
+// them:
+//
+//   - A link ([Process.Link]) is bidirectional. When one party exits
+//     abnormally (a non-nil reason: an error, a recovered panic, a
+//     cancelled context), the other is ended with the same reason (its
+//     context is cancelled with an [*ExitError] cause, and its reason is
+//     that reason whatever its Serve then returns), and so on along its own
+//     links. A normal exit (Serve returned nil) ends nobody.
+//   - A party that traps exits ([Process.TrapExits]) is never ended by a
+//     link: it receives an [Exit] signal naming who exited and why (normal
+//     exits included), through [Process.Receive] or, for an [Actor] whose
+//     receiver is a [SignalReceiver], ReceiveSignal.
+//   - A monitor ([Process.Monitor]) is one-way: the monitor receives one
+//     [Down] signal with the reason and is never ended by it.
+//   - Linking to or monitoring a party that has already exited delivers
+//     the notice at once: no notice is lost to a race between the two.
+//     [Process.Unlink] and [Process.Demonitor] take them back (after
+//     Demonitor, no Down for it is received, even one already queued).
+//   - [Process.Kill] is Erlang's exit(Pid, Reason): an exit signal from no
+//     party.
+//
+// A supervisor is a party trapping its children's exits and linked to each
+// of them: a child's exit reaches the supervisor's loop as a message (the
+// exit report of the child's goroutine) instead of ending it, and the
+// supervisor's end ends its children (their contexts). It is not built on
+// Link, because that would make nothing simpler: the loop already owns the
+// child goroutines it starts and receives their exits on a channel it
+// selects on together with its timers; links would add a signal queue the
+// loop must drain, and the other direction of a link (the children die with
+// the supervisor) would still need the ordered, timed, reverse-order stop
+// that contexts give. Each incarnation is still a Process, so user code can
+// link a supervised child to anything: when a linked party dies abnormally,
+// the child is ended with that reason, which is the failure its supervisor
+// handles. A sub-supervisor ended that way (a link, or Kill on its process
+// from a [ChildInfo]) stops its children without terminating them, like an
+// escalation: its parent decides, and a restart starts the subtree afresh
+// with its mailboxes intact.
+//
+// # Snapshots
+//
+// [Supervisor.Snapshot] (and OTP's [Supervisor.WhichChildren] and
+// [Supervisor.CountChildren]) report each child's name, state (running,
+// restarting, stopped), restart type, [ChildRestartStats], last failure,
+// next restart time and running process, nested for sub-supervisors. Each
+// loop publishes an immutable copy after every step it takes and when its
+// child is about to start, so a snapshot is safe from any goroutine and
+// never waits for a loop busy stopping a child.
+//
 // # Shutdown and goroutines
 //
 // When the context given to Serve is cancelled, children are stopped in

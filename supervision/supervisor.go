@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -91,6 +92,8 @@ type Supervisor struct {
 	// queued for it); guarded by mu. At most one per name: a child is not
 	// started again while it has one.
 	abandoned map[string]*incarnation
+
+	snap atomic.Pointer[published] // the loop's last published state, for Snapshot
 }
 
 // New returns a supervisor for spec, with defaults applied.
@@ -310,6 +313,7 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 			r.start(c)
 		}
 	}
+	defer r.publish(true)
 	return r.loop()
 }
 
@@ -343,6 +347,7 @@ type child struct {
 	attempt       int // consecutive restarts, for the backoff
 	lastUptime    time.Duration
 	progressed    bool // the incarnation that failed last made progress
+	lastErr       error
 }
 
 // incarnation is one run of a child's Serve in its own goroutine.
@@ -352,6 +357,7 @@ type incarnation struct {
 	start    time.Time
 	cancel   context.CancelCauseFunc
 	progress *progress     // set by Progress, read by the loop at exit
+	proc     *Process      // the incarnation as a party others may link to
 	quit     chan struct{} // closed by the loop when it stops the child itself and no longer wants the exit report
 	done     chan struct{} // closed by the child goroutine as its last act
 
@@ -411,6 +417,7 @@ func (r *run) emit(e Event) { r.s.emit(e) }
 
 func (r *run) loop() error {
 	for {
+		r.publish(false)
 		var wakeC <-chan time.Time
 		if r.wake != nil {
 			wakeC = r.wake.C()
@@ -455,21 +462,26 @@ func (r *run) start(c *child) {
 	// supervisor's own.
 	p := &progress{parent: progressOf(r.ctx)}
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithoutCancel(r.ctx), progressKey{}, p))
+	proc := newProcess(c.spec.Name, cancel)
+	ctx = context.WithValue(ctx, processKey{}, proc)
 	inc := &incarnation{
 		child:    c,
 		name:     c.spec.Name,
 		start:    r.spec.Clock.Now(),
 		cancel:   cancel,
 		progress: p,
+		proc:     proc,
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	c.cur = inc
 	r.emit(Event{Kind: EventStart, Child: c.spec.Name, Stats: c.stats()})
 	svc, exits, s := c.spec.Service, r.exits, r.s
+	r.publish(false) // before Serve: whatever the child does follows its snapshot
 	go func() {
 		defer close(inc.done)
 		inc.err, inc.stack = serveRecover(ctx, svc)
+		inc.err = proc.exit(inc.err) // a linked exit's reason when one ended it
 		if s.served(inc) {
 			return // abandoned: nobody waits for the report
 		}
@@ -530,6 +542,7 @@ func (r *run) handleExit(inc *incarnation) error {
 		inc.progress.mark() // a healthy run is progress for the ancestors too
 	}
 	c.recordFailure(now, r.spec.Window, progressed)
+	c.lastErr = err
 	f := Failure{
 		Supervisor: r.spec.Name,
 		Child:      c.spec.Name,
@@ -711,7 +724,10 @@ func (r *run) stopAll(cause error) {
 func (r *run) shutdown() {
 	cause := context.Cause(r.ctx)
 	r.stopAll(cause)
-	if errors.Is(cause, errStopForRestart) {
+	// Stopped to be restarted, or ended by a linked party's exit (a failure
+	// its parent decides on): the subtree keeps its mailboxes.
+	var exit *ExitError
+	if errors.Is(cause, errStopForRestart) || errors.As(cause, &exit) {
 		return
 	}
 	r.s.mu.Lock()

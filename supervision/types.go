@@ -242,6 +242,10 @@ type Hooks struct {
 // So Serve, BeforeRestart and Terminated of one child may share state
 // without locks, as long as the child's own goroutines (those Serve starts)
 // end before Serve returns.
+//
+// Each incarnation is a [Process] (its Serve reaches it with [Self]): other
+// parties may link to it or monitor it, and a linked party's abnormal exit
+// ends it with that reason, which is then its failure.
 type ChildSpec struct {
 	// Name identifies the child in events and errors; it must be unique
 	// within the supervisor. When empty, the Service's Name() string

@@ -154,6 +154,16 @@ func TestReadmeExamples(t *testing.T) {
 			if !strings.Contains(string(out), `"status":"ok"`) {
 				t.Errorf("%s\n  answered %s", where, out)
 			}
+		case strings.Contains(c, "/debug/supervision"):
+			var v struct {
+				Ready bool `json:"ready"`
+				Tree  struct {
+					Name string `json:"name"`
+				} `json:"tree"`
+			}
+			if err := json.Unmarshal(out, &v); err != nil || !v.Ready || v.Tree.Name != "root" {
+				t.Errorf("%s\n  answered %s (%v), want the tree of a ready service", where, out, err)
+			}
 		case strings.Contains(c, "/readyz"):
 			if !strings.Contains(string(out), `"ready":true`) {
 				t.Errorf("%s\n  answered %s", where, out)

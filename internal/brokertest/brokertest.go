@@ -44,6 +44,8 @@ type Options struct {
 	Management bool
 	// ExtraConfig is appended to the node's rabbitmq.conf (sysctl format).
 	ExtraConfig string
+	// TLS adds a TLS listener on Node.TLS.Port; nil: none.
+	TLS *TLSOptions
 }
 
 // Node is a private RabbitMQ node on free loopback ports, with its state in a
@@ -54,9 +56,13 @@ type Node struct {
 	DistPort int
 	MgmtPort int    // 0 unless Options.Management
 	Dir      string // config, mnesia, log, pid file; removed at cleanup
+	// TLS is the TLS listener, its CA and the CA's file; nil unless
+	// Options.TLS.
+	TLS *NodeTLS
 
-	opts Options
-	env  []string
+	opts    Options
+	env     []string
+	tlsPort int
 }
 
 var nodeCounter atomic.Int64
@@ -167,7 +173,7 @@ func StartCluster(t testing.TB, n int, opts Options) []*Node {
 }
 
 func newNode(t testing.TB, opts Options) (*Node, error) {
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +191,9 @@ func newNode(t testing.TB, opts Options) (*Node, error) {
 	}
 	if opts.Management {
 		n.MgmtPort = ports[2]
+	}
+	if opts.TLS != nil {
+		n.tlsPort = ports[3]
 	}
 	t.Cleanup(func() { n.cleanup(t) })
 	if err := n.writeFiles(); err != nil {
@@ -232,10 +241,20 @@ func (n *Node) writeFiles() error {
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "listeners.tcp.local = 127.0.0.1:%d\n", n.AMQPPort)
 	conf.WriteString("log.file.level = info\nlog.console = false\n")
-	plugins := "[]."
+	var plugins []string
 	if n.opts.Management {
 		fmt.Fprintf(&conf, "management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n", n.MgmtPort)
-		plugins = "[rabbitmq_management]."
+		plugins = append(plugins, "rabbitmq_management")
+	}
+	if n.opts.TLS != nil {
+		tlsConf, err := n.writeTLSFiles()
+		if err != nil {
+			return err
+		}
+		conf.WriteString(tlsConf)
+		if n.opts.TLS.External {
+			plugins = append(plugins, "rabbitmq_auth_mechanism_ssl")
+		}
 	}
 	if n.opts.ExtraConfig != "" {
 		conf.WriteString(strings.TrimRight(n.opts.ExtraConfig, "\n") + "\n")
@@ -247,7 +266,7 @@ func (n *Node) writeFiles() error {
 	files := map[string]string{
 		"rabbitmq.conf":     conf.String(),
 		"rabbitmq-env.conf": envConf,
-		"enabled_plugins":   plugins + "\n",
+		"enabled_plugins":   "[" + strings.Join(plugins, ",") + "].\n",
 	}
 	for f, content := range files {
 		if err := os.WriteFile(n.path(f), []byte(content), 0o644); err != nil {
@@ -349,6 +368,21 @@ func (n *Node) waitUp() error {
 		}
 		time.Sleep(pollInterval)
 	}
+	if n.TLS != nil {
+		// The TLS listener starts with the TCP one; a connect is enough to
+		// tell it listens (a handshake may need a client certificate).
+		for {
+			c, err := net.DialTimeout("tcp", n.TLS.Addr(), 2*time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("TLS listener not accepting on %s after %v: %v", n.TLS.Addr(), startTimeout, err)
+			}
+			time.Sleep(pollInterval)
+		}
+	}
 	if !n.opts.Management {
 		return nil
 	}
@@ -437,6 +471,12 @@ func (n *Node) MgmtURL() string {
 
 // Ctl runs rabbitmqctl -n Name args... and returns its trimmed combined output.
 func (n *Node) Ctl(args ...string) (string, error) {
+	return n.ctl(strings.Join(args, " "), args...)
+}
+
+// ctl is Ctl with shown, instead of the arguments, in its error (a command
+// that takes a password shows it masked).
+func (n *Node) ctl(shown string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), ctlTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-n", n.Name}, args...)...)
@@ -445,7 +485,7 @@ func (n *Node) Ctl(args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	s := strings.TrimSpace(string(out))
 	if err != nil {
-		return s, fmt.Errorf("rabbitmqctl -n %s %s: %v: %s", n.Name, strings.Join(args, " "), err, s)
+		return s, fmt.Errorf("rabbitmqctl -n %s %s: %v: %s", n.Name, shown, err, s)
 	}
 	return s, nil
 }

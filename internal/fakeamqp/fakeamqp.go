@@ -138,18 +138,11 @@ func (b *Broker) Conn() *Conn {
 func (b *Broker) Settle(p Publishing, ack bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, c := range b.conns {
-		if c.id != p.Conn {
-			continue
-		}
-		for _, ch := range c.chans {
-			if ch.id == p.Channel && !ch.closed {
-				ch.queue(event{conf: &amqp.Confirmation{DeliveryTag: p.Tag, Ack: ack}})
-				return true
-			}
-		}
+	ch := b.openChannelLocked(p)
+	if ch != nil {
+		ch.queue(event{conf: &amqp.Confirmation{DeliveryTag: p.Tag, Ack: ack}})
 	}
-	return false
+	return ch != nil
 }
 
 // CloseChannel closes the channel p was published on with err, as the
@@ -158,18 +151,27 @@ func (b *Broker) Settle(p Publishing, ack bool) bool {
 func (b *Broker) CloseChannel(p Publishing, err *amqp.Error) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	ch := b.openChannelLocked(p)
+	if ch != nil {
+		ch.closeLocked(err)
+	}
+	return ch != nil
+}
+
+// openChannelLocked is the channel p was published on, if it is still
+// open; b.mu held.
+func (b *Broker) openChannelLocked(p Publishing) *Channel {
 	for _, c := range b.conns {
 		if c.id != p.Conn {
 			continue
 		}
 		for _, ch := range c.chans {
 			if ch.id == p.Channel && !ch.closed {
-				ch.closeLocked(err)
-				return true
+				return ch
 			}
 		}
 	}
-	return false
+	return nil
 }
 
 // Conn is a fake connection.
