@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/publisher-dev/publisher/apps"
 	"github.com/publisher-dev/publisher/cloudevents"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
@@ -146,9 +147,13 @@ func (s *settlements) close(giveUp func(int, error) (relay.Delivery, error), cau
 // else 207. The request is refused whole (nothing published) when it is not
 // authorized (401), not JSON of that shape (400 naming the offset or the
 // entry's index), over PUBLISHER_MAX_BATCH_MESSAGES or
-// PUBLISHER_MAX_BATCH_BYTES (413), or not accepted now (503). A message
-// object with a bad field gets its own 400 (or the 403 or 413 of the single
-// publish) and costs nothing else. No ordering or atomicity across entries,
+// PUBLISHER_MAX_BATCH_BYTES (413), or not accepted now (503), or when the
+// app's bucket does not hold a token for every message that would be
+// published (429 with Retry-After; 413 when they are more than its burst):
+// a batch is taken from the bucket all or none, so a 429 means nothing was
+// published and the same batch can be sent again. A message object with a
+// bad field gets its own 400 (or the 403 of the allow-list or of the app's
+// scope, or the 413 of the single publish) and costs nothing else. No ordering or atomicity across entries,
 // but the messages to one exchange and routing key are published in request
 // order.
 func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.Headers) {
@@ -157,7 +162,8 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 	if ceBatch {
 		want = cloudevents.MediaTypeBatch
 	}
-	if err := h.admitBatch(w, r, want); err != nil {
+	app, err := h.admitBatch(w, r, want)
+	if err != nil {
 		h.fail(w, err, "")
 		return
 	}
@@ -181,6 +187,15 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 		h.fail(w, err, "")
 		return
 	}
+	h.onBatch(len(entries))
+	scopeEntries(app, entries, bad)
+	if p := h.rateEntries(app, bad); p != nil {
+		code := h.fail(w, p, "")
+		for range entries {
+			h.onMessage(app.Name(), code)
+		}
+		return
+	}
 	results := make([]result, len(entries))
 	var msgs []*publisher.Message
 	var index []int // msgs[k] is entry index[k]
@@ -189,11 +204,10 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 			results[i] = resultOf(msg.MessageID, 0, bad[i])
 			continue
 		}
-		h.startSpan(r.Context(), th, msg)
+		h.startSpan(r.Context(), th, msg, app.Name())
 		msgs = append(msgs, msg)
 		index = append(index, i)
 	}
-	h.onBatch(len(entries))
 	if len(msgs) > 0 {
 		ids := make([]string, len(msgs))
 		for k, m := range msgs {
@@ -208,6 +222,9 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 		}
 	}
 	h.writeBatch(w, results)
+	for _, res := range results {
+		h.onMessage(app.Name(), res.code)
+	}
 }
 
 // batchEntries decodes a batch's body into its messages, each with its own
@@ -285,12 +302,13 @@ func (h *Handler) writeBatch(w http.ResponseWriter, results []result) {
 }
 
 // admitBatch runs the first checks of a batch or a stream: POST (405), the
-// token (401), the Content-Type (415).
-func (h *Handler) admitBatch(w http.ResponseWriter, r *http.Request, contentType string) error {
-	if err := h.admitMethodAndToken(w, r); err != nil {
-		return err
+// token (401: the request's app), the Content-Type (415).
+func (h *Handler) admitBatch(w http.ResponseWriter, r *http.Request, contentType string) (*apps.App, error) {
+	app, err := h.admitMethodAndToken(w, r)
+	if err != nil {
+		return nil, err
 	}
-	return contentIs(w, r, contentType)
+	return app, contentIs(w, r, contentType)
 }
 
 // contentIs checks that the request's Content-Type is want (parameters

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/publisher-dev/publisher/apps"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
 	"github.com/publisher-dev/publisher/tracing"
@@ -41,7 +42,10 @@ var ndjsonContentType = []string{ndjson}
 // lines from 0; empty lines are skipped, not counted), in any order. At most
 // StreamWindow lines are taken and not answered: beyond that the handler
 // stops reading (backpressure, no buffering without bound). A malformed line
-// gets its own 400. The answer ends once the client closed its side and
+// gets its own 400, a line out of the app's scope its own 403 (checked
+// against the apps in force when it is read). Over the app's rate the
+// handler waits before it hands the next line over, and stops reading
+// meanwhile: the stream slows down to the rate rather than answering 429. The answer ends once the client closed its side and
 // every result was written. While the service shuts down, every line read is
 // answered 503 (not published: the client should stop sending and go
 // elsewhere); at the end of the drain (the request's context is cancelled)
@@ -54,7 +58,8 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing
 	// to read (and discard) the body, and the answer would not come. Closing
 	// the connection after the refusal answers at once.
 	w.Header()["Connection"] = []string{"close"}
-	if err := h.admitBatch(w, r, ndjson); err != nil {
+	app, err := h.admitBatch(w, r, ndjson)
+	if err != nil {
 		h.fail(w, err, "")
 		return
 	}
@@ -86,6 +91,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing
 
 	st := &stream{
 		h: h, ctx: r.Context(), th: th, async: prefersAsync(r.Header), rc: rc, w: w,
+		req: r, app: app, appName: app.Name(),
 		body:    bufio.NewReaderSize(r.Body, 64<<10),
 		window:  make(chan struct{}, h.streamWindow),
 		quit:    make(chan struct{}),
@@ -114,9 +120,23 @@ type stream struct {
 	w       http.ResponseWriter
 	body    *bufio.Reader
 	maxLine int
+	req     *http.Request // its Authorization header finds the app again after a reload
+	// appName is the app of the request's token when the stream opened: the
+	// app its results are counted for.
+	appName string
+	// set and app are the apps in force when the last line was checked and
+	// the token's app in them (nil: none); set is nil until the first line.
+	// Owned by the reader goroutine (admitLine).
+	set *apps.Set
+	app *apps.App
 	// window holds a token per line read and not answered yet.
 	window chan struct{}
 	quit   chan struct{} // closed by write: the reader stops
+	// readMu orders the reader's read deadline for its next line (armRead)
+	// with write's stop (stopReading: quit closed, the deadline now), so a
+	// stopped reader never sets a later deadline and blocks on an idle
+	// client for streamIdleTimeout.
+	readMu sync.Mutex
 
 	mu       sync.Mutex
 	pending  map[int]*streamLine // handed over, no outcome yet, by line index
@@ -143,6 +163,7 @@ func (st *stream) answer(index int, res result) {
 }
 
 func (st *stream) answerLocked(index int, res result) {
+	st.h.onMessage(st.appName, res.code)
 	st.ready = appendResult(st.ready, index, res)
 	st.ready = append(st.ready, '\n')
 	st.readyN++
@@ -216,7 +237,9 @@ func (st *stream) tryToken() bool {
 }
 
 // take parses the line index: a message to hand over is appended to group,
-// anything else is answered at once.
+// anything else is answered at once (a line out of the app's scope 403).
+// A line over the app's rate waits for it, after group was handed over
+// (waitRate).
 func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines []int) ([]*publisher.Message, []int) {
 	if st.h.accepting != nil {
 		if err := st.h.accepting(); err != nil {
@@ -231,7 +254,16 @@ func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines 
 	case bad != nil:
 		st.answer(index, resultOf(msg.MessageID, 0, bad))
 	default:
-		st.h.startSpan(st.ctx, st.th, msg)
+		if p := st.admitLine(msg); p != nil {
+			st.answer(index, resultOf(msg.MessageID, 0, p))
+			break
+		}
+		var ok bool
+		if group, lines, ok = st.waitRate(group, lines); !ok {
+			st.answer(index, result{id: msg.MessageID, code: http.StatusServiceUnavailable, text: "the stream ended while the line waited for the app's rate; the message was not published"})
+			break
+		}
+		st.h.startSpan(st.ctx, st.th, msg, st.appName)
 		group = append(group, msg)
 		lines = append(lines, index)
 	}
@@ -266,7 +298,24 @@ func (st *stream) send(group []*publisher.Message, lines []int) {
 	st.mu.Unlock()
 }
 
-var errLineTooLong = errors.New("httpapi: line too long")
+var (
+	errLineTooLong = errors.New("httpapi: line too long")
+	errStopped     = errors.New("httpapi: the stream stopped reading")
+)
+
+// armRead sets the read deadline of the next line, unless the reading was
+// stopped (false).
+func (st *stream) armRead() bool {
+	st.readMu.Lock()
+	defer st.readMu.Unlock()
+	select {
+	case <-st.quit:
+		return false
+	default:
+	}
+	_ = st.rc.SetReadDeadline(time.Now().Add(streamIdleTimeout))
+	return true
+}
 
 // hasLine reports whether a whole line is already buffered.
 func (st *stream) hasLine() bool {
@@ -281,7 +330,9 @@ func (st *stream) hasLine() bool {
 // readLine reads one line (without its '\n'; the last line may lack one). A
 // line over maxLine is skipped to its end and reported as errLineTooLong.
 func (st *stream) readLine() ([]byte, error) {
-	_ = st.rc.SetReadDeadline(time.Now().Add(streamIdleTimeout))
+	if !st.armRead() {
+		return nil, errStopped
+	}
 	var line []byte
 	for {
 		frag, err := st.body.ReadSlice('\n')
@@ -320,6 +371,8 @@ func (st *stream) write(readerDone <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	stopReading := func() {
+		st.readMu.Lock()
+		defer st.readMu.Unlock()
 		select {
 		case <-st.quit:
 		default:
