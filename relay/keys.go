@@ -20,7 +20,7 @@ import (
 // as the message. Once the broker confirmed it, the record is acked and may
 // be deleted: the key is then kept in the journal, a file of one JSON line
 // per confirmed key beside the spool, {"t": Unix ms, "s": scope, "k": key,
-// "f": fingerprint (base64), "m": message id}, about 140 bytes a key with a
+// "f": fingerprint (base64), "m": message id}, about 150 bytes a key with a
 // UUID key and message id. RestoreKeys reads both back at start.
 //
 // The journal is written with write(2) on each confirm, before the record
