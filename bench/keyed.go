@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"net/http"
 )
@@ -20,13 +21,14 @@ const keyPlaceholder = "KKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKK"
 // keyStamper rewrites the keys of one connection's prepared request before
 // each round trip, in place: no allocation, as the lean client's own loop.
 type keyStamper struct {
-	offsets []int  // of each placeholder in the request
-	conn    uint32 // the connection's number: keys of two connections never meet
+	offsets []int   // of each placeholder in the request
+	prefix  [8]byte // random: keys of two connections, modes or rounds never meet
 	seq     uint64
 }
 
-func newKeyStamper(req []byte, conn int) *keyStamper {
-	s := &keyStamper{conn: uint32(conn)}
+func newKeyStamper(req []byte) *keyStamper {
+	s := &keyStamper{}
+	_, _ = rand.Read(s.prefix[:])
 	for i := 0; ; {
 		j := bytes.Index(req[i:], []byte(keyPlaceholder))
 		if j < 0 {
@@ -37,13 +39,13 @@ func newKeyStamper(req []byte, conn int) *keyStamper {
 	}
 }
 
-// stamp writes a new key at every offset: 8 hex digits of the connection,
-// 24 of a counter.
+// stamp writes a new key at every offset: 16 hex digits of the stamper's
+// random prefix, 16 of a counter.
 func (s *keyStamper) stamp(req []byte) {
 	var raw [16]byte
+	copy(raw[:8], s.prefix[:])
 	for _, off := range s.offsets {
 		s.seq++
-		raw[0], raw[1], raw[2], raw[3] = byte(s.conn>>24), byte(s.conn>>16), byte(s.conn>>8), byte(s.conn)
 		for k := range 8 {
 			raw[8+k] = byte(s.seq >> (56 - 8*k))
 		}
@@ -99,7 +101,7 @@ func (b *bench) runKeyed(ctx context.Context, w window, u string, h http.Header,
 			return merged{}, err
 		}
 		c.maxAnswer = batchAnswerLimit(n)
-		conns[i], stampers[i] = c, newKeyStamper(c.req, i)
+		conns[i], stampers[i] = c, newKeyStamper(c.req)
 	}
 	return runClosedLoopN(ctx, w, conc, opTimeout, func(ctx context.Context, i int) (int, int, error) {
 		stampers[i].stamp(conns[i].req)
