@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -346,5 +348,45 @@ func TestStreamRepeatedKey(t *testing.T) {
 	}
 	if n := s.count(); n != 1 {
 		t.Errorf("%d sent, want 1", n)
+	}
+}
+
+// BenchmarkHandlerKeyed is BenchmarkHandler with a new Idempotency-Key on
+// every request (a different message id too, which the fingerprint
+// includes): what a key costs the handler, against a Sender that confirms
+// at once. The keys stay within the store's default bound of 100000 only
+// for short runs; beyond it each request also evicts one.
+func BenchmarkHandlerKeyed(b *testing.B) {
+	h := NewHandler(Config{
+		Sender:           &nopPublisher{},
+		AuthToken:        testToken,
+		AllowedExchanges: []string{"orders"},
+		Logger:           discardLogger(),
+		OnResponse:       func(int) {},
+	})
+	payload := []byte(`{"order":42,"items":["a","b"]}`)
+	body := bytes.NewReader(payload)
+	req := httptest.NewRequest(http.MethodPost, "/v1/publish/orders/order.created", io.NopCloser(body))
+	req.ContentLength = int64(len(payload))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Content-Type", "application/json")
+	keys := make([]string, 1<<16)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%08x-1b4e-4c3a-9d2f-%012x", i, i)
+	}
+	w := &discardWriter{h: make(http.Header)}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		body.Reset(payload)
+		clear(w.h)
+		k := keys[i%len(keys)] + strconv.Itoa(i/len(keys))
+		req.Header["Idempotency-Key"] = []string{k}
+		req.Header["X-Message-Id"] = []string{k}
+		h.ServeHTTP(w, req)
+		if w.code != 200 {
+			b.Fatalf("status %d", w.code)
+		}
+		i++
 	}
 }
