@@ -199,6 +199,9 @@ func NewStore(cfg Config) *Store {
 // Window is the store's window (Config.Window, or its default).
 func (s *Store) Window() time.Duration { return s.window }
 
+// MaxKeys is the store's bound (Config.MaxKeys, or its default).
+func (s *Store) MaxKeys() int { return s.maxKeys }
+
 // Claim is a key claimed by Begin for the request that will report its
 // outcome. A Claim whose entry was removed since (expired, evicted,
 // forgotten and claimed again) changes nothing: each method checks that
