@@ -186,7 +186,7 @@ func (b *bench) concLabel(mode string) string {
 	switch mode {
 	case modePipelined:
 		return fmt.Sprintf("%dx%d", b.cfg.pipeChannels, b.cfg.pipeWindow)
-	case modeBatch:
+	case modeBatch, modeBatchKeyed:
 		return fmt.Sprintf("%dx%d", b.cfg.batchConc, b.cfg.batchSize)
 	case modeStream:
 		return fmt.Sprintf("%dx%d", b.cfg.streams, b.cfg.streamWindow)
@@ -231,6 +231,8 @@ var ratioDefs = []struct{ label, num, den string }{
 	{"(f)/(b) batch/raw", modeBatch, modeRaw},
 	{"(g)/(b) stream/raw", modeStream, modeRaw},
 	{"(h)/(a) traced/untraced", modeTraced, modeService},
+	{"(i)/(a) keyed/keyless single publish", modeServiceKeyed, modeService},
+	{"(j)/(f) keyed/keyless batch", modeBatchKeyed, modeBatch},
 }
 
 // ratios returns the ratioDefs of the modes' rates; a ratio is invalid when
@@ -259,7 +261,7 @@ func (b *bench) newReport() *report {
 		"pipe_window": cfg.pipeWindow, "service_channels": cfg.serviceChannels,
 		"service_gomaxprocs": gomaxprocsLabel(cfg.serviceGOMAXPROCS), "http_client": cfg.httpClient,
 	}}
-	if slicesContains(cfg.modes, modeBatch) {
+	if slicesContains(cfg.modes, modeBatch) || slicesContains(cfg.modes, modeBatchKeyed) {
 		rep.Params["batch_size"], rep.Params["batch_c"] = cfg.batchSize, cfg.batchConc
 	}
 	if slicesContains(cfg.modes, modeStream) {

@@ -84,9 +84,13 @@ func TestParseVmRSS(t *testing.T) {
 }
 
 func TestRatios(t *testing.T) {
-	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000, modeBatch: 10000, modeStream: 5000, modeTraced: 7200})
-	if len(rs) != 10 {
-		t.Fatalf("%d ratios, want 10", len(rs))
+	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000, modeBatch: 10000, modeStream: 5000, modeTraced: 7200,
+		modeServiceKeyed: 7600, modeBatchKeyed: 9700})
+	if len(rs) != 12 {
+		t.Fatalf("%d ratios, want 12", len(rs))
+	}
+	if i, j := rs[10], rs[11]; !i.Valid || i.Value != 0.95 || !j.Valid || j.Value != 0.97 {
+		t.Errorf("(i)/(a) = %+v, (j)/(f) = %+v; want 0.95, 0.97", i, j)
 	}
 	if h := rs[9]; !h.Valid || h.Value != 0.9 {
 		t.Errorf("(h)/(a) = %+v, want 0.9", h)

@@ -27,6 +27,9 @@ type result struct {
 	id   string
 	code int    // 200, 202, or the single publish's error status
 	text string // the error, for codes other than 200 and 202
+	// replayed: the answer of an earlier request with the same idempotency
+	// key, given again ("replayed": true in the result).
+	replayed bool
 }
 
 func (r result) outcome() string {
@@ -74,6 +77,9 @@ func appendResult(b []byte, index int, r result) []byte {
 	} else {
 		b = append(b, `,"error":`...)
 		b = appendJSONString(b, r.text)
+	}
+	if r.replayed {
+		b = append(b, `,"replayed":true`...)
 	}
 	return append(b, '}')
 }
@@ -167,6 +173,10 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 		h.fail(w, err, "")
 		return
 	}
+	if p := refuseRequestKey(r); p != nil {
+		h.fail(w, p, "")
+		return
+	}
 	if r.ContentLength > h.maxBatchBytes {
 		h.fail(w, refuse(http.StatusRequestEntityTooLarge, "batch larger than "+strconv.FormatInt(h.maxBatchBytes, 10)+" bytes"), "")
 		return
@@ -182,7 +192,7 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 		h.fail(w, renameBody(err, "batch"), "")
 		return
 	}
-	entries, bad, err := h.batchEntries(r, body, ceBatch)
+	entries, idems, bad, err := h.batchEntries(r, body, ceBatch)
 	if err != nil {
 		h.fail(w, err, "")
 		return
@@ -199,10 +209,17 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 	results := make([]result, len(entries))
 	var msgs []*publisher.Message
 	var index []int // msgs[k] is entry index[k]
+	kb := newKeyedBatch(h, app)
 	for i, msg := range entries {
 		if bad[i] != nil {
 			results[i] = resultOf(msg.MessageID, 0, bad[i])
 			continue
+		}
+		if idems != nil && idems[i].key != "" {
+			if res, done := kb.begin(i, msg, idems[i], len(msgs)); done {
+				results[i] = res
+				continue
+			}
 		}
 		h.startSpan(r.Context(), th, msg, app.Name())
 		msgs = append(msgs, msg)
@@ -215,11 +232,16 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 		}
 		set := newSettlements(ids)
 		deadline := time.Now().Add(h.confirmTimeout)
-		giveUp := h.send.Send(r.Context(), msgs, relay.SendOptions{Async: prefersAsync(r.Header), Deadline: deadline}, set.done)
-		h.await(r.Context(), set, giveUp, deadline)
+		opts := relay.SendOptions{Async: prefersAsync(r.Header), Deadline: deadline, Keys: kb.refs}
+		giveUp := h.send.Send(r.Context(), msgs, opts, kb.done(set.done))
+		h.await(r.Context(), set, kb.giveUp(giveUp), deadline)
 		for k, i := range index {
 			results[i] = set.out[k]
 		}
+	}
+	kb.repeats(results)
+	if len(results) > 0 && kb.allReplayed(results) {
+		w.Header()[replayedHeader] = replayedTrue[:1:1]
 	}
 	h.writeBatch(w, results)
 	for _, res := range results {
@@ -228,34 +250,37 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 }
 
 // batchEntries decodes a batch's body into its messages, each with its own
-// refusal or nil; an error refuses the whole batch.
-func (h *Handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs []*publisher.Message, bad []*problem, err error) {
+// refusal or nil, and its idempotency key (idems is nil for a CloudEvents
+// batch, whose events have none); an error refuses the whole batch.
+func (h *Handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs []*publisher.Message, idems []entryIdem, bad []*problem, err error) {
 	if ceBatch {
-		return h.cloudEventsBatch(r, body)
+		msgs, bad, err = h.cloudEventsBatch(r, body)
+		return msgs, nil, bad, err
 	}
 	var env struct {
 		Messages *[]json.RawMessage `json:"messages"`
 	}
 	if err := json.Unmarshal(body, &env); err != nil {
-		return nil, nil, badRequest("malformed batch: " + jsonErrorText(err))
+		return nil, nil, nil, badRequest("malformed batch: " + jsonErrorText(err))
 	}
 	if env.Messages == nil {
-		return nil, nil, badRequest(`malformed batch: want {"messages": [message objects]}`)
+		return nil, nil, nil, badRequest(`malformed batch: want {"messages": [message objects]}`)
 	}
 	raws := *env.Messages
 	if len(raws) > h.maxBatchMsgs {
-		return nil, nil, refuse(http.StatusRequestEntityTooLarge, "batch of "+strconv.Itoa(len(raws))+" messages, more than "+strconv.Itoa(h.maxBatchMsgs))
+		return nil, nil, nil, refuse(http.StatusRequestEntityTooLarge, "batch of "+strconv.Itoa(len(raws))+" messages, more than "+strconv.Itoa(h.maxBatchMsgs))
 	}
 	msgs = make([]*publisher.Message, len(raws))
+	idems = make([]entryIdem, len(raws))
 	bad = make([]*problem, len(raws))
 	for i, raw := range raws {
-		msg, b, err := h.decodeEntry(raw)
+		msg, idem, b, err := h.decodeEntry(raw)
 		if err != nil {
-			return nil, nil, badRequest("malformed batch: messages[" + strconv.Itoa(i) + "] is " + err.Error())
+			return nil, nil, nil, badRequest("malformed batch: messages[" + strconv.Itoa(i) + "] is " + err.Error())
 		}
-		msgs[i], bad[i] = msg, b
+		msgs[i], idems[i], bad[i] = msg, idem, b
 	}
-	return msgs, bad, nil
+	return msgs, idems, bad, nil
 }
 
 // await waits until every message of set is settled, the deadline passes or

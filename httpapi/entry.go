@@ -34,6 +34,7 @@ type entry struct {
 	Persistent      *bool          `json:"persistent"`
 	Mandatory       *bool          `json:"mandatory"`
 	Headers         map[string]any `json:"headers"`
+	IdempotencyKey  *string        `json:"idempotency_key"`
 }
 
 // errNotObject is decodeEntry's error for JSON that is not an object.
@@ -44,31 +45,34 @@ var errNotObject = errors.New("not a JSON object")
 // the entry's answer (400, 403, 413); msg.MessageID is set whenever the entry
 // gave a usable one, so that even a refusal names it. A generated id is given
 // to a message without one. It returns errNotObject (wrapped) for JSON that is
-// not an object at all.
-func (h *Handler) decodeEntry(raw []byte) (msg *publisher.Message, bad *problem, err error) {
+// not an object at all. idem is the entry's idempotency key (entryIdem).
+func (h *Handler) decodeEntry(raw []byte) (msg *publisher.Message, idem entryIdem, bad *problem, err error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
-		return nil, nil, errNotObject
+		return nil, idem, nil, errNotObject
 	}
 	var e entry
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
-		return &publisher.Message{MessageID: idOf(raw)}, badRequestf("malformed message object: %s", jsonErrorText(err)), nil
+		return &publisher.Message{MessageID: idOf(raw)}, idem, badRequestf("malformed message object: %s", jsonErrorText(err)), nil
 	}
 	msg = &publisher.Message{Persistent: true, Mandatory: true}
 	if len(e.MessageID) <= maxShortStr && utf8.ValidString(e.MessageID) {
 		msg.MessageID = e.MessageID
 	}
 	if bad := h.fillEntry(msg, &e); bad != nil {
-		return msg, bad, nil
+		return msg, idem, bad, nil
+	}
+	if idem, bad = idemOfEntry(&e); bad != nil {
+		return msg, idem, bad, nil
 	}
 	if msg.MessageID == "" {
 		msg.MessageID = publisher.NewMessageID()
 	}
 	msg.Timestamp = h.now()
-	return msg, nil, nil
+	return msg, idem, nil, nil
 }
 
 // fillEntry validates e into msg, in the single publish's order: allow-list

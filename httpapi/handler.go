@@ -27,6 +27,7 @@ import (
 
 	"github.com/publisher-dev/publisher/apps"
 	"github.com/publisher-dev/publisher/cloudevents"
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
 	"github.com/publisher-dev/publisher/tracing"
@@ -128,6 +129,11 @@ type Config struct {
 	Tracer *tracing.Tracer
 	// CloudEvents configures the CloudEvents modes.
 	CloudEvents CloudEventsConfig
+	// Idempotency holds the idempotency keys of the requests (the
+	// Idempotency-Key header of a single publish, the idempotency_key of a
+	// batch or stream message), scoped by app: see idempotent.go. nil means
+	// a store with the defaults.
+	Idempotency *idempotency.Store
 }
 
 // Defaults of the batch and stream limits (PUBLISHER_MAX_BATCH_MESSAGES,
@@ -163,6 +169,7 @@ type Handler struct {
 	onRateWait     func(string, time.Duration)
 	tracer         *tracing.Tracer
 	ce             CloudEventsConfig
+	keys           *idempotency.Store
 
 	// inFlight counts the requests that passed the accepting gate and are
 	// not answered yet (publishes waiting for the broker, open streams).
@@ -228,6 +235,10 @@ func NewHandler(cfg Config) *Handler {
 		onRateWait:     cfg.OnRateWait,
 		tracer:         cfg.Tracer,
 		ce:             cfg.CloudEvents,
+		keys:           cfg.Idempotency,
+	}
+	if h.keys == nil {
+		h.keys = idempotency.NewStore(idempotency.Config{})
 	}
 	if h.onBatch == nil {
 		h.onBatch = func(int) {}
@@ -451,6 +462,10 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request, app *apps.App
 	if err != nil {
 		return h.fail(w, err, msg.MessageID)
 	}
+	idemKey, err := idempotency.ParseHeader(r.Header[idempotencyKeyHeader])
+	if err != nil {
+		return h.fail(w, badRequest(err.Error()), msg.MessageID)
+	}
 	ce, err := h.cloudEventOf(r, msg)
 	if err != nil {
 		return h.fail(w, err, msg.MessageID)
@@ -469,6 +484,10 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request, app *apps.App
 	}
 	msg.Body = body
 	idGiven := msg.MessageID != "" // by X-Message-Id, or a binary event's ce-id
+	var fp idempotency.Fingerprint
+	if idemKey != "" {
+		fp = singleFingerprint(r, msg, idGiven, &ce)
+	}
 	if !idGiven && !ce.binary && ce.mode != cloudevents.ModeStructured {
 		msg.MessageID = publisher.NewMessageID()
 	}
@@ -479,10 +498,24 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request, app *apps.App
 	if ce.preference {
 		w.Header()["Preference-Applied"] = []string{"cloudevents"}
 	}
+	async := prefersAsync(r.Header)
+	opts := relay.SendOptions{Async: async, Deadline: time.Now().Add(h.confirmTimeout)}
+	send := h.send
+	var claim idempotency.Claim
+	if idemKey != "" {
+		k := idempotency.Key{Scope: app.Name(), Name: idemKey}
+		c, res, ans := h.keys.Begin(k, fp, msg.MessageID)
+		if res != idempotency.New {
+			return h.writeLookup(w, r, res, ans, idemKey)
+		}
+		claim = c
+		opts.Keys = []relay.KeyRef{{Key: k, Fingerprint: fp}}
+		send = tapSender{Sender: h.send, tap: func(_ int, d relay.Delivery, err error) { keyOutcome(claim, d, err, true) }}
+	}
 	h.startSpan(r.Context(), th, msg, app.Name())
 
-	async := prefersAsync(r.Header)
-	d, err := relay.Publish(r.Context(), h.send, msg, relay.SendOptions{Async: async, Deadline: time.Now().Add(h.confirmTimeout)})
+	d, err := relay.Publish(r.Context(), send, msg, opts)
+	keyOutcome(claim, d, err, false)
 	switch {
 	case err != nil:
 		return h.publishFailed(w, r, err, msg.MessageID)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/publisher-dev/publisher/apps"
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
 	"github.com/publisher-dev/publisher/tracing"
@@ -61,6 +62,10 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing
 	app, err := h.admitBatch(w, r, ndjson)
 	if err != nil {
 		h.fail(w, err, "")
+		return
+	}
+	if p := refuseRequestKey(r); p != nil {
+		h.fail(w, p, "")
 		return
 	}
 	if err := h.acceptingNow(); err != nil {
@@ -129,6 +134,10 @@ type stream struct {
 	// Owned by the reader goroutine (admitLine).
 	set *apps.Set
 	app *apps.App
+	// keyed holds the idempotency keys claimed for the lines taken and not
+	// handed over yet, by line index (owned by the reader goroutine: take
+	// adds, send takes them).
+	keyed map[int]keyedLine
 	// window holds a token per line read and not answered yet.
 	window chan struct{}
 	quit   chan struct{} // closed by write: the reader stops
@@ -153,6 +162,13 @@ type streamLine struct {
 	deadline time.Time
 	k        int // its position in its Send call
 	giveUp   func(int, error) (relay.Delivery, error)
+	claim    idempotency.Claim // its idempotency key's, if it has one
+}
+
+// keyedLine is the idempotency key claimed for a line.
+type keyedLine struct {
+	claim idempotency.Claim
+	ref   relay.KeyRef
 }
 
 // answer queues the result of line index and wakes the writer.
@@ -247,7 +263,7 @@ func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines 
 			return group, lines
 		}
 	}
-	msg, bad, err := st.h.decodeEntry(raw)
+	msg, idem, bad, err := st.h.decodeEntry(raw)
 	switch {
 	case err != nil:
 		st.answer(index, result{code: http.StatusBadRequest, text: "malformed line: " + err.Error()})
@@ -263,6 +279,12 @@ func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines 
 			st.answer(index, result{id: msg.MessageID, code: http.StatusServiceUnavailable, text: "the stream ended while the line waited for the app's rate; the message was not published"})
 			break
 		}
+		if idem.key != "" {
+			if res, done := st.beginKey(index, msg, idem); done {
+				st.answer(index, res)
+				break
+			}
+		}
 		st.h.startSpan(st.ctx, st.th, msg, st.appName)
 		group = append(group, msg)
 		lines = append(lines, index)
@@ -274,15 +296,33 @@ func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines 
 func (st *stream) send(group []*publisher.Message, lines []int) {
 	deadline := time.Now().Add(st.h.confirmTimeout)
 	entries := make([]*streamLine, len(group))
+	opts := relay.SendOptions{Async: st.async, Deadline: deadline}
+	var claims []idempotency.Claim
+	if len(st.keyed) > 0 {
+		claims = make([]idempotency.Claim, len(group))
+		opts.Keys = make([]relay.KeyRef, len(group))
+		for k, index := range lines {
+			if kl, ok := st.keyed[index]; ok {
+				claims[k], opts.Keys[k] = kl.claim, kl.ref
+				delete(st.keyed, index)
+			}
+		}
+	}
 	st.mu.Lock()
 	for k, msg := range group {
 		entries[k] = &streamLine{id: msg.MessageID, deadline: deadline, k: k}
+		if claims != nil {
+			entries[k].claim = claims[k]
+		}
 		st.pending[lines[k]] = entries[k]
 		st.order = append(st.order, lines[k])
 	}
 	st.mu.Unlock()
 	lines = append([]int(nil), lines...) // the callback outlives the caller's slice
-	giveUp := st.h.send.Send(st.ctx, group, relay.SendOptions{Async: st.async, Deadline: deadline}, func(k int, d relay.Delivery, err error) {
+	giveUp := st.h.send.Send(st.ctx, group, opts, func(k int, d relay.Delivery, err error) {
+		if claims != nil {
+			keyOutcome(claims[k], d, err, true)
+		}
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		index := lines[k]
@@ -460,6 +500,7 @@ func (st *stream) expireLocked(now time.Time, cause error) {
 		st.order = st.order[1:]
 		delete(st.pending, index)
 		d, err := l.giveUp(l.k, cause)
+		keyOutcome(l.claim, d, err, false)
 		st.answerLocked(index, resultOf(l.id, d, err))
 	}
 }

@@ -45,6 +45,10 @@ type Metrics struct {
 	appRateWait  *prometheus.CounterVec // {app}
 	reloads      *prometheus.CounterVec // {result}
 	lastReloadOK prometheus.Gauge
+	// idemReplays holds publisher_idempotency_replays_total by result
+	// (replayed, conflict, mismatch), resolved once; read-only after New.
+	idemReplays map[string]prometheus.Counter
+	idemEvicted prometheus.Counter
 	// apps holds the app-labelled series of the configured apps, resolved
 	// by Apps (for the same reason as byCode); replaced whole, never
 	// changed in place.
@@ -124,7 +128,19 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "publisher_config_last_reload_successful",
 			Help: "0 while the last reload of PUBLISHER_AUTH_FILE failed (the previous apps are in force), else 1.",
 		}),
+		idemEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_idempotency_evictions_total",
+			Help: "Idempotency keys removed before their window ran out because PUBLISHER_IDEMPOTENCY_MAX_KEYS were kept (the oldest first); a retry of such a key is published again.",
+		}),
 		reg: reg,
+	}
+	replays := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "publisher_idempotency_replays_total",
+		Help: "Requests (or batch and stream messages) whose idempotency key was known, by result: replayed (the first answer given again, nothing published), conflict (409: the first still waits for the broker), mismatch (422: the key was used for a different request).",
+	}, []string{"result"})
+	m.idemReplays = map[string]prometheus.Counter{}
+	for _, r := range []string{"replayed", "conflict", "mismatch"} {
+		m.idemReplays[r] = replays.WithLabelValues(r)
 	}
 	for _, o := range []publisher.Outcome{publisher.OutcomeConfirmed, publisher.OutcomeNacked, publisher.OutcomeReturned,
 		publisher.OutcomeRejected, publisher.OutcomeFailed, publisher.OutcomeTimeout} {
@@ -132,7 +148,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	// The answers the README lists exist from the first scrape (at 0).
 	m.byCode = map[int]prometheus.Counter{}
-	for _, code := range []int{200, 202, 207, 400, 401, 403, 404, 413, 415, 422, 429, 431, 502, 503, 504} {
+	for _, code := range []int{200, 202, 207, 400, 401, 403, 404, 409, 413, 415, 422, 429, 431, 502, 503, 504} {
 		m.byCode[code] = m.requests.WithLabelValues(strconv.Itoa(code))
 	}
 	m.reloads.WithLabelValues("success")
@@ -141,7 +157,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m.apps.Store(&map[string]*appSeries{})
 	cs := []prometheus.Collector{
 		messages, m.duration, m.republished, m.restarts, m.failures, m.escalations, m.requests, m.batch, m.streams,
-		m.appMessages, m.appRateWait, m.reloads, m.lastReloadOK,
+		m.appMessages, m.appRateWait, m.reloads, m.lastReloadOK, replays, m.idemEvicted,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
@@ -325,6 +341,27 @@ func (m *Metrics) ConfigReload(err error) {
 	m.reloads.WithLabelValues("success").Inc()
 	m.lastReloadOK.Set(1)
 }
+
+// WatchIdempotency registers publisher_idempotency_keys, read at scrape
+// time from keys (the idempotency keys kept now). Call it once.
+func (m *Metrics) WatchIdempotency(keys func() int) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "publisher_idempotency_keys",
+		Help: "Idempotency keys kept now: waiting for their message's outcome, or answered and within PUBLISHER_IDEMPOTENCY_WINDOW.",
+	}, func() float64 { return float64(keys()) }))
+}
+
+// IdempotencyLookup counts a request whose key was known, by result:
+// "replayed", "conflict" or "mismatch" (idempotency.Result's names); any
+// other is ignored.
+func (m *Metrics) IdempotencyLookup(result string) {
+	if c := m.idemReplays[result]; c != nil {
+		c.Inc()
+	}
+}
+
+// IdempotencyEvicted counts n keys removed at the bound.
+func (m *Metrics) IdempotencyEvicted(n int) { m.idemEvicted.Add(float64(n)) }
 
 // Batch observes the number of messages of one /v1/batch request.
 func (m *Metrics) Batch(n int) { m.batch.Observe(float64(n)) }

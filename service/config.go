@@ -15,6 +15,7 @@ import (
 
 	"github.com/publisher-dev/publisher/apps"
 	"github.com/publisher-dev/publisher/cloudevents"
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/publisher"
 )
 
@@ -57,6 +58,8 @@ type Config struct {
 	StreamWindow       int           `envconfig:"STREAM_WINDOW" default:"1024" desc:"messages of one /v1/stream taken and not answered yet; beyond it the service stops reading the stream (backpressure)"`
 	SpoolDir           string        `envconfig:"SPOOL_DIR" desc:"directory of the durable spool (empty: no spool; every answer waits for the broker)"`
 	SpoolMaxBytes      int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"bound of the spool; when full, publishes get 503 (nothing old is dropped)"`
+	IdempotencyWindow  time.Duration `envconfig:"IDEMPOTENCY_WINDOW" default:"1h" desc:"how long an idempotency key is kept after its message's outcome (a retry within it is answered from memory)"`
+	IdempotencyMaxKeys int           `envconfig:"IDEMPOTENCY_MAX_KEYS" default:"100000" desc:"most idempotency keys kept (about 200 bytes each); beyond it the oldest go first"`
 	CloudEventsSource  string        `envconfig:"CLOUDEVENTS_SOURCE" desc:"when set, the source of the CloudEvents a plain request asks to be wrapped as (Prefer: cloudevents or X-CloudEvents: binary); empty: no wrapping"`
 	CloudEventsHeaders string        `envconfig:"CLOUDEVENTS_HEADERS" default:"ce-" desc:"how CloudEvents attributes are named as AMQP headers: ce- (Knative eventing-rabbitmq reads them), cloudEvents_ or cloudEvents: (the CloudEvents AMQP binding), or none (no prefix, as Knative's broker writes them)"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -102,6 +105,7 @@ func (c Config) withDefaults() Config {
 	defInt(&c.RootMaxRestarts, 2)
 	defInt(&c.MaxBatchMessages, 1000)
 	defInt(&c.StreamWindow, 1024)
+	defInt(&c.IdempotencyMaxKeys, idempotency.DefaultMaxKeys) // the tag says the same: TestDefaultsMatchTheTags
 	defDur := func(p *time.Duration, v time.Duration) {
 		if *p == 0 {
 			*p = v
@@ -113,6 +117,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.BackoffMin, 100*time.Millisecond)
 	defDur(&c.BackoffMax, 5*time.Second)
 	defDur(&c.ShutdownTimeout, 15*time.Second)
+	defDur(&c.IdempotencyWindow, idempotency.DefaultWindow)
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
@@ -239,6 +244,8 @@ func (c Config) Validate() error {
 	positive("MAX_BATCH_BYTES", c.MaxBatchBytes)
 	positive("STREAM_WINDOW", int64(c.StreamWindow))
 	positive("SPOOL_MAX_BYTES", c.SpoolMaxBytes)
+	positive("IDEMPOTENCY_WINDOW", int64(c.IdempotencyWindow))
+	positive("IDEMPOTENCY_MAX_KEYS", int64(c.IdempotencyMaxKeys))
 	if c.CloudEventsSource != "" {
 		if err := cloudevents.CheckSource(c.CloudEventsSource); err != nil {
 			bad("CLOUDEVENTS_SOURCE", "%v", err)

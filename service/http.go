@@ -86,6 +86,7 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 		OnRateWait:       s.metrics.AppRateWait,
 		Tracer:           s.tracer,
 		CloudEvents:      httpapi.CloudEventsConfig{Source: s.cfg.CloudEventsSource, Convention: s.cfg.cloudEventsConvention},
+		Idempotency:      s.keys,
 	})
 	api := &http.Server{
 		Handler:           handler,

@@ -25,12 +25,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/publisher-dev/publisher/apps"
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/metrics"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
@@ -68,6 +70,9 @@ type Service struct {
 	// (PUBLISHER_AUTH_TOKEN's one app, or none: anonymous).
 	appSet func() *apps.Set
 	auth   *apps.Registry // nil without PUBLISHER_AUTH_FILE
+	// keys are the idempotency keys of the publish API (with a spool, the
+	// relay restores and confirms them too).
+	keys *idempotency.Store
 
 	// broker is the host and port of the broker last connected to, for the
 	// supervision events' log records (the tracing conventions'
@@ -175,6 +180,15 @@ func newService(cfg Config, opts Options, dial func(context.Context, string) (pu
 	}
 	s.metrics.Declare("root", "broker", "http")
 	s.metrics.Declare("broker", "publisher")
+	s.keys = idempotency.NewStore(idempotency.Config{
+		Window:   cfg.IdempotencyWindow,
+		MaxKeys:  cfg.IdempotencyMaxKeys,
+		OnLookup: func(r idempotency.Result) { s.metrics.IdempotencyLookup(r.String()) },
+		OnEvict:  s.metrics.IdempotencyEvicted,
+	})
+	if err := s.metrics.WatchIdempotency(s.keys.Len); err != nil {
+		return nil, err
+	}
 
 	hook := func(ev supervision.Event) {
 		s.metrics.Event(ev)
@@ -327,9 +341,29 @@ func (s *Service) openSpool() error {
 		ConfirmTimeout: s.cfg.ConfirmTimeout,
 		Logger:         s.log,
 		OnDeadLetter:   sm.DeadLettered,
+		Keys:           s.keys,
+		KeysFile:       filepath.Join(s.cfg.SpoolDir, keysFile),
 	})
+	ctx, cancel := context.WithTimeout(context.Background(), restoreKeysTimeout)
+	defer cancel()
+	n, err := s.relay.RestoreKeys(ctx)
+	if err != nil {
+		// Publishing goes on: only retries of the keys not restored may be
+		// published again.
+		s.log.Warn("idempotency keys not all restored", "restored", n, "error", err)
+	} else if n > 0 {
+		s.log.Info("idempotency keys restored", "keys", n)
+	}
 	return nil
 }
+
+// keysFile is the journal of the confirmed idempotency keys, in the spool
+// directory (relay/keys.go); restoreKeysTimeout bounds reading it and the
+// spool's records for their keys at start.
+const (
+	keysFile           = "idempotency.log"
+	restoreKeysTimeout = time.Minute
+)
 
 // spoolStatus is the spool's state for the metrics (zero before it is open).
 func (s *Service) spoolStatus() spool.Status {
@@ -444,6 +478,7 @@ func (s *Service) closeSpool() {
 		return
 	}
 	s.relay.EndTraces()
+	s.relay.CloseKeys()
 	if err := s.spool.Close(); err != nil {
 		s.log.Error("closing the spool", "error", err)
 	}
