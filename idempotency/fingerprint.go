@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash"
 	"math"
+	"sync"
 )
 
 // Fingerprint identifies the content of a request: the first 16 bytes of
@@ -17,17 +18,26 @@ type Fingerprint [16]byte
 // a tag byte of its type and, for strings and bytes, its length, so no two
 // different sequences of fields hash the same input ("ab","c" is not
 // "a","bc"; an empty string is not an absent one when the caller writes a
-// presence flag). The zero value is not usable: use NewHasher.
+// presence flag). The zero value is not usable: take one with NewHasher and
+// give it back with Sum, which returns it to a pool (a fingerprint per
+// keyed request: the pool saves its three allocations).
 type Hasher struct {
 	h   hash.Hash
 	buf [binary.MaxVarintLen64 + 1]byte
 	// scratch carries strings to h in pieces: h is an interface, and a
 	// []byte(s) passed to it would be copied to the heap each time.
 	scratch [256]byte
+	sum     [sha256.Size]byte // Sum's output, here rather than on the stack, which the interface call would move to the heap
 }
 
+var hashers = sync.Pool{New: func() any { return &Hasher{h: sha256.New()} }}
+
 // NewHasher returns an empty Hasher.
-func NewHasher() *Hasher { return &Hasher{h: sha256.New()} }
+func NewHasher() *Hasher {
+	x := hashers.Get().(*Hasher)
+	x.h.Reset()
+	return x
+}
 
 const (
 	tagString = 's'
@@ -79,10 +89,11 @@ func (x *Hasher) Bool(b bool) {
 	x.head(tagBool, u)
 }
 
-// Sum is the fingerprint of what was written.
+// Sum is the fingerprint of what was written. It gives x back to the
+// pool: x must not be used after.
 func (x *Hasher) Sum() Fingerprint {
-	var full [sha256.Size]byte
 	var fp Fingerprint
-	copy(fp[:], x.h.Sum(full[:0]))
+	copy(fp[:], x.h.Sum(x.sum[:0]))
+	hashers.Put(x)
 	return fp
 }
