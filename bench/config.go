@@ -258,7 +258,7 @@ func (cfg *config) checkServiceDir() error {
 	if cfg.serviceBin != "" {
 		return nil
 	}
-	for _, m := range []string{modeService, modeSpooled, modeBatch, modeStream, modeTraced} {
+	for _, m := range []string{modeService, modeSpooled, modeBatch, modeStream, modeTraced, modeServiceKeyed, modeBatchKeyed} {
 		if !slicesContains(cfg.modes, m) {
 			continue
 		}

@@ -27,33 +27,41 @@ const (
 	modeBatch     = "batch"
 	modeStream    = "stream"
 	modeTraced    = "traced"
+	// modeServiceKeyed and modeBatchKeyed are (a) and (f) with idempotency
+	// keys (keyed.go).
+	modeServiceKeyed = "service-keyed"
+	modeBatchKeyed   = "batch-keyed"
 )
 
-var allModes = []string{modeService, modeRaw, modePipelined, modeBest, modeMgmt, modeSpooled, modeBatch, modeStream, modeTraced}
+var allModes = []string{modeService, modeRaw, modePipelined, modeBest, modeMgmt, modeSpooled, modeBatch, modeStream, modeTraced, modeServiceKeyed, modeBatchKeyed}
 
 var modeLabels = map[string]string{
-	modeService:   "(a) service HTTP",
-	modeRaw:       "(b) raw amqp091",
-	modePipelined: "(c) raw pipelined",
-	modeBest:      "(c′) raw pipelined, best",
-	modeMgmt:      "(d) mgmt API",
-	modeSpooled:   "(e) service spooled",
-	modeBatch:     "(f) service batch",
-	modeStream:    "(g) service stream",
-	modeTraced:    "(h) service HTTP, traced",
+	modeService:      "(a) service HTTP",
+	modeRaw:          "(b) raw amqp091",
+	modePipelined:    "(c) raw pipelined",
+	modeBest:         "(c′) raw pipelined, best",
+	modeMgmt:         "(d) mgmt API",
+	modeSpooled:      "(e) service spooled",
+	modeBatch:        "(f) service batch",
+	modeStream:       "(g) service stream",
+	modeTraced:       "(h) service HTTP, traced",
+	modeServiceKeyed: "(i) service HTTP, keyed",
+	modeBatchKeyed:   "(j) service batch, keyed",
 }
 
 // modeCounts says what each mode's msgs/s counts.
 var modeCounts = map[string]string{
-	modeService:   "200 confirmed",
-	modeRaw:       "broker confirms",
-	modePipelined: "broker confirms",
-	modeBest:      "broker confirms",
-	modeMgmt:      "200 routed:true",
-	modeSpooled:   "202 spooled (durable on the service's disk, not yet confirmed by the broker)",
-	modeBatch:     "results with status 200 (confirmed) in /v1/batch answers",
-	modeStream:    "result lines with status 200 (confirmed) on /v1/stream",
-	modeTraced:    "200 confirmed, with OpenTelemetry spans exported over OTLP/HTTP to pubbench's own sink",
+	modeService:      "200 confirmed",
+	modeRaw:          "broker confirms",
+	modePipelined:    "broker confirms",
+	modeBest:         "broker confirms",
+	modeMgmt:         "200 routed:true",
+	modeSpooled:      "202 spooled (durable on the service's disk, not yet confirmed by the broker)",
+	modeBatch:        "results with status 200 (confirmed) in /v1/batch answers",
+	modeStream:       "result lines with status 200 (confirmed) on /v1/stream",
+	modeTraced:       "200 confirmed, with OpenTelemetry spans exported over OTLP/HTTP to pubbench's own sink",
+	modeServiceKeyed: "200 confirmed, each request with a new Idempotency-Key",
+	modeBatchKeyed:   "results with status 200 (confirmed) in /v1/batch answers, each message with a new idempotency_key",
 }
 
 // latencyOf says what one latency sample of mode measures.
@@ -61,7 +69,7 @@ func (b *bench) latencyOf(mode string) string {
 	switch mode {
 	case modeRaw, modePipelined, modeBest:
 		return "message, publish to confirm"
-	case modeBatch:
+	case modeBatch, modeBatchKeyed:
 		return fmt.Sprintf("request of %d messages, sent to answer read", b.cfg.batchSize)
 	case modeStream:
 		return "message, its line written to its result line read"
@@ -73,7 +81,7 @@ func (b *bench) latencyOf(mode string) string {
 // then measured).
 func isServiceMode(mode string) bool {
 	switch mode {
-	case modeService, modeSpooled, modeBatch, modeStream, modeTraced:
+	case modeService, modeSpooled, modeBatch, modeStream, modeTraced, modeServiceKeyed, modeBatchKeyed:
 		return true
 	}
 	return false

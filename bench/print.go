@@ -108,7 +108,7 @@ func writeTable(w io.Writer, results []*modeResult) error {
 		return err
 	}
 	for _, r := range results {
-		if r.Mode == modeBatch || r.Mode == modeStream {
+		if r.Mode == modeBatch || r.Mode == modeStream || r.Mode == modeBatchKeyed {
 			fmt.Fprintf(w, "%s: msgs/s counts messages, the latency columns are per %s (%d samples)\n", r.Label, r.LatencyOf, r.Samples)
 		}
 	}

@@ -192,7 +192,7 @@ func (b *bench) concLabel(mode string) string {
 		return fmt.Sprintf("%dx%d", b.cfg.pipeChannels, b.cfg.pipeWindow)
 	case modeBest:
 		return b.best.String()
-	case modeBatch:
+	case modeBatch, modeBatchKeyed:
 		return fmt.Sprintf("%dx%d", b.cfg.batchConc, b.cfg.batchSize)
 	case modeStream:
 		return fmt.Sprintf("%dx%d", b.cfg.streams, b.cfg.streamWindow)
@@ -243,6 +243,8 @@ var ratioDefs = []struct{ label, num, den string }{
 	{"(f)/(b) batch/raw", modeBatch, modeRaw},
 	{"(g)/(b) stream/raw", modeStream, modeRaw},
 	{"(h)/(a) traced/untraced", modeTraced, modeService},
+	{"(i)/(a) keyed/keyless single publish", modeServiceKeyed, modeService},
+	{"(j)/(f) keyed/keyless batch", modeBatchKeyed, modeBatch},
 	{"(f)/(c′) batch/best pipelined", modeBatch, modeBest},
 	{"(g)/(c′) stream/best pipelined", modeStream, modeBest},
 	{"(c′)/(c) best/pipelined", modeBest, modePipelined},
@@ -299,7 +301,7 @@ func (b *bench) newReport() *report {
 		"pipe_window": cfg.pipeWindow, "service_channels": cfg.serviceChannels,
 		"service_gomaxprocs": gomaxprocsLabel(cfg.serviceGOMAXPROCS), "http_client": cfg.httpClient,
 	}}
-	if slicesContains(cfg.modes, modeBatch) {
+	if slicesContains(cfg.modes, modeBatch) || slicesContains(cfg.modes, modeBatchKeyed) {
 		rep.Params["batch_size"], rep.Params["batch_c"] = cfg.batchSize, cfg.batchConc
 	}
 	if slicesContains(cfg.modes, modeStream) {

@@ -205,6 +205,10 @@ func (b *bench) runLoad(ctx context.Context, mode string, w window) (modeRun, er
 		run.m, err = b.runBatch(ctx, w)
 	case modeStream:
 		run.m, err = b.runStream(ctx, w)
+	case modeServiceKeyed:
+		run.m, err = b.runServiceKeyed(ctx, w)
+	case modeBatchKeyed:
+		run.m, err = b.runBatchKeyed(ctx, w)
 	}
 	return run, err
 }

@@ -45,7 +45,8 @@ const (
 // spooled service for mode spooled, built once for both. stopServices stops
 // them.
 func (b *bench) startServices(ctx context.Context) error {
-	if slicesContains(b.cfg.modes, modeService) || slicesContains(b.cfg.modes, modeBatch) || slicesContains(b.cfg.modes, modeStream) {
+	if slicesContains(b.cfg.modes, modeService) || slicesContains(b.cfg.modes, modeBatch) || slicesContains(b.cfg.modes, modeStream) ||
+		slicesContains(b.cfg.modes, modeServiceKeyed) || slicesContains(b.cfg.modes, modeBatchKeyed) {
 		svc, err := startService(ctx, b.cfg, serviceOpts{name: "service"})
 		if err != nil {
 			return err

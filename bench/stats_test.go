@@ -84,9 +84,13 @@ func TestParseVmRSS(t *testing.T) {
 }
 
 func TestRatios(t *testing.T) {
-	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000, modeBatch: 10000, modeStream: 5000, modeTraced: 7200})
-	if len(rs) != 13 {
-		t.Fatalf("%d ratios, want 13", len(rs))
+	rs := ratios(map[string]float64{modeService: 8000, modeRaw: 4000, modePipelined: 0, modeSpooled: 12000, rateSpooledE2E: 6000, modeBatch: 10000, modeStream: 5000, modeTraced: 7200,
+		modeServiceKeyed: 7600, modeBatchKeyed: 9700})
+	if len(rs) != 15 {
+		t.Fatalf("%d ratios, want 15", len(rs))
+	}
+	if i, j := rs[10], rs[11]; !i.Valid || i.Value != 0.95 || !j.Valid || j.Value != 0.97 {
+		t.Errorf("(i)/(a) = %+v, (j)/(f) = %+v; want 0.95, 0.97", i, j)
 	}
 	if h := rs[9]; !h.Valid || h.Value != 0.9 {
 		t.Errorf("(h)/(a) = %+v, want 0.9", h)
@@ -120,8 +124,8 @@ func TestRatios(t *testing.T) {
 		t.Errorf("(f)/(c) = %+v, (g)/(c) = %+v; want 0.8, 0.85", rs[5], rs[6])
 	}
 	rs = ratios(map[string]float64{modePipelined: 10000, modeBest: 20000, modeBatch: 18000, modeStream: 19000})
-	if !rs[10].Valid || rs[10].Value != 0.9 || !rs[11].Valid || rs[11].Value != 0.95 || !rs[12].Valid || rs[12].Value != 2 {
-		t.Errorf("(f)/(c′) = %+v, (g)/(c′) = %+v, (c′)/(c) = %+v; want 0.9, 0.95, 2", rs[10], rs[11], rs[12])
+	if !rs[12].Valid || rs[12].Value != 0.9 || !rs[13].Valid || rs[13].Value != 0.95 || !rs[14].Valid || rs[14].Value != 2 {
+		t.Errorf("(f)/(c′) = %+v, (g)/(c′) = %+v, (c′)/(c) = %+v; want 0.9, 0.95, 2", rs[12], rs[13], rs[14])
 	}
 }
 
@@ -135,11 +139,11 @@ func TestRoundRatios(t *testing.T) {
 	}
 	rs := ratios(rates([]*modeResult{{Mode: modeBest, Rate: 16000}, {Mode: modeBatch, Rate: 14000}, {Mode: modeStream, Rate: 15000}}))
 	setRoundRatios(rs, results)
-	f := rs[10]
+	f := rs[12]
 	if len(f.Rounds) != 3 || f.Rounds[0] != 0.9 || f.Rounds[1] != 0.9 || f.Rounds[2] != 0.8 || f.Median != 0.9 {
 		t.Errorf("(f)/(c′) round by round = %+v, want 0.9 0.9 0.8, median 0.9", f)
 	}
-	if g := rs[11]; len(g.Rounds) != 0 || g.Median != 0 {
+	if g := rs[13]; len(g.Rounds) != 0 || g.Median != 0 {
 		t.Errorf("(g)/(c′) with unequal rounds = %+v, want none", g)
 	}
 	var buf bytes.Buffer

@@ -61,6 +61,9 @@ var specMetrics = []string{
 	"publisher_spool_lost_records_total",
 	"publisher_given_up",
 	"publisher_tls_client_cert_expiry_timestamp_seconds",
+	"publisher_idempotency_keys",
+	"publisher_idempotency_replays_total",
+	"publisher_idempotency_evictions_total",
 }
 
 // usesMetric reports whether a PromQL expression names the metric family

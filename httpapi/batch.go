@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/publisher-dev/publisher/apps"
 	"github.com/publisher-dev/publisher/cloudevents"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
@@ -26,6 +27,9 @@ type result struct {
 	id   string
 	code int    // 200, 202, or the single publish's error status
 	text string // the error, for codes other than 200 and 202
+	// replayed: the answer of an earlier request with the same idempotency
+	// key, given again ("replayed": true in the result).
+	replayed bool
 }
 
 func (r result) outcome() string {
@@ -73,6 +77,9 @@ func appendResult(b []byte, index int, r result) []byte {
 	} else {
 		b = append(b, `,"error":`...)
 		b = appendJSONString(b, r.text)
+	}
+	if r.replayed {
+		b = append(b, `,"replayed":true`...)
 	}
 	return append(b, '}')
 }
@@ -146,9 +153,13 @@ func (s *settlements) close(giveUp func(int, error) (relay.Delivery, error), cau
 // else 207. The request is refused whole (nothing published) when it is not
 // authorized (401), not JSON of that shape (400 naming the offset or the
 // entry's index), over PUBLISHER_MAX_BATCH_MESSAGES or
-// PUBLISHER_MAX_BATCH_BYTES (413), or not accepted now (503). A message
-// object with a bad field gets its own 400 (or the 403 or 413 of the single
-// publish) and costs nothing else. No ordering or atomicity across entries,
+// PUBLISHER_MAX_BATCH_BYTES (413), or not accepted now (503), or when the
+// app's bucket does not hold a token for every message that would be
+// published (429 with Retry-After; 413 when they are more than its burst):
+// a batch is taken from the bucket all or none, so a 429 means nothing was
+// published and the same batch can be sent again. A message object with a
+// bad field gets its own 400 (or the 403 of the allow-list or of the app's
+// scope, or the 413 of the single publish) and costs nothing else. No ordering or atomicity across entries,
 // but the messages to one exchange and routing key are published in request
 // order.
 func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.Headers) {
@@ -157,8 +168,13 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 	if ceBatch {
 		want = cloudevents.MediaTypeBatch
 	}
-	if err := h.admitBatch(w, r, want); err != nil {
+	app, err := h.admitBatch(w, r, want)
+	if err != nil {
 		h.fail(w, err, "")
+		return
+	}
+	if p := refuseRequestKey(r); p != nil {
+		h.fail(w, p, "")
 		return
 	}
 	if r.ContentLength > h.maxBatchBytes {
@@ -176,24 +192,39 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 		h.fail(w, renameBody(err, "batch"), "")
 		return
 	}
-	entries, bad, err := h.batchEntries(r, body, ceBatch)
+	entries, idems, bad, err := h.batchEntries(r, body, ceBatch)
 	if err != nil {
 		h.fail(w, err, "")
+		return
+	}
+	h.onBatch(len(entries))
+	scopeEntries(app, entries, bad)
+	if p := h.rateEntries(app, bad); p != nil {
+		code := h.fail(w, p, "")
+		for range entries {
+			h.onMessage(app.Name(), code)
+		}
 		return
 	}
 	results := make([]result, len(entries))
 	var msgs []*publisher.Message
 	var index []int // msgs[k] is entry index[k]
+	kb := newKeyedBatch(h, app)
 	for i, msg := range entries {
 		if bad[i] != nil {
 			results[i] = resultOf(msg.MessageID, 0, bad[i])
 			continue
 		}
-		h.startSpan(r.Context(), th, msg)
+		if idems != nil && idems[i].key != "" {
+			if res, done := kb.begin(i, msg, idems[i], len(msgs)); done {
+				results[i] = res
+				continue
+			}
+		}
+		h.startSpan(r.Context(), th, msg, app.Name())
 		msgs = append(msgs, msg)
 		index = append(index, i)
 	}
-	h.onBatch(len(entries))
 	if len(msgs) > 0 {
 		ids := make([]string, len(msgs))
 		for k, m := range msgs {
@@ -201,41 +232,52 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, th tracing.
 		}
 		set := newSettlements(ids)
 		deadline := time.Now().Add(h.confirmTimeout)
-		giveUp := h.send.Send(r.Context(), msgs, relay.SendOptions{Async: prefersAsync(r.Header), Deadline: deadline}, set.done)
-		h.await(r.Context(), set, giveUp, deadline)
+		opts := relay.SendOptions{Async: prefersAsync(r.Header), Deadline: deadline, Keys: kb.refs}
+		giveUp := h.send.Send(r.Context(), msgs, opts, kb.done(set.done))
+		h.await(r.Context(), set, kb.giveUp(giveUp), deadline)
 		for k, i := range index {
 			results[i] = set.out[k]
 		}
 	}
+	kb.repeats(results)
+	if len(results) > 0 && kb.allReplayed(results) {
+		w.Header()[replayedHeader] = replayedTrue[:1:1]
+	}
 	h.writeBatch(w, results)
+	for _, res := range results {
+		h.onMessage(app.Name(), res.code)
+	}
 }
 
 // batchEntries decodes a batch's body into its messages, each with its own
-// refusal or nil; an error refuses the whole batch.
-func (h *Handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs []*publisher.Message, bad []*problem, err error) {
+// refusal or nil, and its idempotency key (idems is nil for a CloudEvents
+// batch, whose events have none); an error refuses the whole batch.
+func (h *Handler) batchEntries(r *http.Request, body []byte, ceBatch bool) (msgs []*publisher.Message, idems []entryIdem, bad []*problem, err error) {
 	if ceBatch {
-		return h.cloudEventsBatch(r, body)
+		msgs, bad, err = h.cloudEventsBatch(r, body)
+		return msgs, nil, bad, err
 	}
 	raws, err := splitBatch(body)
 	if err != nil {
-		return nil, nil, badRequest("malformed batch: " + batchErrorText(body, err))
+		return nil, nil, nil, badRequest("malformed batch: " + batchErrorText(body, err))
 	}
 	if raws == nil {
-		return nil, nil, badRequest(`malformed batch: want {"messages": [message objects]}`)
+		return nil, nil, nil, badRequest(`malformed batch: want {"messages": [message objects]}`)
 	}
 	if len(raws) > h.maxBatchMsgs {
-		return nil, nil, refuse(http.StatusRequestEntityTooLarge, "batch of "+strconv.Itoa(len(raws))+" messages, more than "+strconv.Itoa(h.maxBatchMsgs))
+		return nil, nil, nil, refuse(http.StatusRequestEntityTooLarge, "batch of "+strconv.Itoa(len(raws))+" messages, more than "+strconv.Itoa(h.maxBatchMsgs))
 	}
 	msgs = make([]*publisher.Message, len(raws))
+	idems = make([]entryIdem, len(raws))
 	bad = make([]*problem, len(raws))
 	for i, raw := range raws {
-		msg, b, err := h.decodeEntry(raw)
+		msg, idem, b, err := h.decodeEntry(raw)
 		if err != nil {
-			return nil, nil, badRequest("malformed batch: messages[" + strconv.Itoa(i) + "] is " + err.Error())
+			return nil, nil, nil, badRequest("malformed batch: messages[" + strconv.Itoa(i) + "] is " + err.Error())
 		}
-		msgs[i], bad[i] = msg, b
+		msgs[i], idems[i], bad[i] = msg, idem, b
 	}
-	return msgs, bad, nil
+	return msgs, idems, bad, nil
 }
 
 // batchErrorText words splitBatch's refusal of body (err) as
@@ -301,12 +343,13 @@ func (h *Handler) writeBatch(w http.ResponseWriter, results []result) {
 }
 
 // admitBatch runs the first checks of a batch or a stream: POST (405), the
-// token (401), the Content-Type (415).
-func (h *Handler) admitBatch(w http.ResponseWriter, r *http.Request, contentType string) error {
-	if err := h.admitMethodAndToken(w, r); err != nil {
-		return err
+// token (401: the request's app), the Content-Type (415).
+func (h *Handler) admitBatch(w http.ResponseWriter, r *http.Request, contentType string) (*apps.App, error) {
+	app, err := h.admitMethodAndToken(w, r)
+	if err != nil {
+		return nil, err
 	}
-	return contentIs(w, r, contentType)
+	return app, contentIs(w, r, contentType)
 }
 
 // contentIs checks that the request's Content-Type is want (parameters

@@ -38,7 +38,7 @@ func legacyBatchEntries(h *Handler, body []byte) error {
 		return fmt.Errorf("%s", text)
 	}
 	for _, raw := range raws {
-		if _, bad, err := legacyDecodeEntry(h, raw); err != nil || bad != nil {
+		if _, _, bad, err := legacyDecodeEntry(h, raw); err != nil || bad != nil {
 			return fmt.Errorf("%v %v", bad, err)
 		}
 	}
@@ -58,8 +58,8 @@ func BenchmarkDecodeEntry(b *testing.B) {
 			name   string
 			decode func([]byte) error
 		}{
-			{"encoding-json", func(raw []byte) error { _, bad, err := legacyDecodeEntry(h, raw); return check(bad, err) }},
-			{"json-v2", func(raw []byte) error { _, bad, err := h.decodeEntry(raw); return check(bad, err) }},
+			{"encoding-json", func(raw []byte) error { _, _, bad, err := legacyDecodeEntry(h, raw); return check(bad, err) }},
+			{"json-v2", func(raw []byte) error { _, _, bad, err := h.decodeEntry(raw); return check(bad, err) }},
 		} {
 			b.Run(kind+"/"+c.name, func(b *testing.B) {
 				b.ReportAllocs()
@@ -98,7 +98,7 @@ func BenchmarkBatchEntries(b *testing.B) {
 	}{
 		{"encoding-json", func(body []byte) error { return legacyBatchEntries(h, body) }},
 		{"json-v2", func(body []byte) error {
-			_, bad, err := h.batchEntries(nil, body, false)
+			_, _, bad, err := h.batchEntries(nil, body, false)
 			for _, p := range bad {
 				if p != nil {
 					return p

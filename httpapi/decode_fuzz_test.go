@@ -18,36 +18,41 @@ import (
 // legacyDecodeEntry is decodeEntry as it was with encoding/json (UseNumber,
 // DisallowUnknownFields): the answers FuzzDecodeEntry holds the encoding/json/v2
 // path to.
-func legacyDecodeEntry(h *Handler, raw []byte) (*publisher.Message, *problem, error) {
+func legacyDecodeEntry(h *Handler, raw []byte) (*publisher.Message, entryIdem, *problem, error) {
+	var idem entryIdem
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
-		return nil, nil, errNotObject
+		return nil, idem, nil, errNotObject
 	}
 	var e entry
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
-		return &publisher.Message{MessageID: idOf(raw)}, badRequestf("malformed message object: %s", jsonErrorText(err)), nil
+		return &publisher.Message{MessageID: idOf(raw)}, idem, badRequestf("malformed message object: %s", jsonErrorText(err)), nil
 	}
 	msg := &publisher.Message{Persistent: true, Mandatory: true}
 	if len(e.MessageID) <= maxShortStr && utf8.ValidString(e.MessageID) {
 		msg.MessageID = e.MessageID
 	}
 	if bad := h.fillEntry(msg, &e); bad != nil {
-		return msg, bad, nil
+		return msg, idem, bad, nil
+	}
+	idem, bad := idemOfEntry(&e)
+	if bad != nil {
+		return msg, idem, bad, nil
 	}
 	if msg.MessageID == "" {
 		msg.MessageID = publisher.NewMessageID()
 	}
 	msg.Timestamp = h.now()
-	return msg, nil, nil
+	return msg, idem, nil, nil
 }
 
 // entryFields are the message object's names, as encoding/json matched
 // them (case-insensitively).
 var entryFields = []string{"exchange", "routing_key", "message_id", "body", "body_base64", "content_type", "content_encoding",
-	"correlation_id", "reply_to", "type", "expiration_ms", "priority", "persistent", "mandatory", "headers"}
+	"correlation_id", "reply_to", "type", "expiration_ms", "priority", "persistent", "mandatory", "headers", "idempotency_key"}
 
 // stricterReason says why encoding/json/v2 may refuse raw where encoding/json
 // accepted it, found without either decoder's struct code: a name given twice
@@ -132,6 +137,11 @@ func FuzzDecodeEntry(f *testing.F) {
 		`{"exchange":"a", "priority": 3,}`,
 		`{"exchange":"a" "priority": 3}`,
 		`{"exchange":"secret"}`,
+		`{"exchange":"a","idempotency_key":"k-1"}`,
+		`{"exchange":"a","idempotency_key":""}`,
+		`{"exchange":"a","Idempotency_Key":"k","idempotency_key":"k"}`,
+		`{"exchange":"a","idempotency_key":null}`,
+		`{"exchange":"a","idempotency_key":1}`,
 		" \t{\"exchange\":\"a\"}\n ",
 		`[]`, `"x"`, `null`, `{`, `{}`,
 	} {
@@ -143,8 +153,8 @@ func FuzzDecodeEntry(f *testing.F) {
 		c.AllowedExchanges = []string{"amq.default", "a", "b", "events"}
 	}).(*Handler)
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		got, gotBad, gotErr := h.decodeEntry(raw)
-		want, wantBad, wantErr := legacyDecodeEntry(h, raw)
+		got, gotIdem, gotBad, gotErr := h.decodeEntry(raw)
+		want, wantIdem, wantBad, wantErr := legacyDecodeEntry(h, raw)
 		if !errors.Is(gotErr, wantErr) {
 			t.Fatalf("%q: error %v, encoding/json's %v", raw, gotErr, wantErr)
 		}
@@ -187,6 +197,9 @@ func FuzzDecodeEntry(f *testing.F) {
 		}
 		if !reflect.DeepEqual(g, w) {
 			t.Fatalf("%q: published as\n%+v\nencoding/json:\n%+v", raw, g, w)
+		}
+		if !reflect.DeepEqual(gotIdem, wantIdem) {
+			t.Fatalf("%q: idempotency key %+v, encoding/json's %+v", raw, gotIdem, wantIdem)
 		}
 	})
 }

@@ -53,7 +53,7 @@ func TestDecodeStricterThanEncodingJSON(t *testing.T) {
 
 	hh := h.(*Handler)
 	for _, line := range []string{`{"exchange": "amq.default"} {"exchange": "amq.default"}`, `{"exchange": "amq.default"},`} {
-		_, bad, err := hh.decodeEntry([]byte(line))
+		_, _, bad, err := hh.decodeEntry([]byte(line))
 		if err != nil || bad == nil || bad.code != http.StatusBadRequest || !strings.Contains(bad.text, "after top-level value") {
 			t.Errorf("line %q: %v %v, want a 400 for what follows the object", line, bad, err)
 		}

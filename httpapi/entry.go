@@ -36,6 +36,7 @@ type entry struct {
 	Persistent      *bool          `json:"persistent"`
 	Mandatory       *bool          `json:"mandatory"`
 	Headers         map[string]any `json:"headers"`
+	IdempotencyKey  *string        `json:"idempotency_key"`
 }
 
 // errNotObject is decodeEntry's error for JSON that is not an object.
@@ -46,34 +47,37 @@ var errNotObject = errors.New("not a JSON object")
 // the entry's answer (400, 403, 413); msg.MessageID is set whenever the entry
 // gave a usable one, so that even a refusal names it. A generated id is given
 // to a message without one. It returns errNotObject (wrapped) for JSON that is
-// not an object at all.
+// not an object at all. idem is the entry's idempotency key (entryIdem).
 //
 // The object is decoded by encoding/json/v2 (entryOptions): it accepts what
 // encoding/json accepted, with the same values, except a name given twice,
 // invalid UTF-8 and anything after the object, which it refuses
 // (docs/performance.md, "Decoding message objects"); a refusal is worded by
 // entryErrorText. FuzzDecodeEntry holds both to encoding/json's answers.
-func (h *Handler) decodeEntry(raw []byte) (msg *publisher.Message, bad *problem, err error) {
+func (h *Handler) decodeEntry(raw []byte) (msg *publisher.Message, idem entryIdem, bad *problem, err error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
-		return nil, nil, errNotObject
+		return nil, idem, nil, errNotObject
 	}
 	var e entry
 	if err := jsonv2.Unmarshal(raw, &e, entryOptions); err != nil {
-		return &publisher.Message{MessageID: idOf(raw)}, badRequestf("malformed message object: %s", entryErrorText(raw, err)), nil
+		return &publisher.Message{MessageID: idOf(raw)}, idem, badRequestf("malformed message object: %s", entryErrorText(raw, err)), nil
 	}
 	msg = &publisher.Message{Persistent: true, Mandatory: true}
 	if len(e.MessageID) <= maxShortStr && utf8.ValidString(e.MessageID) {
 		msg.MessageID = e.MessageID
 	}
 	if bad := h.fillEntry(msg, &e); bad != nil {
-		return msg, bad, nil
+		return msg, idem, bad, nil
+	}
+	if idem, bad = idemOfEntry(&e); bad != nil {
+		return msg, idem, bad, nil
 	}
 	if msg.MessageID == "" {
 		msg.MessageID = publisher.NewMessageID()
 	}
 	msg.Timestamp = h.now()
-	return msg, nil, nil
+	return msg, idem, nil, nil
 }
 
 // fillEntry validates e into msg, in the single publish's order: allow-list

@@ -13,8 +13,6 @@ package httpapi
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"io"
 	"log/slog"
@@ -27,7 +25,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/publisher-dev/publisher/apps"
 	"github.com/publisher-dev/publisher/cloudevents"
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
 	"github.com/publisher-dev/publisher/tracing"
@@ -58,12 +58,22 @@ type Config struct {
 	// Sender takes the messages: a *relay.Relay (through the spool) or a
 	// relay.Direct (straight to the publisher). Required.
 	Sender relay.Sender
-	// AuthToken, when not empty, must be presented as
-	// "Authorization: Bearer <token>"; it is compared in constant time (over
-	// SHA-256 digests, so the token's length does not leak either).
+	// AuthToken, when not empty and Apps is nil, must be presented as
+	// "Authorization: Bearer <token>": it is apps.Single's one app,
+	// "default". It is compared in constant time (over SHA-256 digests, so
+	// the token's length does not leak either).
 	AuthToken string
+	// Apps returns the apps in force (apps.Registry.Current, with
+	// PUBLISHER_AUTH_FILE), read once per request (a stream reads it again
+	// per line, so a reload applies to its next lines). A request's app is
+	// its bearer token's (401 without one that is an app's); the app's scope
+	// decides 403 per message, its rate 429 (docs/http-api.md, "Apps"). nil
+	// means one Set for the handler's life: apps.Single(AuthToken), or
+	// apps.Open() (no authentication: app "anonymous") without a token.
+	Apps func() *apps.Set
 	// AllowedExchanges limits the exchanges that may be published to; empty means
-	// all. "amq.default" (or "") names the default exchange.
+	// all. "amq.default" (or "") names the default exchange. It applies to
+	// every app, before the app's own scope.
 	AllowedExchanges []string
 	// MaxBodyBytes bounds the request body; 0 means DefaultMaxBodyBytes (1 MiB).
 	MaxBodyBytes int64
@@ -105,12 +115,25 @@ type Config struct {
 	// ends.
 	OnBatch  func(messages int)
 	OnStream func(delta int)
+	// OnMessage, if set, is called once per message of a known app with the
+	// app's name and the status the message got: a single publish's answer
+	// (once its token was accepted), each result of a batch or a stream; a
+	// batch refused whole once its messages were read (429, 413, ...)
+	// counts each of them with that status. OnRateWait, if set, is called
+	// each time a stream of app waited d for the app's rate.
+	OnMessage  func(app string, code int)
+	OnRateWait func(app string, d time.Duration)
 	// Tracer carries the requests' trace context into the messages (always)
 	// and makes their spans when tracing is configured; nil means no spans
 	// (the context is still carried).
 	Tracer *tracing.Tracer
 	// CloudEvents configures the CloudEvents modes.
 	CloudEvents CloudEventsConfig
+	// Idempotency holds the idempotency keys of the requests (the
+	// Idempotency-Key header of a single publish, the idempotency_key of a
+	// batch or stream message), scoped by app: see idempotent.go. nil means
+	// a store with the defaults.
+	Idempotency *idempotency.Store
 }
 
 // Defaults of the batch and stream limits (PUBLISHER_MAX_BATCH_MESSAGES,
@@ -125,8 +148,7 @@ const (
 // NewHandler, but for its count of requests in flight.
 type Handler struct {
 	send       relay.Sender
-	authDigest [sha256.Size]byte
-	auth       bool
+	appSet     func() *apps.Set
 	allowed    map[string]struct{} // nil: all allowed; "" is the default exchange
 	maxBody    int64
 	maxHeader  int
@@ -134,7 +156,8 @@ type Handler struct {
 	retryAfter string // pre-formatted Retry-After value
 	log        *slog.Logger
 	onResponse func(int)
-	now        func() time.Time
+	now        func() time.Time // the messages' timestamps
+	rateNow    func() time.Time // the apps' buckets' clock
 
 	confirmTimeout time.Duration
 	maxBatchMsgs   int
@@ -142,8 +165,11 @@ type Handler struct {
 	streamWindow   int
 	onBatch        func(int)
 	onStream       func(int)
+	onMessage      func(string, int)
+	onRateWait     func(string, time.Duration)
 	tracer         *tracing.Tracer
 	ce             CloudEventsConfig
+	keys           *idempotency.Store
 
 	// inFlight counts the requests that passed the accepting gate and are
 	// not answered yet (publishes waiting for the broker, open streams).
@@ -177,12 +203,13 @@ type Handler struct {
 //
 // Checks run in this order, so a rejected request never reaches the
 // Sender: 431 (headers over Config.MaxHeaderBytes), the path (404, or 400
-// for a malformed one), 405 (method), 401 (token), 403 (allow-list), 413
-// (Content-Length over the limit), 400 (headers, then the CloudEvents
-// headers, or 415 for a CloudEvents format the route does not take), 503
-// (Config.Accepting); then the body is read (413 when it grows over the
-// limit; 400 for a structured CloudEvent that does not validate) and
-// published with the request's context.
+// for a malformed one), 405 (method), 401 (token: the request's app), 403
+// (allow-list, then the app's scope), 413 (Content-Length over the limit),
+// 400 (headers, then the CloudEvents headers, or 415 for a CloudEvents
+// format the route does not take), 503 (Config.Accepting), 429 (the app's
+// rate: a token is taken from its bucket here); then the body is read (413
+// when it grows over the limit; 400 for a structured CloudEvent that does
+// not validate) and published with the request's context.
 func NewHandler(cfg Config) *Handler {
 	if cfg.Sender == nil {
 		panic("httpapi: Config.Sender is nil")
@@ -195,6 +222,8 @@ func NewHandler(cfg Config) *Handler {
 		log:        cfg.Logger,
 		onResponse: cfg.OnResponse,
 		now:        time.Now,
+		rateNow:    time.Now,
+		appSet:     cfg.Apps,
 
 		confirmTimeout: cmp.Or(cfg.ConfirmTimeout, publisher.DefaultConfirmTimeout),
 		maxBatchMsgs:   cmp.Or(cfg.MaxBatchMessages, DefaultMaxBatchMessages),
@@ -202,8 +231,14 @@ func NewHandler(cfg Config) *Handler {
 		streamWindow:   cmp.Or(cfg.StreamWindow, DefaultStreamWindow),
 		onBatch:        cfg.OnBatch,
 		onStream:       cfg.OnStream,
+		onMessage:      cfg.OnMessage,
+		onRateWait:     cfg.OnRateWait,
 		tracer:         cfg.Tracer,
 		ce:             cfg.CloudEvents,
+		keys:           cfg.Idempotency,
+	}
+	if h.keys == nil {
+		h.keys = idempotency.NewStore(idempotency.Config{})
 	}
 	if h.onBatch == nil {
 		h.onBatch = func(int) {}
@@ -214,9 +249,18 @@ func NewHandler(cfg Config) *Handler {
 	if h.onResponse == nil {
 		h.onResponse = func(int) {}
 	}
-	if cfg.AuthToken != "" {
-		h.auth = true
-		h.authDigest = sha256.Sum256([]byte(cfg.AuthToken))
+	if h.onMessage == nil {
+		h.onMessage = func(string, int) {}
+	}
+	if h.onRateWait == nil {
+		h.onRateWait = func(string, time.Duration) {}
+	}
+	if h.appSet == nil {
+		set := apps.Open()
+		if cfg.AuthToken != "" {
+			set = apps.Single(cfg.AuthToken)
+		}
+		h.appSet = func() *apps.Set { return set }
 	}
 	if len(cfg.AllowedExchanges) > 0 {
 		h.allowed = make(map[string]struct{}, len(cfg.AllowedExchanges))
@@ -396,93 +440,110 @@ func validExchangeName(e string) bool {
 	return true
 }
 
-// authorized checks "Authorization: Bearer <token>" in constant time. The
-// scheme is case-insensitive (RFC 9110 §11.1).
-func (h *Handler) authorized(r *http.Request) bool {
-	v := r.Header["Authorization"]
-	if len(v) != 1 {
-		return false
-	}
-	a := v[0]
-	const scheme = "Bearer "
-	if len(a) <= len(scheme) || !strings.EqualFold(a[:len(scheme)], scheme) {
-		return false
-	}
-	got := sha256.Sum256([]byte(a[len(scheme):]))
-	return subtle.ConstantTimeCompare(got[:], h.authDigest[:]) == 1
-}
-
 // serve answers one request on a publish path; pathExchange is the exchange
 // as named in the path ("amq.default" for the default exchange) and key the
 // routing key, both decoded.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, pathExchange, key string, th tracing.Headers) {
-	if err := h.admitPublish(w, r, pathExchange); err != nil {
+	app, err := h.admitMethodAndToken(w, r)
+	if err != nil {
 		h.fail(w, err, clientID(r))
 		return
 	}
+	h.onMessage(app.Name(), h.serveApp(w, r, app, pathExchange, key, th))
+}
+
+// serveApp answers a publish of app (its token accepted) and returns the
+// status it answered.
+func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request, app *apps.App, pathExchange, key string, th tracing.Headers) int {
+	if err := h.admitPublish(r, app, pathExchange, key); err != nil {
+		return h.fail(w, err, clientID(r))
+	}
 	msg, err := h.parse(r, exchangeFromPath(pathExchange), key)
 	if err != nil {
-		h.fail(w, err, msg.MessageID)
-		return
+		return h.fail(w, err, msg.MessageID)
+	}
+	idemKey, err := idempotency.ParseHeader(r.Header[idempotencyKeyHeader])
+	if err != nil {
+		return h.fail(w, badRequest(err.Error()), msg.MessageID)
 	}
 	ce, err := h.cloudEventOf(r, msg)
 	if err != nil {
-		h.fail(w, err, msg.MessageID)
-		return
+		return h.fail(w, err, msg.MessageID)
 	}
 	if err := h.acceptingNow(); err != nil {
-		h.fail(w, err, msg.MessageID)
-		return
+		return h.fail(w, err, msg.MessageID)
+	}
+	if p := h.takeRate(app, 1, "publish"); p != nil {
+		return h.fail(w, p, msg.MessageID)
 	}
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
 	body, err := readBody(w, r, h.maxBody)
 	if err != nil {
-		h.fail(w, err, msg.MessageID)
-		return
+		return h.fail(w, err, msg.MessageID)
 	}
 	msg.Body = body
 	idGiven := msg.MessageID != "" // by X-Message-Id, or a binary event's ce-id
+	var fp idempotency.Fingerprint
+	if idemKey != "" {
+		fp = singleFingerprint(r, msg, idGiven, &ce)
+	}
 	if !idGiven && !ce.binary && ce.mode != cloudevents.ModeStructured {
 		msg.MessageID = publisher.NewMessageID()
 	}
 	msg.Timestamp = h.now()
 	if err := h.applyCloudEvent(&ce, msg, body, idGiven); err != nil {
-		h.fail(w, err, msg.MessageID)
-		return
+		return h.fail(w, err, msg.MessageID)
 	}
 	if ce.preference {
 		w.Header()["Preference-Applied"] = []string{"cloudevents"}
 	}
-	h.startSpan(r.Context(), th, msg)
-
 	async := prefersAsync(r.Header)
-	d, err := relay.Publish(r.Context(), h.send, msg, relay.SendOptions{Async: async, Deadline: time.Now().Add(h.confirmTimeout)})
+	opts := relay.SendOptions{Async: async, Deadline: time.Now().Add(h.confirmTimeout)}
+	send := h.send
+	var claim idempotency.Claim
+	if idemKey != "" {
+		k := idempotency.Key{Scope: app.Name(), Name: idemKey}
+		c, res, ans := h.keys.Begin(k, fp, msg.MessageID)
+		if res != idempotency.New {
+			return h.writeLookup(w, r, res, ans, idemKey)
+		}
+		claim = c
+		opts.Keys = []relay.KeyRef{{Key: k, Fingerprint: fp}}
+		send = tapSender{Sender: h.send, tap: func(_ int, d relay.Delivery, err error) { keyOutcome(claim, d, err, true) }}
+	}
+	h.startSpan(r.Context(), th, msg, app.Name())
+
+	d, err := relay.Publish(r.Context(), send, msg, opts)
+	keyOutcome(claim, d, err, false)
 	switch {
 	case err != nil:
-		h.publishFailed(w, r, err, msg.MessageID)
+		return h.publishFailed(w, r, err, msg.MessageID)
 	case d == relay.Spooled:
 		// RFC 7240: Preference-Applied only when the preference was applied,
 		// that is when the answer did not wait for the broker.
 		writeSpooled(w, msg.MessageID, async)
 		h.onResponse(http.StatusAccepted)
+		return http.StatusAccepted
 	default:
 		writeConfirmed(w, msg.MessageID)
 		h.onResponse(http.StatusOK)
+		return http.StatusOK
 	}
 }
 
-// admitPublish runs the checks of a single publish that need neither its
-// headers nor its body: the method (405), the token (401), the allow-list
+// admitPublish runs the checks of a single publish of app that need
+// neither its headers nor its body: the allow-list, then the app's scope
 // (403), the announced size (413).
-func (h *Handler) admitPublish(w http.ResponseWriter, r *http.Request, pathExchange string) error {
-	if err := h.admitMethodAndToken(w, r); err != nil {
-		return err
-	}
+func (h *Handler) admitPublish(r *http.Request, app *apps.App, pathExchange, key string) error {
+	exchange := exchangeFromPath(pathExchange)
 	if h.allowed != nil {
-		if _, ok := h.allowed[exchangeFromPath(pathExchange)]; !ok {
+		if _, ok := h.allowed[exchange]; !ok {
 			return refuse(http.StatusForbidden, "exchange not allowed")
 		}
+	}
+	if p := scopeRefusal(app, exchange, key); p != nil {
+		return p
 	}
 	if r.ContentLength > h.maxBody {
 		return refuse(http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes")
@@ -490,18 +551,22 @@ func (h *Handler) admitPublish(w http.ResponseWriter, r *http.Request, pathExcha
 	return nil
 }
 
-// admitMethodAndToken: POST only (405 with Allow), and the bearer token
-// when one is configured (401 with WWW-Authenticate).
-func (h *Handler) admitMethodAndToken(w http.ResponseWriter, r *http.Request) error {
+// admitMethodAndToken: POST only (405 with Allow), and the request's app
+// in the apps in force: its bearer token's (401 with WWW-Authenticate when
+// there is none), or the anonymous app without authentication. The app is
+// recorded on the request's span.
+func (h *Handler) admitMethodAndToken(w http.ResponseWriter, r *http.Request) (*apps.App, error) {
 	if r.Method != http.MethodPost {
 		w.Header()["Allow"] = []string{http.MethodPost}
-		return refuse(http.StatusMethodNotAllowed, "method not allowed: use POST")
+		return nil, refuse(http.StatusMethodNotAllowed, "method not allowed: use POST")
 	}
-	if h.auth && !h.authorized(r) {
+	app := appOf(h.appSet(), r)
+	if app == nil {
 		w.Header()["Www-Authenticate"] = []string{"Bearer"}
-		return refuse(http.StatusUnauthorized, "missing or wrong bearer token")
+		return nil, refuse(http.StatusUnauthorized, "missing or wrong bearer token")
 	}
-	return nil
+	h.tracer.SetApp(r.Context(), app.Name())
+	return app, nil
 }
 
 // acceptingNow is Config.Accepting's refusal as an answer (503 with
@@ -720,8 +785,9 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	}
 }
 
-// publishFailed answers a publish that did not succeed.
-func (h *Handler) publishFailed(w http.ResponseWriter, r *http.Request, err error, id string) {
+// publishFailed answers a publish that did not succeed and returns the
+// status it reported.
+func (h *Handler) publishFailed(w http.ResponseWriter, r *http.Request, err error, id string) int {
 	ctx := r.Context()
 	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && errors.Is(err, context.Canceled) {
 		// The client went away (net/http cancels the request's context with
@@ -733,7 +799,7 @@ func (h *Handler) publishFailed(w http.ResponseWriter, r *http.Request, err erro
 		w.Header()["Retry-After"] = []string{h.retryAfter}
 		writeJSONError(w, http.StatusServiceUnavailable, "request cancelled", id)
 		h.onResponse(StatusClientClosedRequest)
-		return
+		return StatusClientClosedRequest
 	}
 	level := slog.LevelDebug
 	if publisher.Classify(err) == publisher.Unknown {
@@ -742,21 +808,23 @@ func (h *Handler) publishFailed(w http.ResponseWriter, r *http.Request, err erro
 	p := answerFor(err)
 	h.log.LogAttrs(ctx, level, "httpapi: publish failed",
 		slog.String("message_id", id), slog.Int("status", p.code), slog.String("error", err.Error()))
-	h.fail(w, p, id)
+	return h.fail(w, p, id)
 }
 
 // fail writes the answer of a refusal (a *problem, or any error: its
-// answerFor) and reports it. id, when not empty, is echoed.
-func (h *Handler) fail(w http.ResponseWriter, err error, id string) {
+// answerFor), reports it and returns its status. id, when not empty, is
+// echoed.
+func (h *Handler) fail(w http.ResponseWriter, err error, id string) int {
 	var p *problem
 	if !errors.As(err, &p) {
 		p = answerFor(err)
 	}
 	if p.retry {
-		w.Header()["Retry-After"] = []string{h.retryAfter}
+		w.Header()["Retry-After"] = []string{cmp.Or(p.retryAfter, h.retryAfter)}
 	}
 	writeJSONError(w, p.code, p.text, id)
 	h.onResponse(p.code)
+	return p.code
 }
 
 var (

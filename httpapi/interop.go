@@ -61,13 +61,13 @@ func (h *Handler) traced(w http.ResponseWriter, r *http.Request, route string, t
 
 // startSpan carries the request's trace context into msg's headers (an
 // entry's own traceparent wins) and, with tracing on, starts its PRODUCER
-// span, a child of ctx's SERVER span; the span's traceparent is the one
-// written into the message.
-func (h *Handler) startSpan(ctx context.Context, th tracing.Headers, msg *publisher.Message) {
+// span, a child of ctx's SERVER span, with the app's name; the span's
+// traceparent is the one written into the message.
+func (h *Handler) startSpan(ctx context.Context, th tracing.Headers, msg *publisher.Message, app string) {
 	var span *tracing.MessageSpan
 	msg.Headers, span = h.tracer.StartMessage(ctx, th, tracing.Message{
 		Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, MessageID: msg.MessageID,
-		CorrelationID: msg.CorrelationID, BodySize: len(msg.Body), Headers: msg.Headers,
+		CorrelationID: msg.CorrelationID, BodySize: len(msg.Body), Headers: msg.Headers, App: app,
 	})
 	if span != nil { // a nil *MessageSpan in the interface would not be nil
 		msg.Trace = span

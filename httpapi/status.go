@@ -15,8 +15,11 @@ import (
 type problem struct {
 	code  int
 	text  string
-	retry bool  // answer with Retry-After
-	cause error // what it answers, when it answers an error
+	retry bool // answer with Retry-After
+	// retryAfter is the Retry-After value when retry is set; "" means the
+	// handler's (Config.RetryAfter).
+	retryAfter string
+	cause      error // what it answers, when it answers an error
 }
 
 func (p *problem) Error() string { return p.text }

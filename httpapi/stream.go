@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/publisher-dev/publisher/apps"
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
 	"github.com/publisher-dev/publisher/tracing"
@@ -41,7 +43,10 @@ var ndjsonContentType = []string{ndjson}
 // lines from 0; empty lines are skipped, not counted), in any order. At most
 // StreamWindow lines are taken and not answered: beyond that the handler
 // stops reading (backpressure, no buffering without bound). A malformed line
-// gets its own 400. The answer ends once the client closed its side and
+// gets its own 400, a line out of the app's scope its own 403 (checked
+// against the apps in force when it is read). Over the app's rate the
+// handler waits before it hands the next line over, and stops reading
+// meanwhile: the stream slows down to the rate rather than answering 429. The answer ends once the client closed its side and
 // every result was written. While the service shuts down, every line read is
 // answered 503 (not published: the client should stop sending and go
 // elsewhere); at the end of the drain (the request's context is cancelled)
@@ -54,8 +59,13 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing
 	// to read (and discard) the body, and the answer would not come. Closing
 	// the connection after the refusal answers at once.
 	w.Header()["Connection"] = []string{"close"}
-	if err := h.admitBatch(w, r, ndjson); err != nil {
+	app, err := h.admitBatch(w, r, ndjson)
+	if err != nil {
 		h.fail(w, err, "")
+		return
+	}
+	if p := refuseRequestKey(r); p != nil {
+		h.fail(w, p, "")
 		return
 	}
 	if err := h.acceptingNow(); err != nil {
@@ -86,6 +96,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, th tracing
 
 	st := &stream{
 		h: h, ctx: r.Context(), th: th, async: prefersAsync(r.Header), rc: rc, w: w,
+		req: r, app: app, appName: app.Name(),
 		body:    bufio.NewReaderSize(r.Body, 64<<10),
 		window:  make(chan struct{}, h.streamWindow),
 		quit:    make(chan struct{}),
@@ -114,9 +125,27 @@ type stream struct {
 	w       http.ResponseWriter
 	body    *bufio.Reader
 	maxLine int
+	req     *http.Request // its Authorization header finds the app again after a reload
+	// appName is the app of the request's token when the stream opened: the
+	// app its results are counted for.
+	appName string
+	// set and app are the apps in force when the last line was checked and
+	// the token's app in them (nil: none); set is nil until the first line.
+	// Owned by the reader goroutine (admitLine).
+	set *apps.Set
+	app *apps.App
+	// keyed holds the idempotency keys claimed for the lines taken and not
+	// handed over yet, by line index (owned by the reader goroutine: take
+	// adds, send takes them).
+	keyed map[int]keyedLine
 	// window holds a token per line read and not answered yet.
 	window chan struct{}
 	quit   chan struct{} // closed by write: the reader stops
+	// readMu orders the reader's read deadline for its next line (armRead)
+	// with write's stop (stopReading: quit closed, the deadline now), so a
+	// stopped reader never sets a later deadline and blocks on an idle
+	// client for streamIdleTimeout.
+	readMu sync.Mutex
 
 	mu       sync.Mutex
 	pending  map[int]*streamLine // handed over, no outcome yet, by line index
@@ -133,6 +162,13 @@ type streamLine struct {
 	deadline time.Time
 	k        int // its position in its Send call
 	giveUp   func(int, error) (relay.Delivery, error)
+	claim    idempotency.Claim // its idempotency key's, if it has one
+}
+
+// keyedLine is the idempotency key claimed for a line.
+type keyedLine struct {
+	claim idempotency.Claim
+	ref   relay.KeyRef
 }
 
 // answer queues the result of line index and wakes the writer.
@@ -143,6 +179,7 @@ func (st *stream) answer(index int, res result) {
 }
 
 func (st *stream) answerLocked(index int, res result) {
+	st.h.onMessage(st.appName, res.code)
 	st.ready = appendResult(st.ready, index, res)
 	st.ready = append(st.ready, '\n')
 	st.readyN++
@@ -216,7 +253,9 @@ func (st *stream) tryToken() bool {
 }
 
 // take parses the line index: a message to hand over is appended to group,
-// anything else is answered at once.
+// anything else is answered at once (a line out of the app's scope 403).
+// A line over the app's rate waits for it, after group was handed over
+// (waitRate).
 func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines []int) ([]*publisher.Message, []int) {
 	if st.h.accepting != nil {
 		if err := st.h.accepting(); err != nil {
@@ -224,14 +263,29 @@ func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines 
 			return group, lines
 		}
 	}
-	msg, bad, err := st.h.decodeEntry(raw)
+	msg, idem, bad, err := st.h.decodeEntry(raw)
 	switch {
 	case err != nil:
 		st.answer(index, result{code: http.StatusBadRequest, text: "malformed line: " + err.Error()})
 	case bad != nil:
 		st.answer(index, resultOf(msg.MessageID, 0, bad))
 	default:
-		st.h.startSpan(st.ctx, st.th, msg)
+		if p := st.admitLine(msg); p != nil {
+			st.answer(index, resultOf(msg.MessageID, 0, p))
+			break
+		}
+		var ok bool
+		if group, lines, ok = st.waitRate(group, lines); !ok {
+			st.answer(index, result{id: msg.MessageID, code: http.StatusServiceUnavailable, text: "the stream ended while the line waited for the app's rate; the message was not published"})
+			break
+		}
+		if idem.key != "" {
+			if res, done := st.beginKey(index, msg, idem); done {
+				st.answer(index, res)
+				break
+			}
+		}
+		st.h.startSpan(st.ctx, st.th, msg, st.appName)
 		group = append(group, msg)
 		lines = append(lines, index)
 	}
@@ -242,15 +296,33 @@ func (st *stream) take(raw []byte, index int, group []*publisher.Message, lines 
 func (st *stream) send(group []*publisher.Message, lines []int) {
 	deadline := time.Now().Add(st.h.confirmTimeout)
 	entries := make([]*streamLine, len(group))
+	opts := relay.SendOptions{Async: st.async, Deadline: deadline}
+	var claims []idempotency.Claim
+	if len(st.keyed) > 0 {
+		claims = make([]idempotency.Claim, len(group))
+		opts.Keys = make([]relay.KeyRef, len(group))
+		for k, index := range lines {
+			if kl, ok := st.keyed[index]; ok {
+				claims[k], opts.Keys[k] = kl.claim, kl.ref
+				delete(st.keyed, index)
+			}
+		}
+	}
 	st.mu.Lock()
 	for k, msg := range group {
 		entries[k] = &streamLine{id: msg.MessageID, deadline: deadline, k: k}
+		if claims != nil {
+			entries[k].claim = claims[k]
+		}
 		st.pending[lines[k]] = entries[k]
 		st.order = append(st.order, lines[k])
 	}
 	st.mu.Unlock()
 	lines = append([]int(nil), lines...) // the callback outlives the caller's slice
-	giveUp := st.h.send.Send(st.ctx, group, relay.SendOptions{Async: st.async, Deadline: deadline}, func(k int, d relay.Delivery, err error) {
+	giveUp := st.h.send.Send(st.ctx, group, opts, func(k int, d relay.Delivery, err error) {
+		if claims != nil {
+			keyOutcome(claims[k], d, err, true)
+		}
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		index := lines[k]
@@ -266,7 +338,24 @@ func (st *stream) send(group []*publisher.Message, lines []int) {
 	st.mu.Unlock()
 }
 
-var errLineTooLong = errors.New("httpapi: line too long")
+var (
+	errLineTooLong = errors.New("httpapi: line too long")
+	errStopped     = errors.New("httpapi: the stream stopped reading")
+)
+
+// armRead sets the read deadline of the next line, unless the reading was
+// stopped (false).
+func (st *stream) armRead() bool {
+	st.readMu.Lock()
+	defer st.readMu.Unlock()
+	select {
+	case <-st.quit:
+		return false
+	default:
+	}
+	_ = st.rc.SetReadDeadline(time.Now().Add(streamIdleTimeout))
+	return true
+}
 
 // hasLine reports whether a whole line is already buffered.
 func (st *stream) hasLine() bool {
@@ -281,7 +370,9 @@ func (st *stream) hasLine() bool {
 // readLine reads one line (without its '\n'; the last line may lack one). A
 // line over maxLine is skipped to its end and reported as errLineTooLong.
 func (st *stream) readLine() ([]byte, error) {
-	_ = st.rc.SetReadDeadline(time.Now().Add(streamIdleTimeout))
+	if !st.armRead() {
+		return nil, errStopped
+	}
 	var line []byte
 	for {
 		frag, err := st.body.ReadSlice('\n')
@@ -320,6 +411,8 @@ func (st *stream) write(readerDone <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	stopReading := func() {
+		st.readMu.Lock()
+		defer st.readMu.Unlock()
 		select {
 		case <-st.quit:
 		default:
@@ -407,6 +500,7 @@ func (st *stream) expireLocked(now time.Time, cause error) {
 		st.order = st.order[1:]
 		delete(st.pending, index)
 		d, err := l.giveUp(l.k, cause)
+		keyOutcome(l.claim, d, err, false)
 		st.answerLocked(index, resultOf(l.id, d, err))
 	}
 }

@@ -7,6 +7,7 @@ package metrics
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,7 +40,32 @@ type Metrics struct {
 	// once: HTTPResponse runs for every request, and WithLabelValues would
 	// hash the label and take the vector's lock each time. Read-only after New.
 	byCode map[int]prometheus.Counter
+
+	appMessages  *prometheus.CounterVec // {app, code}
+	appRateWait  *prometheus.CounterVec // {app}
+	reloads      *prometheus.CounterVec // {result}
+	lastReloadOK prometheus.Gauge
+	// idemReplays holds publisher_idempotency_replays_total by result
+	// (replayed, conflict, mismatch), resolved once; read-only after New.
+	idemReplays map[string]prometheus.Counter
+	idemEvicted prometheus.Counter
+	// apps holds the app-labelled series of the configured apps, resolved
+	// by Apps (for the same reason as byCode); replaced whole, never
+	// changed in place.
+	apps atomic.Pointer[map[string]*appSeries]
 }
+
+// appSeries are one app's series, resolved.
+type appSeries struct {
+	byCode   map[int]prometheus.Counter
+	rateWait prometheus.Counter
+}
+
+// appCodes are the answers each configured app's
+// publisher_app_messages_total has from the first scrape (at 0), so a
+// dashboard's rate() over them shows 0 rather than no data: published,
+// spooled, refused by scope, over the rate.
+var appCodes = []int{200, 202, 403, 429}
 
 // New creates and registers on reg the counters, the histogram and the Go and
 // process collectors. The gauges that read the publisher's state come with
@@ -86,7 +112,35 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "publisher_streams_open",
 			Help: "/v1/stream requests open now.",
 		}),
+		appMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_app_messages_total",
+			Help: "Messages (a single publish, each entry of a batch or a stream) by the app of their token and the status they were answered; app is a configured name (anonymous without authentication, default for PUBLISHER_AUTH_TOKEN).",
+		}, []string{"app", "code"}),
+		appRateWait: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_app_rate_wait_seconds_total",
+			Help: "Time the streams of an app waited for its rate before publishing a line (streams slow down instead of answering 429).",
+		}, []string{"app"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_config_reloads_total",
+			Help: "Reloads of PUBLISHER_AUTH_FILE (on a change or SIGHUP), by result: success, or error (the previous apps stay in force).",
+		}, []string{"result"}),
+		lastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "publisher_config_last_reload_successful",
+			Help: "0 while the last reload of PUBLISHER_AUTH_FILE failed (the previous apps are in force), else 1.",
+		}),
+		idemEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_idempotency_evictions_total",
+			Help: "Idempotency keys removed before their window ran out because PUBLISHER_IDEMPOTENCY_MAX_KEYS were kept (the oldest first); a retry of such a key is published again.",
+		}),
 		reg: reg,
+	}
+	replays := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "publisher_idempotency_replays_total",
+		Help: "Requests (or batch and stream messages) whose idempotency key was known, by result: replayed (the first answer given again, nothing published), conflict (409: the first still waits for the broker), mismatch (422: the key was used for a different request).",
+	}, []string{"result"})
+	m.idemReplays = map[string]prometheus.Counter{}
+	for _, r := range []string{"replayed", "conflict", "mismatch"} {
+		m.idemReplays[r] = replays.WithLabelValues(r)
 	}
 	for _, o := range []publisher.Outcome{publisher.OutcomeConfirmed, publisher.OutcomeNacked, publisher.OutcomeReturned,
 		publisher.OutcomeRejected, publisher.OutcomeFailed, publisher.OutcomeTimeout} {
@@ -94,11 +148,16 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	// The answers the README lists exist from the first scrape (at 0).
 	m.byCode = map[int]prometheus.Counter{}
-	for _, code := range []int{200, 202, 207, 400, 401, 403, 404, 413, 415, 422, 431, 502, 503, 504} {
+	for _, code := range []int{200, 202, 207, 400, 401, 403, 404, 409, 413, 415, 422, 429, 431, 502, 503, 504} {
 		m.byCode[code] = m.requests.WithLabelValues(strconv.Itoa(code))
 	}
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("error")
+	m.lastReloadOK.Set(1)
+	m.apps.Store(&map[string]*appSeries{})
 	cs := []prometheus.Collector{
 		messages, m.duration, m.republished, m.restarts, m.failures, m.escalations, m.requests, m.batch, m.streams,
+		m.appMessages, m.appRateWait, m.reloads, m.lastReloadOK, replays, m.idemEvicted,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
@@ -223,6 +282,86 @@ func (m *Metrics) HTTPResponse(code int) {
 	}
 	m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
 }
+
+// Apps makes the series of the apps called names exist (at 0) and resolves
+// them for AppMessage and AppRateWait. It is called with the apps in force
+// at start and after each reload, from one goroutine at a time. The series
+// of an app no longer configured stay (counters do not go back): the label's
+// values are the names ever configured, never a value from a request.
+func (m *Metrics) Apps(names []string) {
+	old := *m.apps.Load()
+	next := make(map[string]*appSeries, len(old)+len(names))
+	for k, v := range old {
+		next[k] = v
+	}
+	for _, name := range names {
+		if next[name] != nil {
+			continue
+		}
+		s := &appSeries{byCode: make(map[int]prometheus.Counter, len(appCodes)), rateWait: m.appRateWait.WithLabelValues(name)}
+		for _, code := range appCodes {
+			s.byCode[code] = m.appMessages.WithLabelValues(name, strconv.Itoa(code))
+		}
+		next[name] = s
+	}
+	m.apps.Store(&next)
+}
+
+// AppMessage counts one message of app answered code (a single publish's
+// answer, or one result of a batch or a stream). app must be a configured
+// name (see Apps).
+func (m *Metrics) AppMessage(app string, code int) {
+	if s := (*m.apps.Load())[app]; s != nil {
+		if c := s.byCode[code]; c != nil {
+			c.Inc()
+			return
+		}
+	}
+	m.appMessages.WithLabelValues(app, strconv.Itoa(code)).Inc()
+}
+
+// AppRateWait adds d to the time the streams of app waited for its rate.
+func (m *Metrics) AppRateWait(app string, d time.Duration) {
+	if s := (*m.apps.Load())[app]; s != nil {
+		s.rateWait.Add(d.Seconds())
+		return
+	}
+	m.appRateWait.WithLabelValues(app).Add(d.Seconds())
+}
+
+// ConfigReload counts one reload of the auth file: success when err is
+// nil, else error (and publisher_config_last_reload_successful goes to 0
+// until a reload succeeds).
+func (m *Metrics) ConfigReload(err error) {
+	if err != nil {
+		m.reloads.WithLabelValues("error").Inc()
+		m.lastReloadOK.Set(0)
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+	m.lastReloadOK.Set(1)
+}
+
+// WatchIdempotency registers publisher_idempotency_keys, read at scrape
+// time from keys (the idempotency keys kept now). Call it once.
+func (m *Metrics) WatchIdempotency(keys func() int) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "publisher_idempotency_keys",
+		Help: "Idempotency keys kept now: waiting for their message's outcome, or answered and within PUBLISHER_IDEMPOTENCY_WINDOW.",
+	}, func() float64 { return float64(keys()) }))
+}
+
+// IdempotencyLookup counts a request whose key was known, by result:
+// "replayed", "conflict" or "mismatch" (idempotency.Result's names); any
+// other is ignored.
+func (m *Metrics) IdempotencyLookup(result string) {
+	if c := m.idemReplays[result]; c != nil {
+		c.Inc()
+	}
+}
+
+// IdempotencyEvicted counts n keys removed at the bound.
+func (m *Metrics) IdempotencyEvicted(n int) { m.idemEvicted.Add(float64(n)) }
 
 // Batch observes the number of messages of one /v1/batch request.
 func (m *Metrics) Batch(n int) { m.batch.Observe(float64(n)) }

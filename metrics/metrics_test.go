@@ -161,3 +161,62 @@ func TestHTTPResponses(t *testing.T) {
 		}
 	}
 }
+
+// The app-labelled series: each configured app's exist at 0 from Apps on
+// (its common answers and its rate wait), AppMessage counts resolved and
+// other codes alike, an app no longer configured keeps its series, and the
+// reload counters and gauge follow ConfigReload.
+func TestAppsAndReloads(t *testing.T) {
+	checkLeaks(t)
+	m, reg, _ := newMetrics(t)
+	m.Apps([]string{"orders", "billing"})
+	m.AppMessage("orders", 200)
+	m.AppMessage("orders", 200)
+	m.AppMessage("orders", 429)
+	m.AppMessage("billing", 400) // not resolved ahead: created
+	m.AppRateWait("orders", 1500*time.Millisecond)
+	m.Apps([]string{"billing"}) // orders removed: its series stay
+	m.AppMessage("orders", 403)
+	m.ConfigReload(nil)
+	m.ConfigReload(errors.New("apps[0].rate: want a positive number"))
+
+	want := `
+# HELP publisher_app_messages_total Messages (a single publish, each entry of a batch or a stream) by the app of their token and the status they were answered; app is a configured name (anonymous without authentication, default for PUBLISHER_AUTH_TOKEN).
+# TYPE publisher_app_messages_total counter
+publisher_app_messages_total{app="billing",code="200"} 0
+publisher_app_messages_total{app="billing",code="202"} 0
+publisher_app_messages_total{app="billing",code="400"} 1
+publisher_app_messages_total{app="billing",code="403"} 0
+publisher_app_messages_total{app="billing",code="429"} 0
+publisher_app_messages_total{app="orders",code="200"} 2
+publisher_app_messages_total{app="orders",code="202"} 0
+publisher_app_messages_total{app="orders",code="403"} 1
+publisher_app_messages_total{app="orders",code="429"} 1
+# HELP publisher_app_rate_wait_seconds_total Time the streams of an app waited for its rate before publishing a line (streams slow down instead of answering 429).
+# TYPE publisher_app_rate_wait_seconds_total counter
+publisher_app_rate_wait_seconds_total{app="billing"} 0
+publisher_app_rate_wait_seconds_total{app="orders"} 1.5
+# HELP publisher_config_reloads_total Reloads of PUBLISHER_AUTH_FILE (on a change or SIGHUP), by result: success, or error (the previous apps stay in force).
+# TYPE publisher_config_reloads_total counter
+publisher_config_reloads_total{result="error"} 1
+publisher_config_reloads_total{result="success"} 1
+# HELP publisher_config_last_reload_successful 0 while the last reload of PUBLISHER_AUTH_FILE failed (the previous apps are in force), else 1.
+# TYPE publisher_config_last_reload_successful gauge
+publisher_config_last_reload_successful 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "publisher_app_messages_total",
+		"publisher_app_rate_wait_seconds_total", "publisher_config_reloads_total", "publisher_config_last_reload_successful"); err != nil {
+		t.Fatal(err)
+	}
+	m.ConfigReload(nil)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP publisher_config_last_reload_successful 0 while the last reload of PUBLISHER_AUTH_FILE failed (the previous apps are in force), else 1.
+# TYPE publisher_config_last_reload_successful gauge
+publisher_config_last_reload_successful 1
+`), "publisher_config_last_reload_successful"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { m.AppMessage("billing", 200) }); n != 0 {
+		t.Errorf("AppMessage of a resolved series allocates %v times", n)
+	}
+}

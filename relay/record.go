@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/publisher"
 )
 
@@ -53,6 +54,15 @@ type record struct {
 	Mandatory       bool           `json:"mandatory"`
 	Headers         map[string]any `json:"headers,omitempty"`
 	Timestamp       time.Time      `json:"timestamp"`
+	// The message's idempotency key, its scope (the app) and its request's
+	// fingerprint (idempotency.Fingerprint, 16 bytes, base64 in the JSON),
+	// when the request had a key: after a restart the key answers from the
+	// spooled record (202, then 200 once forwarded). Added to version 2
+	// compatibly: absent when there is no key, and ignored by a reader that
+	// does not know them.
+	IdemScope string `json:"idem_scope,omitempty"`
+	IdemKey   string `json:"idem_key,omitempty"`
+	IdemFP    []byte `json:"idem_fp,omitempty"`
 }
 
 // recordV1 and recordV1Message are version 1, frozen.
@@ -83,15 +93,20 @@ type recordV1Message struct {
 // errUndecodable is a record no version of the format reads.
 var errUndecodable = errors.New("relay: undecodable spool record")
 
-// encodeRecord is msg (with the waiter's nonce and id) in version 2.
-func encodeRecord(nonce, rid uint64, msg *publisher.Message) ([]byte, error) {
-	b, err := json.Marshal(record{
+// encodeRecord is msg (with the waiter's nonce and id, and its key when
+// ref names one) in version 2.
+func encodeRecord(nonce, rid uint64, msg *publisher.Message, ref KeyRef) ([]byte, error) {
+	rec := record{
 		Nonce: nonce, RID: rid, MessageID: msg.MessageID, Exchange: msg.Exchange, RoutingKey: msg.RoutingKey,
 		Body: msg.Body, ContentType: msg.ContentType, ContentEncoding: msg.ContentEncoding,
 		CorrelationID: msg.CorrelationID, ReplyTo: msg.ReplyTo, Type: msg.Type, Expiration: msg.Expiration,
 		Priority: msg.Priority, Persistent: msg.Persistent, Mandatory: msg.Mandatory, Headers: msg.Headers,
 		Timestamp: msg.Timestamp,
-	})
+	}
+	if ref.Key.Name != "" {
+		rec.IdemScope, rec.IdemKey, rec.IdemFP = ref.Key.Scope, ref.Key.Name, ref.Fingerprint[:]
+	}
+	b, err := json.Marshal(rec)
 	if err != nil {
 		return nil, err
 	}
@@ -103,28 +118,39 @@ func encodeRecord(nonce, rid uint64, msg *publisher.Message) ([]byte, error) {
 
 // decodeRecord reads a record of any version.
 func decodeRecord(data []byte) (nonce, rid uint64, msg *publisher.Message, err error) {
+	nonce, rid, msg, _, err = decodeKeyedRecord(data)
+	return nonce, rid, msg, err
+}
+
+// decodeKeyedRecord is decodeRecord with the record's key (a zero KeyRef
+// for none; version 1 never has one).
+func decodeKeyedRecord(data []byte) (nonce, rid uint64, msg *publisher.Message, ref KeyRef, err error) {
 	if len(data) == 0 {
-		return 0, 0, nil, fmt.Errorf("%w: empty", errUndecodable)
+		return 0, 0, nil, ref, fmt.Errorf("%w: empty", errUndecodable)
 	}
 	switch data[0] {
 	case recordVersion2:
 		var r record
 		if err := unmarshal(data[1:], &r); err != nil {
-			return 0, 0, nil, fmt.Errorf("%w: version 2: %w", errUndecodable, err)
+			return 0, 0, nil, ref, fmt.Errorf("%w: version 2: %w", errUndecodable, err)
+		}
+		if r.IdemKey != "" && len(r.IdemFP) == len(ref.Fingerprint) {
+			ref.Key = idempotency.Key{Scope: r.IdemScope, Name: r.IdemKey}
+			copy(ref.Fingerprint[:], r.IdemFP)
 		}
 		return r.Nonce, r.RID, &publisher.Message{
 			Exchange: r.Exchange, RoutingKey: r.RoutingKey, Body: r.Body, MessageID: r.MessageID,
 			ContentType: r.ContentType, ContentEncoding: r.ContentEncoding, CorrelationID: r.CorrelationID,
 			ReplyTo: r.ReplyTo, Type: r.Type, Expiration: r.Expiration, Priority: r.Priority,
 			Persistent: r.Persistent, Mandatory: r.Mandatory, Headers: headers(r.Headers), Timestamp: r.Timestamp,
-		}, nil
+		}, ref, nil
 	case '{':
 		var r recordV1
 		if err := unmarshal(data, &r); err != nil || r.Msg == nil {
 			if err == nil {
 				err = errors.New("no message")
 			}
-			return 0, 0, nil, fmt.Errorf("%w: version 1: %w", errUndecodable, err)
+			return 0, 0, nil, ref, fmt.Errorf("%w: version 1: %w", errUndecodable, err)
 		}
 		m := r.Msg
 		return r.Nonce, r.RID, &publisher.Message{
@@ -132,9 +158,9 @@ func decodeRecord(data []byte) (nonce, rid uint64, msg *publisher.Message, err e
 			ContentType: m.ContentType, ContentEncoding: m.ContentEncoding, CorrelationID: m.CorrelationID,
 			ReplyTo: m.ReplyTo, Type: m.Type, Expiration: m.Expiration, Priority: m.Priority,
 			Persistent: m.Persistent, Mandatory: m.Mandatory, Headers: headers(m.Headers), Timestamp: m.Timestamp,
-		}, nil
+		}, ref, nil
 	}
-	return 0, 0, nil, fmt.Errorf("%w: unknown version byte 0x%02x", errUndecodable, data[0])
+	return 0, 0, nil, ref, fmt.Errorf("%w: unknown version byte 0x%02x", errUndecodable, data[0])
 }
 
 // unmarshal decodes JSON with numbers kept as json.Number (headers converts

@@ -69,7 +69,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			"table": map[string]any{"i": int64(2)}, "list": []any{int64(1), "two", 3.25},
 		},
 	}) {
-		data, err := encodeRecord(7, 9, m)
+		data, err := encodeRecord(7, 9, m, KeyRef{})
 		if err != nil {
 			t.Fatal(err)
 		}

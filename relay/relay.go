@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/spool"
 )
@@ -78,6 +79,17 @@ type SendOptions struct {
 	// by then never is); the Relay's messages are durable, so it bounds only
 	// the caller's wait. Zero: none.
 	Deadline time.Time
+	// Keys are the messages' idempotency keys, by index in msgs (nil, or a
+	// zero KeyRef, for none). The Relay writes them into the spooled
+	// records, so that after a restart a retry is answered from the record
+	// (see Relay.RestoreKeys); Direct has nothing to write them to.
+	Keys []KeyRef
+}
+
+// KeyRef is a message's idempotency key and its request's fingerprint.
+type KeyRef struct {
+	Key         idempotency.Key
+	Fingerprint idempotency.Fingerprint
 }
 
 // Publisher is what the relay needs of publisher.Publisher.
@@ -105,6 +117,15 @@ type Config struct {
 	Logger         *slog.Logger
 	// OnDeadLetter is called for every dead-lettered message.
 	OnDeadLetter func()
+	// Keys, if set, is told the outcome of every spooled message that has
+	// an idempotency key (Confirm on the broker's confirm, Drop when it is
+	// dead-lettered), also for the records of an earlier process, and gets
+	// the keys an earlier process left (RestoreKeys).
+	Keys *idempotency.Store
+	// KeysFile, with Keys, is the path of the keys' journal (keys.go): the
+	// confirmed keys, kept beside the spool for Keys' window. Empty: none
+	// (a confirmed key is then forgotten by a restart).
+	KeysFile string
 }
 
 // checkTimeout bounds the exchange check before a message is spooled: long
@@ -150,6 +171,8 @@ type Relay struct {
 	settled chan settlement
 	pendMu  sync.Mutex
 	pending map[uint64]bool
+
+	journal *journal // nil without Config.KeysFile
 }
 
 // New returns a Relay over an opened spool.
@@ -174,9 +197,13 @@ func New(cfg Config) *Relay {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &Relay{cfg: cfg, sp: cfg.Spool, pub: cfg.Publisher, log: cfg.Logger,
+	r := &Relay{cfg: cfg, sp: cfg.Spool, pub: cfg.Publisher, log: cfg.Logger,
 		nonce: binary.LittleEndian.Uint64(b[:]), waiters: map[uint64]func(error){}, traces: map[uint64]publisher.Trace{},
 		sem: make(chan struct{}, cfg.Window), settled: make(chan settlement, cfg.Window), pending: map[uint64]bool{}}
+	if cfg.Keys != nil && cfg.KeysFile != "" {
+		r.journal = &journal{path: cfg.KeysFile, window: cfg.Keys.Window(), maxLines: max(1, cfg.Keys.MaxKeys()/2), log: cfg.Logger}
+	}
+	return r
 }
 
 // Accepting reports whether the spool takes messages now (spool.Status): not
@@ -266,7 +293,11 @@ func (r *Relay) Send(ctx context.Context, msgs []*publisher.Message, opts SendOp
 			continue
 		}
 		rids[i] = r.rid.Add(1)
-		b, err := encodeRecord(r.nonce, rids[i], msg)
+		var ref KeyRef
+		if i < len(opts.Keys) {
+			ref = opts.Keys[i]
+		}
+		b, err := encodeRecord(r.nonce, rids[i], msg, ref)
 		if err != nil {
 			err = fmt.Errorf("%w: %w", publisher.ErrInvalidMessage, err)
 			endTrace(msg.Trace, err)
@@ -423,6 +454,7 @@ type settlement struct {
 	nonce    uint64 // of the record's writer
 	rid      uint64
 	msg      *publisher.Message
+	ref      KeyRef // the record's idempotency key, if any
 	err      error
 	attempts int
 }
@@ -473,7 +505,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("relay: read spool: %w", err)
 		case rec := <-records:
-			nonce, rid, msg, err := decodeRecord(rec.Data)
+			nonce, rid, msg, ref, err := decodeKeyedRecord(rec.Data)
 			if err != nil {
 				<-r.sem
 				if err := r.deadLetter(rec, err.Error()); err != nil {
@@ -483,16 +515,18 @@ func (r *Relay) Serve(ctx context.Context) error {
 			}
 			msg.Trace = r.traceOf(nonce, rid)
 			r.setPending(rec.Seq, true)
-			r.submit(ctx, settlement{rec: rec, nonce: nonce, rid: rid, msg: msg})
+			r.submit(ctx, settlement{rec: rec, nonce: nonce, rid: rid, msg: msg, ref: ref})
 		case s := <-r.settled:
 			switch {
 			case permanent(s.err): // resolved already, by the callback or by submit
+				r.keyDropped(s.ref, s.msg.MessageID)
 				r.done(s.rec.Seq)
 				if err := r.deadLetter(s.rec, s.err.Error()); err != nil {
 					return err
 				}
 			case s.attempts >= r.cfg.MaxAttempts:
 				r.resolve(s.nonce, s.rid, s.err)
+				r.keyDropped(s.ref, s.msg.MessageID)
 				r.done(s.rec.Seq)
 				if err := r.deadLetter(s.rec, fmt.Sprintf("gave up after %d attempts: %v", s.attempts, s.err)); err != nil {
 					return err
@@ -578,6 +612,10 @@ func (r *Relay) submit(ctx context.Context, s settlement) {
 	cb := func(err error) {
 		pcancel()
 		if err == nil {
+			// The key's journal line before the ack: once the record is
+			// acked it may be gone after a restart, and then the line is
+			// what keeps its key.
+			r.keyConfirmed(s.ref, msg.MessageID)
 			r.sp.Ack(s.rec.Seq)
 			r.resolve(s.nonce, s.rid, nil)
 			r.done(s.rec.Seq)

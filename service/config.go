@@ -13,7 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/publisher-dev/publisher/apps"
 	"github.com/publisher-dev/publisher/cloudevents"
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/publisher"
 )
 
@@ -35,6 +37,7 @@ type Config struct {
 	AdminAddr          string        `envconfig:"ADMIN_ADDR" default:":9464" desc:"address of /metrics, /healthz and /readyz"`
 	AuthToken          string        `envconfig:"AUTH_TOKEN" desc:"bearer token required on publish requests (empty: no auth)"`
 	AuthTokenFile      string        `envconfig:"AUTH_TOKEN_FILE" desc:"file holding the bearer token (e.g. a mounted Secret); overrides AUTH_TOKEN"`
+	AuthFile           string        `envconfig:"AUTH_FILE" desc:"YAML or JSON file of apps, each with its token (as a SHA-256 digest or a token file), exchanges, routing-key patterns and rate; reloaded when it changes and on SIGHUP; not with AUTH_TOKEN or AUTH_TOKEN_FILE"`
 	AllowedExchanges   []string      `envconfig:"ALLOWED_EXCHANGES" desc:"comma-separated exchanges that may be published to (empty: all; amq.default names the default exchange)"`
 	MaxBodyBytes       int64         `envconfig:"MAX_BODY_BYTES" default:"1048576" desc:"largest accepted message body, in bytes"`
 	ConfirmTimeout     time.Duration `envconfig:"CONFIRM_TIMEOUT" default:"10s" desc:"how long a publish waits for the broker's confirm before answering 504"`
@@ -55,6 +58,8 @@ type Config struct {
 	StreamWindow       int           `envconfig:"STREAM_WINDOW" default:"1024" desc:"messages of one /v1/stream taken and not answered yet; beyond it the service stops reading the stream (backpressure)"`
 	SpoolDir           string        `envconfig:"SPOOL_DIR" desc:"directory of the durable spool (empty: no spool; every answer waits for the broker)"`
 	SpoolMaxBytes      int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"bound of the spool; when full, publishes get 503 (nothing old is dropped)"`
+	IdempotencyWindow  time.Duration `envconfig:"IDEMPOTENCY_WINDOW" default:"1h" desc:"how long an idempotency key is kept after its message's outcome (a retry within it is answered from memory)"`
+	IdempotencyMaxKeys int           `envconfig:"IDEMPOTENCY_MAX_KEYS" default:"100000" desc:"most idempotency keys kept (about 200 bytes each); beyond it the oldest go first"`
 	CloudEventsSource  string        `envconfig:"CLOUDEVENTS_SOURCE" desc:"when set, the source of the CloudEvents a plain request asks to be wrapped as (Prefer: cloudevents or X-CloudEvents: binary); empty: no wrapping"`
 	CloudEventsHeaders string        `envconfig:"CLOUDEVENTS_HEADERS" default:"ce-" desc:"how CloudEvents attributes are named as AMQP headers: ce- (Knative eventing-rabbitmq reads them), cloudEvents_ or cloudEvents: (the CloudEvents AMQP binding), or none (no prefix, as Knative's broker writes them)"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -62,6 +67,9 @@ type Config struct {
 
 	// cloudEventsConvention is CloudEventsHeaders, parsed by prepare.
 	cloudEventsConvention cloudevents.Convention
+	// authApps is AuthFile's apps as prepare loaded them (nil without
+	// AuthFile).
+	authApps *apps.Set
 }
 
 // ErrConfig marks configuration errors (the command exits with status 2).
@@ -97,6 +105,7 @@ func (c Config) withDefaults() Config {
 	defInt(&c.RootMaxRestarts, 2)
 	defInt(&c.MaxBatchMessages, 1000)
 	defInt(&c.StreamWindow, 1024)
+	defInt(&c.IdempotencyMaxKeys, idempotency.DefaultMaxKeys) // the tag says the same: TestDefaultsMatchTheTags
 	defDur := func(p *time.Duration, v time.Duration) {
 		if *p == 0 {
 			*p = v
@@ -108,6 +117,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.BackoffMin, 100*time.Millisecond)
 	defDur(&c.BackoffMax, 5*time.Second)
 	defDur(&c.ShutdownTimeout, 15*time.Second)
+	defDur(&c.IdempotencyWindow, idempotency.DefaultWindow)
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
@@ -200,6 +210,12 @@ func (c Config) Validate() error {
 		bad("TLS_CLIENT_CA_FILE", "client certificates need HTTPS: set PUBLISHER_TLS_CERT_FILE and PUBLISHER_TLS_KEY_FILE too")
 	}
 	hostPort("ADMIN_ADDR", c.AdminAddr)
+	if c.AuthFile != "" && (c.AuthToken != "" || c.AuthTokenFile != "") {
+		// One or the other: the file's apps are there to replace the one
+		// shared token, and a token kept beside them would still publish
+		// anywhere at any rate.
+		bad("AUTH_FILE", "set with PUBLISHER_AUTH_TOKEN or PUBLISHER_AUTH_TOKEN_FILE: give the apps file or the one token, not both (make the token an app of the file)")
+	}
 	if slices.ContainsFunc(c.AllowedExchanges, func(e string) bool { return strings.TrimSpace(e) == "" }) {
 		bad("ALLOWED_EXCHANGES", "empty exchange name in the list")
 	}
@@ -228,6 +244,8 @@ func (c Config) Validate() error {
 	positive("MAX_BATCH_BYTES", c.MaxBatchBytes)
 	positive("STREAM_WINDOW", int64(c.StreamWindow))
 	positive("SPOOL_MAX_BYTES", c.SpoolMaxBytes)
+	positive("IDEMPOTENCY_WINDOW", int64(c.IdempotencyWindow))
+	positive("IDEMPOTENCY_MAX_KEYS", int64(c.IdempotencyMaxKeys))
 	if c.CloudEventsSource != "" {
 		if err := cloudevents.CheckSource(c.CloudEventsSource); err != nil {
 			bad("CLOUDEVENTS_SOURCE", "%v", err)
@@ -247,15 +265,17 @@ func (c Config) Validate() error {
 
 // prepare completes a valid c into what the service runs with, and is the one
 // step that touches the file system for the configuration: it reads
-// AuthTokenFile into AuthToken, reads every TLS file and the broker URLs file
-// once (readTLSFiles), creates SpoolDir when missing and checks that a file
-// can be made in it (so an unusable directory is configuration, status 2, not
-// a runtime failure of the spool). It also trims the broker URLs (into
+// AuthTokenFile into AuthToken, loads AuthFile's apps (and the token files it
+// names), reads every TLS file and the broker URLs file once (readTLSFiles),
+// creates SpoolDir when missing and checks that a file can be made in it (so
+// an unusable directory is configuration, status 2, not a runtime failure of
+// the spool). It also trims the broker URLs (into
 // a slice of its own: the caller's is not changed) and parses the CloudEvents
 // header convention. New calls it once, after Validate; nothing else does (the
 // command leaves it to New), so the token file is read and the directory
 // probed once per service. Its errors name the variable and quote no secret:
-// the token file's path, never its content.
+// the token file's path, never its content; for the apps file its path, the
+// line of a syntax error or the app and field at fault, never a value.
 func (c *Config) prepare() error {
 	urls := make([]string, len(c.AMQPURLs))
 	for i, u := range c.AMQPURLs {
@@ -280,6 +300,13 @@ func (c *Config) prepare() error {
 		if c.AuthToken == "" {
 			return fmt.Errorf("PUBLISHER_AUTH_TOKEN_FILE: %s is empty", c.AuthTokenFile)
 		}
+	}
+	if c.AuthFile != "" {
+		set, err := apps.Load(c.AuthFile)
+		if err != nil {
+			return fmt.Errorf("PUBLISHER_AUTH_FILE: %w", err)
+		}
+		c.authApps = set
 	}
 	if c.SpoolDir != "" {
 		if err := writableDir(c.SpoolDir); err != nil {

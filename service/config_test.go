@@ -52,6 +52,8 @@ func TestValidateReportsEveryProblemInFieldOrder(t *testing.T) {
 		TLSKeyFile:         "server.key", // without its certificate
 		TLSClientCAFile:    "clients.pem",
 		AdminAddr:          "nonsense",
+		AuthToken:          "s3cret", // with AuthFile: one or the other
+		AuthFile:           "apps.yaml",
 		AllowedExchanges:   []string{" "},
 		MaxBodyBytes:       -1,
 		ConfirmTimeout:     -1,
@@ -270,7 +272,7 @@ func TestUnknownVariables(t *testing.T) {
 	for _, n := range settingNames() {
 		settings = append(settings, n+"=x")
 	}
-	if len(settings) != reflect.TypeFor[Config]().NumField()-1 { // all but cloudEventsConvention
+	if len(settings) != reflect.TypeFor[Config]().NumField()-2 { // all but cloudEventsConvention and authApps
 		t.Fatalf("settingNames found %d settings, want one per exported field of Config", len(settings))
 	}
 	if got := UnknownVariables(settings); len(got) != 0 {

@@ -69,7 +69,7 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	handler := httpapi.NewHandler(httpapi.Config{
 		Sender:           s.sender,
-		AuthToken:        s.cfg.AuthToken,
+		Apps:             s.appSet,
 		AllowedExchanges: s.cfg.AllowedExchanges,
 		MaxBodyBytes:     s.cfg.MaxBodyBytes,
 		MaxHeaderBytes:   maxHeaderBytes,
@@ -82,8 +82,11 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 		StreamWindow:     s.cfg.StreamWindow,
 		OnBatch:          s.metrics.Batch,
 		OnStream:         s.metrics.Stream,
+		OnMessage:        s.metrics.AppMessage,
+		OnRateWait:       s.metrics.AppRateWait,
 		Tracer:           s.tracer,
 		CloudEvents:      httpapi.CloudEventsConfig{Source: s.cfg.CloudEventsSource, Convention: s.cfg.cloudEventsConvention},
+		Idempotency:      s.keys,
 	})
 	api := &http.Server{
 		Handler:           handler,

@@ -11,6 +11,7 @@
 //	├── broker          (escalating one-for-one)
 //	│   ├── publisher   (owns the AMQP connection and its confirm channels)
 //	│   └── forwarder   (with a spool: publishes what the spool holds)
+//	├── auth            (with PUBLISHER_AUTH_FILE: reloads it on change and SIGHUP)
 //	└── http            (publish API and admin listeners)
 //
 // broker starts first so that, stopping in reverse order, the HTTP listeners
@@ -24,11 +25,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/publisher-dev/publisher/apps"
+	"github.com/publisher-dev/publisher/idempotency"
 	"github.com/publisher-dev/publisher/metrics"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
@@ -61,6 +65,14 @@ type Service struct {
 	reg     *prometheus.Registry
 	root    *supervision.Supervisor
 	tracer  *tracing.Tracer // nil: no spans
+	// appSet is the apps in force (the publish API reads it per request):
+	// auth's with PUBLISHER_AUTH_FILE, else one Set for the process's life
+	// (PUBLISHER_AUTH_TOKEN's one app, or none: anonymous).
+	appSet func() *apps.Set
+	auth   *apps.Registry // nil without PUBLISHER_AUTH_FILE
+	// keys are the idempotency keys of the publish API (with a spool, the
+	// relay restores and confirms them too).
+	keys *idempotency.Store
 
 	// broker is the host and port of the broker last connected to, for the
 	// supervision events' log records (the tracing conventions'
@@ -168,6 +180,15 @@ func newService(cfg Config, opts Options, dial func(context.Context, string) (pu
 	}
 	s.metrics.Declare("root", "broker", "http")
 	s.metrics.Declare("broker", "publisher")
+	s.keys = idempotency.NewStore(idempotency.Config{
+		Window:   cfg.IdempotencyWindow,
+		MaxKeys:  cfg.IdempotencyMaxKeys,
+		OnLookup: func(r idempotency.Result) { s.metrics.IdempotencyLookup(r.String()) },
+		OnEvict:  s.metrics.IdempotencyEvicted,
+	})
+	if err := s.metrics.WatchIdempotency(s.keys.Len); err != nil {
+		return nil, err
+	}
 
 	hook := func(ev supervision.Event) {
 		s.metrics.Event(ev)
@@ -212,10 +233,60 @@ func newService(cfg Config, opts Options, dial func(context.Context, string) (pu
 	if s.relay != nil {
 		s.sender = s.relay
 	}
+	if err := s.setUpApps(); err != nil {
+		return nil, err
+	}
 	if err := s.root.Add(supervision.ChildSpec{Name: "http", Service: supervision.ServiceFunc(s.serveHTTP), ShutdownTimeout: cfg.ShutdownTimeout + httpStopSlack}); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// setUpApps decides who may publish: PUBLISHER_AUTH_FILE's apps, reloaded
+// by the root's child "auth" (started before http, so stopped after it), or
+// one Set for the process's life. The apps' series exist from the start.
+func (s *Service) setUpApps() error {
+	if s.cfg.AuthFile == "" {
+		set := apps.Open()
+		if s.cfg.AuthToken != "" {
+			set = apps.Single(s.cfg.AuthToken)
+		}
+		s.appSet = func() *apps.Set { return set }
+		s.metrics.Apps(set.Names())
+		return nil
+	}
+	first := s.cfg.authApps
+	s.auth = apps.NewRegistry(s.cfg.AuthFile, first, apps.Options{Logger: s.log, OnReload: s.authReloaded})
+	s.appSet = s.auth.Current
+	s.metrics.Apps(first.Names())
+	s.log.Info("auth file loaded", "file", s.cfg.AuthFile, "apps", first.Names())
+	for _, w := range first.Warnings() {
+		s.log.Warn("auth file: " + w)
+	}
+	s.metrics.Declare("root", "auth")
+	return s.root.Add(supervision.ChildSpec{Name: "auth", Service: s.auth, ShutdownTimeout: authStopTimeout})
+}
+
+// authReloaded is the auth Registry's OnReload: the reload counted, the new
+// apps' series made.
+func (s *Service) authReloaded(set *apps.Set, err error) {
+	s.metrics.ConfigReload(err)
+	if set != nil {
+		s.metrics.Apps(set.Names())
+	}
+}
+
+// ReloadAuth asks for PUBLISHER_AUTH_FILE to be loaded again now, changed or
+// not (the command calls it on SIGHUP); it never blocks. The reload is
+// logged and counted (publisher_config_reloads_total); a file that does not
+// load leaves the apps in force as they were. Without the file it only logs
+// that there is nothing to reload.
+func (s *Service) ReloadAuth() {
+	if s.auth == nil {
+		s.log.Info("reload asked: nothing to reload (PUBLISHER_AUTH_FILE is not set)")
+		return
+	}
+	s.auth.Reload()
 }
 
 // The children's shutdown timeouts. The publisher ends its incarnation within
@@ -228,6 +299,9 @@ const (
 	publisherStopTimeout = 3 * time.Second
 	forwarderStopTimeout = 2 * time.Second
 	httpStopSlack        = 2 * time.Second
+	// authStopTimeout: the auth child stops at once, unless it is reading
+	// the file right then.
+	authStopTimeout = time.Second
 )
 
 // APIAddr is the publish API's listening address (useful with port 0).
@@ -267,9 +341,29 @@ func (s *Service) openSpool() error {
 		ConfirmTimeout: s.cfg.ConfirmTimeout,
 		Logger:         s.log,
 		OnDeadLetter:   sm.DeadLettered,
+		Keys:           s.keys,
+		KeysFile:       filepath.Join(s.cfg.SpoolDir, keysFile),
 	})
+	ctx, cancel := context.WithTimeout(context.Background(), restoreKeysTimeout)
+	defer cancel()
+	n, err := s.relay.RestoreKeys(ctx)
+	if err != nil {
+		// Publishing goes on: only retries of the keys not restored may be
+		// published again.
+		s.log.Warn("idempotency keys not all restored", "restored", n, "error", err)
+	} else if n > 0 {
+		s.log.Info("idempotency keys restored", "keys", n)
+	}
 	return nil
 }
+
+// keysFile is the journal of the confirmed idempotency keys, in the spool
+// directory (relay/keys.go); restoreKeysTimeout bounds reading it and the
+// spool's records for their keys at start.
+const (
+	keysFile           = "idempotency.log"
+	restoreKeysTimeout = time.Minute
+)
 
 // spoolStatus is the spool's state for the metrics (zero before it is open).
 func (s *Service) spoolStatus() spool.Status {
@@ -331,7 +425,7 @@ func (s *Service) Run(ctx context.Context) error {
 		brokers = "from " + s.cfg.AMQPURLsFile
 	}
 	s.log.Info("publisher starting", "listen", s.APIAddr(), "https", s.apiTLS != nil, "admin", s.AdminAddr(),
-		"brokers", brokers, "on_give_up", s.cfg.OnGiveUp, "spool", s.cfg.SpoolDir != "")
+		"brokers", brokers, "on_give_up", s.cfg.OnGiveUp, "spool", s.cfg.SpoolDir != "", "apps", s.appSet().Names())
 	treeCtx, cancelTree := context.WithCancel(context.Background())
 	defer cancelTree()
 	done := make(chan error, 1)
@@ -384,6 +478,7 @@ func (s *Service) closeSpool() {
 		return
 	}
 	s.relay.EndTraces()
+	s.relay.CloseKeys()
 	if err := s.spool.Close(); err != nil {
 		s.log.Error("closing the spool", "error", err)
 	}

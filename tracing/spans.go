@@ -39,7 +39,11 @@ const (
 	EventNackRetry = "publisher.nack_retry"
 	EventSpooled   = "publisher.spooled"
 
-	attrAttempt           = attribute.Key("publisher.attempt")
+	attrAttempt = attribute.Key("publisher.attempt")
+	// attrApp is the app of the request's token (PUBLISHER_AUTH_FILE's name,
+	// "anonymous" or "default"), on the SERVER span and every PRODUCER span:
+	// a configured name, never a value of the request.
+	attrApp               = attribute.Key("publisher.app")
 	attrNacks             = attribute.Key("publisher.nack.count")
 	attrRetryDelaySeconds = attribute.Key("publisher.retry.delay")
 )
@@ -130,8 +134,19 @@ func (s *RequestSpan) End(status int) {
 	s.span.End()
 }
 
+// SetApp records on ctx's SERVER span (from StartRequest) the app of the
+// request's token (publisher.app). With tracing off it does nothing.
+func (t *Tracer) SetApp(ctx context.Context, app string) {
+	if !t.Enabled() {
+		return
+	}
+	trace.SpanFromContext(ctx).SetAttributes(attrApp.String(app))
+}
+
 // Message describes one message for its PRODUCER span.
 type Message struct {
+	// App is the app of the request's token (publisher.app; "" for none).
+	App           string
 	Exchange      string // "" is the default exchange
 	RoutingKey    string
 	MessageID     string
@@ -193,7 +208,7 @@ func (t *Tracer) StartMessage(ctx context.Context, h Headers, m Message) (map[st
 	if exchange == "" {
 		exchange = DefaultExchangeName
 	}
-	attrs := make([]attribute.KeyValue, 0, 12)
+	attrs := make([]attribute.KeyValue, 0, 13)
 	attrs = append(attrs,
 		semconv.MessagingSystemRabbitMQ,
 		semconv.MessagingOperationName(OperationPublish),
@@ -211,6 +226,9 @@ func (t *Tracer) StartMessage(ctx context.Context, h Headers, m Message) (map[st
 	}
 	if m.CorrelationID != "" {
 		attrs = append(attrs, semconv.MessagingMessageConversationID(m.CorrelationID))
+	}
+	if m.App != "" {
+		attrs = append(attrs, attrApp.String(m.App))
 	}
 	b := t.broker.Load()
 	attrs = appendBroker(attrs, b)

@@ -82,9 +82,10 @@ func TestSpansExported(t *testing.T) {
 	})
 	h := FromRequest(req.Header)
 	ctx, rs := tr.StartRequest(req, RoutePublish, h)
+	tr.SetApp(ctx, "orders-app")
 	headers, ms := tr.StartMessage(ctx, h, Message{
 		Exchange: "orders", RoutingKey: "eu.created", MessageID: "m-1", CorrelationID: "c-1", BodySize: 2,
-		Headers: map[string]any{"x-app": "a"},
+		Headers: map[string]any{"x-app": "a"}, App: "orders-app",
 	})
 	tr.SetBroker("rabbit-1.rabbit", 5672) // a failover before the republish
 	ms.Republished(2)
@@ -125,6 +126,7 @@ func TestSpansExported(t *testing.T) {
 		"network.peer.port":         int64(40000),
 		"network.protocol.version":  "1.1",
 		"user_agent.original":       "test-agent",
+		"publisher.app":             "orders-app",
 	})
 	if _, ok := srv.Attributes["error.type"]; ok || srv.Status.Code == "error" {
 		t.Errorf("server span of a 200 marked failed: %v %+v", srv.Attributes, srv.Status)
@@ -151,6 +153,7 @@ func TestSpansExported(t *testing.T) {
 		"network.protocol.version":                   "0.9.1",
 		"server.address":                             "rabbit-1.rabbit", // the broker of the last attempt
 		"server.port":                                int64(5672),
+		"publisher.app":                              "orders-app",
 	})
 	if prod.Status.Code == "error" {
 		t.Errorf("confirmed message's span has status %+v", prod.Status)

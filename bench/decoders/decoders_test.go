@@ -32,6 +32,7 @@ type entry struct {
 	Persistent      *bool          `json:"persistent"`
 	Mandatory       *bool          `json:"mandatory"`
 	Headers         map[string]any `json:"headers"`
+	IdempotencyKey  *string        `json:"idempotency_key"`
 }
 
 // decodeV1 is encoding/json as the service used it.
@@ -149,6 +150,7 @@ type gentry struct {
 	Persistent      *bool          `json:"persistent"`
 	Mandatory       *bool          `json:"mandatory"`
 	Headers         map[string]any `json:"headers"`
+	IdempotencyKey  *string        `json:"idempotency_key"`
 }
 
 func decodeGoccy(raw []byte) (*gentry, error) {
@@ -216,7 +218,7 @@ func TestSameValues(t *testing.T) {
 				}
 				e := entry{Exchange: g.Exchange, RoutingKey: g.RoutingKey, MessageID: g.MessageID, Body: g.Body, BodyBase64: g.BodyBase64,
 					ContentType: g.ContentType, ContentEncoding: g.ContentEncoding, CorrelationID: g.CorrelationID, ReplyTo: g.ReplyTo, Type: g.Type,
-					Persistent: g.Persistent, Mandatory: g.Mandatory}
+					Persistent: g.Persistent, Mandatory: g.Mandatory, IdempotencyKey: g.IdempotencyKey}
 				if g.Priority != nil {
 					n := json.Number(*g.Priority)
 					e.Priority = &n

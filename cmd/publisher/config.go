@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/kelseyhightower/envconfig"
@@ -16,7 +17,10 @@ import (
 // of their own (not envconfig's), and never quote a secret.
 func loadConfig() (*service.Config, error) {
 	var c service.Config
-	if err := envconfig.Process("PUBLISHER", &c); err != nil {
+	restore := hideUnprefixed(&c)
+	err := envconfig.Process("PUBLISHER", &c)
+	restore()
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s", service.ErrConfig, describeEnvError(err))
 	}
 	if _, set := os.LookupEnv("PUBLISHER_SPOOL_MAX_BYTES"); set && c.SpoolDir == "" {
@@ -26,6 +30,36 @@ func loadConfig() (*service.Config, error) {
 		return nil, fmt.Errorf("%w: %w", service.ErrConfig, err)
 	}
 	return &c, nil
+}
+
+// hideUnprefixed unsets, until the returned restore is called, every
+// unprefixed variable envconfig would read in place of an unset PUBLISHER_*
+// one: given a field tagged envconfig:"LOG_LEVEL", envconfig 1.4 falls back
+// to LOG_LEVEL when PUBLISHER_LOG_LEVEL is not set, so a container's
+// LOG_LEVEL, CHANNELS or AMQP_URLS, meant for another program, would
+// configure (or break) this one. Only the PUBLISHER_ names are settings.
+// It runs in main before any goroutine reads the environment.
+func hideUnprefixed(spec any) (restore func()) {
+	hidden := map[string]string{}
+	t := reflect.TypeOf(spec).Elem()
+	for i := range t.NumField() {
+		name := t.Field(i).Tag.Get("envconfig")
+		if name == "" {
+			continue
+		}
+		if _, set := os.LookupEnv("PUBLISHER_" + name); set {
+			continue
+		}
+		if v, set := os.LookupEnv(name); set {
+			hidden[name] = v
+			os.Unsetenv(name)
+		}
+	}
+	return func() {
+		for k, v := range hidden {
+			os.Setenv(k, v)
+		}
+	}
 }
 
 // secretVariables are never quoted, whatever is wrong with them.

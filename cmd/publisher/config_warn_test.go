@@ -162,3 +162,25 @@ func TestFileSystemConfigExits2BeforeListening(t *testing.T) {
 		})
 	}
 }
+
+// Only PUBLISHER_* variables configure the service: envconfig would read
+// LOG_LEVEL, CHANNELS or AMQP_URLS in place of an unset PUBLISHER_ one, and a
+// container's variables meant for another program would configure (or
+// break) this one. They are ignored, and left in the environment.
+func TestUnprefixedVariablesAreNotSettings(t *testing.T) {
+	t.Setenv("CHANNELS", "not-a-number")
+	t.Setenv("LOG_LEVEL", "shout")
+	t.Setenv("AMQP_URLS", "amqp://other:secret@elsewhere:5672/")
+	t.Setenv("PUBLISHER_BUFFER_SIZE", "7")
+	t.Setenv("BUFFER_SIZE", "9")
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatalf("loadConfig with unprefixed variables set: %v", err)
+	}
+	if c.Channels != 1 || c.LogLevel != "info" || len(c.AMQPURLs) != 1 || strings.Contains(c.AMQPURLs[0], "elsewhere") || c.BufferSize != 7 {
+		t.Fatalf("config read an unprefixed variable: channels %d, log level %q, urls %d, buffer %d", c.Channels, c.LogLevel, len(c.AMQPURLs), c.BufferSize)
+	}
+	if v := os.Getenv("CHANNELS"); v != "not-a-number" {
+		t.Fatalf("CHANNELS is %q after loadConfig: the environment must be left as it was", v)
+	}
+}

@@ -7,6 +7,9 @@
 // Exit status: 0 after a clean shutdown, 1 on a runtime error (e.g. a listen
 // address in use), 2 on invalid configuration, 3 when the supervision tree
 // gave up (PUBLISHER_ON_GIVE_UP=exit and no spool accepting messages).
+//
+// Signals: SIGTERM and SIGINT shut down (see service.Service.Run); SIGHUP
+// reloads PUBLISHER_AUTH_FILE.
 package main
 
 import (
@@ -89,15 +92,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads PUBLISHER_AUTH_FILE. Caught from here on, so one that
+	// comes while the service starts waits for it rather than ending the
+	// process (SIGHUP's default).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	svc, err := service.New(*cfg, service.Options{Topology: topo, Logger: log, Tracer: tracer})
 	switch {
-	case errors.Is(err, service.ErrConfig): // the token file, the spool directory
+	case errors.Is(err, service.ErrConfig): // the token file, the apps file, the spool directory
 		fmt.Fprintf(stderr, "publisher: %v\n", err)
 		return exitConfig
 	case err != nil:
 		log.Error("cannot start", "error", err)
 		return exitRuntime
 	}
+	stopReloads := forwardReloads(hup, svc.ReloadAuth)
+	defer stopReloads()
 	switch err := svc.Run(ctx); {
 	case err == nil:
 		return exitOK
@@ -105,6 +116,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitGiveUp
 	default:
 		return exitRuntime
+	}
+}
+
+// forwardReloads calls reload for each signal received on sig until stop
+// is called; stop returns once its goroutine has.
+func forwardReloads(sig <-chan os.Signal, reload func()) (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-sig:
+				reload()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
 	}
 }
 

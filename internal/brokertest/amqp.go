@@ -141,7 +141,7 @@ func Drain(t testing.TB, amqpURL, queue string) map[string]int {
 	}
 	got := map[string]int{}
 	n := 0
-	idle := time.NewTimer(drainIdle)
+	idle := time.NewTimer(drainStall)
 	defer idle.Stop()
 	for {
 		select {
@@ -151,10 +151,14 @@ func Drain(t testing.TB, amqpURL, queue string) map[string]int {
 			}
 			got[d.MessageId]++
 			n++
-			idle.Reset(drainIdle)
+			if n < q.Messages {
+				idle.Reset(drainStall)
+			} else {
+				idle.Reset(drainIdle)
+			}
 		case <-idle.C:
 			if n < q.Messages {
-				t.Fatalf("brokertest: drain %q: %d of %d messages received", queue, n, q.Messages)
+				t.Fatalf("brokertest: drain %q: %d of %d messages received, then none for %v", queue, n, q.Messages, drainStall)
 			}
 			return got
 		}
@@ -163,8 +167,14 @@ func Drain(t testing.TB, amqpURL, queue string) map[string]int {
 
 // drainIdle is how long Drain waits for one more message once it has the
 // count the queue reported: consumers get ready messages within
-// milliseconds on loopback.
-const drainIdle = 300 * time.Millisecond
+// milliseconds on loopback. Below that count it waits up to drainStall for
+// the next one: a broker busy paging a long queue from disk, on a machine
+// shared with other work, pauses deliveries for seconds (seen: 300 ms was
+// too short under load, with 130,000 messages queued).
+const (
+	drainIdle  = 300 * time.Millisecond
+	drainStall = 30 * time.Second
+)
 
 // DeclareQueue declares a durable classic queue on the node.
 func (n *Node) DeclareQueue(t testing.TB, queue string) { t.Helper(); DeclareQueue(t, n.URL(), queue) }
