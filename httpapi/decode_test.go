@@ -21,24 +21,26 @@ func TestDecodeStricterThanEncodingJSON(t *testing.T) {
 		`{"exchange": "amq.default", "Routing_Key": "q", "message_id": "twice-in-cases", "routing_key": "r"},` +
 		"{\"exchange\": \"amq.default\", \"message_id\": \"utf8\", \"body\": \"\xff\"}," +
 		`{"exchange": "amq.default", "message_id": "surrogate", "body": "\ud800"},` +
+		`{"exchange": "amq.default", "message_id": "twice-in-headers", "headers": {"a": 1, "a": 2}},` +
 		`{"EXCHANGE": "amq.default", "Routing_Key": "q", "message_id": "cases", "priority": "3", "headers": {"n": 7}}` +
 		"]}"
 	code, a, raw := postBatch(t, h, body, nil)
-	if code != http.StatusMultiStatus || len(a.Results) != 5 {
-		t.Fatalf("status %d, want 207 with 5 results: %s", code, raw)
+	if code != http.StatusMultiStatus || len(a.Results) != 6 {
+		t.Fatalf("status %d, want 207 with 6 results: %s", code, raw)
 	}
 	for i, want := range []struct{ id, text string }{
 		{"twice", `duplicate object member name "routing_key"`},
 		{"twice-in-cases", `duplicate object member name "routing_key"`},
 		{"utf8", `invalid UTF-8 within "/body"`},
 		{"surrogate", `invalid surrogate pair`},
+		{"twice-in-headers", `duplicate object member name "a"`},
 	} {
 		r := a.Results[i]
 		if r.Status != http.StatusBadRequest || r.MessageID != want.id || !strings.Contains(r.Error, "malformed message object: ") || !strings.Contains(r.Error, want.text) {
 			t.Errorf("result %d = %+v, want a 400 for %s naming %q", i, r, want.id, want.text)
 		}
 	}
-	if r := a.Results[4]; r.Status != http.StatusOK {
+	if r := a.Results[5]; r.Status != http.StatusOK {
 		t.Errorf("names in other cases, a priority in a string: %+v, want 200", r)
 	}
 	got := pub.received()
