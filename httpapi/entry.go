@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -135,12 +137,9 @@ func (h *Handler) fillEntry(msg *publisher.Message, e *entry) *problem {
 	if len(e.Headers) > 0 {
 		msg.Headers = make(map[string]any, len(e.Headers))
 		for k, v := range e.Headers {
-			if k == "" || len(k) > maxShortStr {
-				return badRequestf("headers: a name must have 1 to 255 bytes")
-			}
 			val, ok := headerValue(v)
-			if !ok {
-				return badRequestf("headers.%s: must be a string, a number or a boolean", k)
+			if !ok || k == "" || len(k) > maxShortStr {
+				return badHeader(e.Headers)
 			}
 			msg.Headers[k] = val
 		}
@@ -159,6 +158,21 @@ func (h *Handler) fillEntry(msg *publisher.Message, e *entry) *problem {
 	}
 	if int64(len(msg.Body)) > h.maxBody {
 		return refuse(http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(h.maxBody, 10)+" bytes")
+	}
+	return nil
+}
+
+// badHeader is the refusal of a message object's headers, naming the first
+// bad one in name order, so the same request always gets the same answer (a
+// map's order would name any of them).
+func badHeader(headers map[string]any) *problem {
+	for _, k := range slices.Sorted(maps.Keys(headers)) {
+		if k == "" || len(k) > maxShortStr {
+			return badRequestf("headers: a name must have 1 to 255 bytes")
+		}
+		if _, ok := headerValue(headers[k]); !ok {
+			return badRequestf("headers.%s: must be a string, a number or a boolean", k)
+		}
 	}
 	return nil
 }
