@@ -59,7 +59,7 @@ type Config struct {
 	SpoolDir           string        `envconfig:"SPOOL_DIR" desc:"directory of the durable spool (empty: no spool; every answer waits for the broker)"`
 	SpoolMaxBytes      int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"bound of the spool; when full, publishes get 503 (nothing old is dropped)"`
 	IdempotencyWindow  time.Duration `envconfig:"IDEMPOTENCY_WINDOW" default:"1h" desc:"how long an idempotency key is kept after its message's outcome (a retry within it is answered from memory)"`
-	IdempotencyMaxKeys int           `envconfig:"IDEMPOTENCY_MAX_KEYS" default:"100000" desc:"most idempotency keys kept (about 200 bytes each); beyond it the oldest go first"`
+	IdempotencyMaxKeys int           `envconfig:"IDEMPOTENCY_MAX_KEYS" default:"100000" desc:"most idempotency keys kept (about 140 bytes each); beyond it the oldest go first"`
 	CloudEventsSource  string        `envconfig:"CLOUDEVENTS_SOURCE" desc:"when set, the source of the CloudEvents a plain request asks to be wrapped as (Prefer: cloudevents or X-CloudEvents: binary); empty: no wrapping"`
 	CloudEventsHeaders string        `envconfig:"CLOUDEVENTS_HEADERS" default:"ce-" desc:"how CloudEvents attributes are named as AMQP headers: ce- (Knative eventing-rabbitmq reads them), cloudEvents_ or cloudEvents: (the CloudEvents AMQP binding), or none (no prefix, as Knative's broker writes them)"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
