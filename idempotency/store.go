@@ -11,7 +11,7 @@
 // (the first request is waiting for the broker, or answered "may still reach
 // the broker"), and done once it is: it then holds the answer a retry gets
 // again. Begin looks a key up and claims it when it is new; the claim's
-// holder reports the outcome (Claim.Done, Claim.Open, Claim.Forget), and
+// holder reports the outcome (Claim.Done, Claim.Forget), and
 // later outcomes reach the entry through the Claim or, after a restart, by
 // key (Store.Confirm, Store.Drop).
 //
@@ -19,9 +19,12 @@
 // outcome (Config.Window), an outcome that published nothing removes it at
 // once (Claim.Forget: a retry is then processed as new), and beyond
 // Config.MaxKeys entries the oldest goes first: the entry done longest ago,
-// or, when none is done, the oldest open one. Expiry needs no goroutine:
-// each Begin (and Len) first removes the expired entries at the front of the
-// done list, and a lookup treats an expired entry as absent.
+// or, when none is done, the oldest open one (restored entries count as
+// done when they were restored: Restore is called oldest first). Expiry
+// needs no goroutine: each Begin, Restore and Len first removes the expired
+// entries at the front of the done list, and every method treats its key's
+// expired entry as absent (removing it), so an outcome reported after the
+// window (Claim.Done, Confirm) does not bring an entry back.
 //
 // One mutex guards every entry; a call holds it for a map lookup and a few
 // index moves. The entries hold no pointers: each is a fixed 96-byte slot
@@ -249,11 +252,7 @@ func (s *Store) Begin(k Key, fp Fingerprint, messageID string) (Claim, Result, A
 	now := s.now().UnixNano()
 	s.mu.Lock()
 	s.expireLocked(now)
-	i, ok := s.index[h]
-	if ok && s.slots[i].state == stateDone && s.expired(&s.slots[i], now) {
-		s.removeLocked(i) // expired behind a younger one (Restore, Confirm)
-		ok = false
-	}
+	i, ok := s.lookupLocked(h, now)
 	if ok {
 		e := &s.slots[i]
 		var res Result
@@ -287,6 +286,23 @@ func (s *Store) Begin(k Key, fp Fingerprint, messageID string) (Claim, Result, A
 }
 
 func (s *Store) expired(e *slot, now int64) bool { return now-e.doneAt >= int64(s.window) }
+
+// lookupLocked is the slot of key h, if it has one that has not expired: an
+// expired one (behind a younger one in the done list: Restore, Confirm) is
+// removed.
+func (s *Store) lookupLocked(h keyHash, now int64) (int32, bool) {
+	i, ok := s.index[h]
+	if ok && s.expiredAt(i, now) {
+		s.removeLocked(i)
+		return -1, false
+	}
+	return i, ok
+}
+
+// expiredAt reports whether slot i is a done entry whose window has passed.
+func (s *Store) expiredAt(i int32, now int64) bool {
+	return s.slots[i].state == stateDone && s.expired(&s.slots[i], now)
+}
 
 // allocLocked takes a free slot (or a new one) for key h, its fingerprint
 // and message id, and indexes it; the caller puts it in a list.
@@ -448,7 +464,8 @@ func (c Claim) liveLocked() bool {
 func (c Claim) Valid() bool { return c.s != nil }
 
 // Done records the outcome of the claimed request, a retry's answer from now
-// on: ans (its MessageID replaced by the claim's when empty), kept for the
+// on: ans (its MessageID, when empty, replaced by the entry's: the claim's,
+// or the one an earlier spooled outcome named), kept for the
 // window. spooled marks a 202 (durable, not confirmed yet) that Confirm may
 // turn into 200. An entry done already (a late outcome came first) is left
 // as it is unless it was spooled.
@@ -461,6 +478,10 @@ func (c Claim) Done(ans Answer, spooled bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !c.liveLocked() {
+		return
+	}
+	if s.expiredAt(c.i, now) {
+		s.removeLocked(c.i)
 		return
 	}
 	if e := &s.slots[c.i]; e.state == stateDone && e.flags&flagSpooled == 0 {
@@ -494,7 +515,7 @@ func (c Claim) Forget() {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	if c.liveLocked() {
-		c.s.removeLocked(c.i)
+		c.s.removeLocked(c.i) // expired or not: removed
 	}
 }
 
@@ -506,7 +527,7 @@ func (s *Store) Confirm(k Key, messageID string) {
 	now := s.now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if i, ok := s.index[h]; ok && s.idIsLocked(i, messageID) {
+	if i, ok := s.lookupLocked(h, now); ok && s.idIsLocked(i, messageID) {
 		s.doneLocked(i, Answer{Code: 200}, false, now)
 	}
 }
@@ -516,9 +537,10 @@ func (s *Store) Confirm(k Key, messageID string) {
 // dead-lettered), so nothing was published.
 func (s *Store) Drop(k Key, messageID string) {
 	h := hashKey(k)
+	now := s.now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if i, ok := s.index[h]; ok && s.idIsLocked(i, messageID) {
+	if i, ok := s.lookupLocked(h, now); ok && s.idIsLocked(i, messageID) {
 		s.removeLocked(i)
 	}
 }
@@ -528,13 +550,14 @@ func (s *Store) Drop(k Key, messageID string) {
 // nothing is restored). It does not replace an entry of k with an answer
 // other than spooled. Restores count against MaxKeys like Begin.
 func (s *Store) Restore(k Key, fp Fingerprint, ans Answer, spooled bool, doneAt time.Time) {
-	at := doneAt.UnixNano()
-	if s.now().UnixNano()-at >= int64(s.window) {
+	at, now := doneAt.UnixNano(), s.now().UnixNano()
+	if now-at >= int64(s.window) {
 		return
 	}
 	h := hashKey(k)
 	s.mu.Lock()
-	if i, ok := s.index[h]; ok {
+	s.expireLocked(now)
+	if i, ok := s.lookupLocked(h, now); ok {
 		if e := &s.slots[i]; e.state == stateDone && e.flags&flagSpooled != 0 && !spooled && e.fp == fp {
 			s.doneLocked(i, ans, false, at)
 		}
