@@ -257,9 +257,13 @@ func TestMemoryPerKey(t *testing.T) {
 	runtime.KeepAlive(ids)
 }
 
+// A new key every time, the store full at its bound (each Begin evicts the
+// oldest), as in make bench's keyed modes: the keys cycle through twice the
+// bound, so each was evicted before it comes back.
 func BenchmarkBeginDone(b *testing.B) {
-	s := NewStore(Config{})
-	keys := make([]string, 1<<16)
+	const bound = 1 << 16
+	s := NewStore(Config{MaxKeys: bound})
+	keys := make([]string, 2*bound)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("%08x-1b4e-4c3a-9d2f-%012x", i, i)
 	}
@@ -267,7 +271,10 @@ func BenchmarkBeginDone(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		c, _, _ := s.Begin(Key{Scope: "orders", Name: keys[i&(len(keys)-1)]}, f, "id")
+		c, res, _ := s.Begin(Key{Scope: "orders", Name: keys[i%len(keys)]}, f, "5RG2RZP4XQ7D3UHE4QWS2TT7BC")
+		if res != New {
+			b.Fatalf("key %d: %v, want new", i, res)
+		}
 		c.Done(Answer{Code: 200}, false)
 		i++
 	}
