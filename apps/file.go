@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/time/rate"
 	"sigs.k8s.io/yaml"
+
+	"github.com/publisher-dev/publisher/internal/amqpname"
 )
 
 // The file's fields, in the order the errors list them.
@@ -31,7 +33,7 @@ const maxBurst = 1 << 30
 
 // maxShortStr is the longest AMQP short string (exchange names, routing
 // keys, and so the patterns).
-const maxShortStr = 255
+const maxShortStr = amqpname.MaxShortStr
 
 // maxErrors bounds the problems one error lists.
 const maxErrors = 20
@@ -446,21 +448,7 @@ func (p *parser) rate(at string, f map[string]json.RawMessage, a *App) {
 	a.burst = int(b)
 }
 
-// validExchangeName reports whether e is a name RabbitMQ accepts: letters,
-// digits, '-', '_', '.', ':', at most 255 bytes; "" (the default exchange)
-// is written amq.default in the file.
-func validExchangeName(e string) bool {
-	if e == "" || len(e) > maxShortStr {
-		return false
-	}
-	for i := 0; i < len(e); i++ {
-		c := e[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			c == '-', c == '_', c == '.', c == ':':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// validExchangeName reports whether e is an exchange name of the file:
+// one RabbitMQ accepts (amqpname.ValidExchange) but "" (the default
+// exchange is written amq.default in the file).
+func validExchangeName(e string) bool { return e != "" && amqpname.ValidExchange(e) }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/publisher-dev/publisher/internal/amqpname"
 )
 
 // SpecVersion is the only CloudEvents version accepted: 1.0 (the spec's
@@ -23,7 +25,7 @@ const (
 
 // maxShortStr is the longest AMQP short string: id becomes the message_id
 // property and type the type property, both short strings.
-const maxShortStr = 255
+const maxShortStr = amqpname.MaxShortStr
 
 // Event is one CloudEvent's context attributes, as canonical strings, and,
 // for the structured and batched modes, the event as received. Optional

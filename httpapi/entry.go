@@ -16,6 +16,7 @@ import (
 
 	jsonv2 "github.com/go-json-experiment/json"
 
+	"github.com/publisher-dev/publisher/internal/amqpname"
 	"github.com/publisher-dev/publisher/publisher"
 )
 
@@ -94,7 +95,7 @@ func (h *Handler) fillEntry(msg *publisher.Message, e *entry) *problem {
 			return refuse(http.StatusForbidden, "exchange not allowed")
 		}
 	}
-	if !validExchangeName(exchange) {
+	if !amqpname.ValidExchange(exchange) {
 		return badRequestf("invalid exchange name: use letters, digits, '-', '_', '.', ':' (at most 255 bytes)")
 	}
 	msg.Exchange = exchange

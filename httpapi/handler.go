@@ -28,6 +28,7 @@ import (
 	"github.com/publisher-dev/publisher/apps"
 	"github.com/publisher-dev/publisher/cloudevents"
 	"github.com/publisher-dev/publisher/idempotency"
+	"github.com/publisher-dev/publisher/internal/amqpname"
 	"github.com/publisher-dev/publisher/publisher"
 	"github.com/publisher-dev/publisher/relay"
 	"github.com/publisher-dev/publisher/tracing"
@@ -47,7 +48,7 @@ const StatusClientClosedRequest = 499
 
 // maxShortStr is the longest AMQP short string: exchange names, routing keys,
 // the string message properties and header-table keys.
-const maxShortStr = 255
+const maxShortStr = amqpname.MaxShortStr
 
 // maxExpiration is the largest per-message TTL RabbitMQ accepts, in ms.
 const maxExpiration = 1<<31 - 1
@@ -422,24 +423,6 @@ func exchangeFromPath(e string) string {
 	return e
 }
 
-// validExchangeName reports whether e is a name RabbitMQ accepts: letters,
-// digits, '-', '_', '.', ':', at most 255 bytes ("" is the default exchange).
-func validExchangeName(e string) bool {
-	if len(e) > maxShortStr {
-		return false
-	}
-	for i := 0; i < len(e); i++ {
-		c := e[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			c == '-', c == '_', c == '.', c == ':':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 // serve answers one request on a publish path; pathExchange is the exchange
 // as named in the path ("amq.default" for the default exchange) and key the
 // routing key, both decoded.
@@ -664,7 +647,7 @@ func (h *Handler) parse(r *http.Request, exchange, key string) (msg *publisher.M
 		*sh.field(msg) = v
 	}
 
-	if !validExchangeName(exchange) {
+	if !amqpname.ValidExchange(exchange) {
 		return msg, badRequest("invalid exchange name: use letters, digits, '-', '_', '.', ':' (at most 255 bytes)")
 	}
 	msg.RoutingKey = key
