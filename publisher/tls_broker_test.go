@@ -2,7 +2,6 @@ package publisher_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,37 +12,6 @@ import (
 	"github.com/publisher-dev/publisher/internal/poll"
 	"github.com/publisher-dev/publisher/publisher"
 )
-
-// replaceFile writes data to path as a Secret volume or a certificate
-// manager does: a new file renamed over the old one.
-func replaceFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	tmp := path + ".new"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// connections lists "user mechanism" of every client connection of the node
-// but the test's own (user guest, over the plain listener).
-func connections(t *testing.T, n *brokertest.Node) []string {
-	t.Helper()
-	out, err := n.Ctl("list_connections", "-q", "--no-table-headers", "user", "auth_mechanism")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []string
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] != "guest" {
-			conns = append(conns, f[0]+" "+f[1])
-		}
-	}
-	slices.Sort(conns)
-	return conns
-}
 
 // publishTo publishes one message to queue through the default exchange and
 // fails the test unless the broker confirms it.
@@ -88,13 +56,13 @@ func TestTLSBroker(t *testing.T) {
 	t.Run("PLAIN", func(t *testing.T) {
 		tr := startTree(t, publisher.Config{URLs: []string{plainURL}, TLS: app}, treeOpts{})
 		publishTo(t, tr.pub, queue)
-		poll.Until(t, "one connection, of app over PLAIN", func() bool { return slices.Equal(connections(t, n), []string{"app PLAIN"}) })
+		poll.Until(t, "one connection, of app over PLAIN", func() bool { return slices.Equal(n.ClientUsers(t), []string{"app PLAIN"}) })
 	})
 
 	t.Run("EXTERNAL", func(t *testing.T) {
 		tr := startTree(t, publisher.Config{URLs: []string{externalURL}, TLS: app, AuthMechanism: publisher.AuthExternal}, treeOpts{})
 		publishTo(t, tr.pub, queue)
-		poll.Until(t, "one connection, of app over EXTERNAL", func() bool { return slices.Equal(connections(t, n), []string{"app EXTERNAL"}) })
+		poll.Until(t, "one connection, of app over EXTERNAL", func() bool { return slices.Equal(n.ClientUsers(t), []string{"app EXTERNAL"}) })
 	})
 
 	t.Run("Refused", func(t *testing.T) {
@@ -148,7 +116,7 @@ func TestTLSBroker(t *testing.T) {
 		files := issue("rotating", brokertest.CertOptions{CommonName: "app"})
 		tr := startTree(t, publisher.Config{URLs: []string{externalURL}, TLS: files, AuthMechanism: publisher.AuthExternal}, treeOpts{})
 		publishTo(t, tr.pub, queue)
-		poll.Until(t, "app connected", func() bool { return slices.Equal(connections(t, n), []string{"app EXTERNAL"}) })
+		poll.Until(t, "app connected", func() bool { return slices.Equal(n.ClientUsers(t), []string{"app EXTERNAL"}) })
 		before, err := files.ClientCertExpiry()
 		if err != nil {
 			t.Fatal(err)
@@ -156,13 +124,13 @@ func TestTLSBroker(t *testing.T) {
 
 		notAfter := time.Now().Add(72 * time.Hour).Truncate(time.Second)
 		c, k := ca.Issue(t, brokertest.CertOptions{CommonName: "app2", NotAfter: notAfter})
-		replaceFile(t, files.KeyFile, k)
-		replaceFile(t, files.CertFile, c)
+		brokertest.ReplaceFile(t, files.KeyFile, k)
+		brokertest.ReplaceFile(t, files.CertFile, c)
 		if after, err := files.ClientCertExpiry(); err != nil || !after.Equal(notAfter) || after.Equal(before) {
 			t.Fatalf("ClientCertExpiry after the rotation = %v, %v; want %v", after, err, notAfter)
 		}
 		publishTo(t, tr.pub, queue)
-		if got := connections(t, n); !slices.Equal(got, []string{"app EXTERNAL"}) {
+		if got := n.ClientUsers(t); !slices.Equal(got, []string{"app EXTERNAL"}) {
 			t.Fatalf("connections before the connection loss = %q, want the old identity still", got)
 		}
 		connects := tr.pub.State().Connects
@@ -172,7 +140,7 @@ func TestTLSBroker(t *testing.T) {
 		poll.Until(t, "a new connection", func() bool { return tr.pub.State().Connects > connects && tr.pub.Ready() })
 		publishTo(t, tr.pub, queue)
 		poll.Until(t, "one connection, of app2 (the rotated certificate)", func() bool {
-			return slices.Equal(connections(t, n), []string{"app2 EXTERNAL"})
+			return slices.Equal(n.ClientUsers(t), []string{"app2 EXTERNAL"})
 		})
 	})
 
@@ -180,13 +148,13 @@ func TestTLSBroker(t *testing.T) {
 	// the file, it is used from the next connection on.
 	t.Run("PasswordRotated", func(t *testing.T) {
 		urls := filepath.Join(dir, "amqp-urls")
-		replaceFile(t, urls, []byte("amqps://app2:pw-app2@"+n.TLS.Addr()+"/\n"))
+		brokertest.ReplaceFile(t, urls, []byte("amqps://app2:pw-app2@"+n.TLS.Addr()+"/\n"))
 		tr := startTree(t, publisher.Config{URLsFile: urls, TLS: app}, treeOpts{})
 		publishTo(t, tr.pub, queue)
 		if err := n.ChangePassword("app2", "pw-new"); err != nil {
 			t.Fatal(err)
 		}
-		replaceFile(t, urls, []byte("amqps://app2:pw-new@"+n.TLS.Addr()+"/\n"))
+		brokertest.ReplaceFile(t, urls, []byte("amqps://app2:pw-new@"+n.TLS.Addr()+"/\n"))
 		connects := tr.pub.State().Connects
 		if err := n.CloseAllConnections("password rotated"); err != nil {
 			t.Fatal(err)
@@ -196,7 +164,7 @@ func TestTLSBroker(t *testing.T) {
 		if s := tr.pub.State().URL; strings.Contains(s, "pw-") {
 			t.Errorf("State().URL shows the password: %s", s)
 		}
-		poll.Until(t, "one connection, of app2 over PLAIN", func() bool { return slices.Equal(connections(t, n), []string{"app2 PLAIN"}) })
+		poll.Until(t, "one connection, of app2 over PLAIN", func() bool { return slices.Equal(n.ClientUsers(t), []string{"app2 PLAIN"}) })
 	})
 	if got := brokertest.Drain(t, n.URL(), queue); len(got) != 7 {
 		t.Errorf("the queue holds %d messages, want the 7 confirmed", len(got))

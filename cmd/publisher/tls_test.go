@@ -30,36 +30,6 @@ func noSecret(t *testing.T, what, text string) {
 	}
 }
 
-// replaceFile writes data to path as a Secret volume or a certificate
-// manager does: a new file renamed over the old one.
-func replaceFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path+".new", data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(path+".new", path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// brokerUsers lists "user mechanism" of the node's client connections, the
-// test's own (guest) left out.
-func brokerUsers(t *testing.T, n *brokertest.Node) []string {
-	t.Helper()
-	out, err := n.Ctl("list_connections", "-q", "--no-table-headers", "user", "auth_mechanism")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var users []string
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] != "guest" {
-			users = append(users, f[0]+" "+f[1])
-		}
-	}
-	slices.Sort(users)
-	return users
-}
-
 // waitLog waits until the service's output holds want.
 func (p *proc) waitLog(want string) {
 	p.t.Helper()
@@ -85,7 +55,7 @@ func TestTLSBrokerWithPrivateCA(t *testing.T) {
 	if r, err := p.publish("amq.default", q, []byte("over TLS"), nil); err != nil || r.code != 200 || r.status != "confirmed" {
 		t.Fatalf("publish over TLS: %+v %v, want 200 confirmed", r, err)
 	}
-	if got := brokerUsers(t, n); !slices.Equal(got, []string{"pub PLAIN"}) {
+	if got := n.ClientUsers(t); !slices.Equal(got, []string{"pub PLAIN"}) {
 		t.Errorf("the broker's connections: %q, want pub's", got)
 	}
 	noSecret(t, "the log", p.Logs())
@@ -165,7 +135,7 @@ func TestTLSMutualExternal(t *testing.T) {
 	if r, err := p.publish("amq.default", q, []byte("mutual"), nil); err != nil || r.code != 200 {
 		t.Fatalf("publish with EXTERNAL: %+v %v, want 200", r, err)
 	}
-	if got := brokerUsers(t, n); !slices.Equal(got, []string{"app EXTERNAL"}) {
+	if got := n.ClientUsers(t); !slices.Equal(got, []string{"app EXTERNAL"}) {
 		t.Errorf("the broker's connections: %q, want app over EXTERNAL", got)
 	}
 	if got := p.metric("publisher_tls_client_cert_expiry_timestamp_seconds"); got != float64(notAfter.Unix()) {
@@ -173,14 +143,14 @@ func TestTLSMutualExternal(t *testing.T) {
 	}
 
 	c, k = n.TLS.CA.Issue(t, brokertest.CertOptions{CommonName: "app-renewed"})
-	replaceFile(t, key, k)
-	replaceFile(t, cert, c)
+	brokertest.ReplaceFile(t, key, k)
+	brokertest.ReplaceFile(t, cert, c)
 	pid := p.Pid()
 	if err := n.CloseAllConnections("certificate rotated"); err != nil {
 		t.Fatal(err)
 	}
 	poll.Within(t, waitLimit, "a connection with the rotated certificate", func() bool {
-		return slices.Equal(brokerUsers(t, n), []string{"app-renewed EXTERNAL"})
+		return slices.Equal(n.ClientUsers(t), []string{"app-renewed EXTERNAL"})
 	})
 	p.waitReady()
 	if r, err := p.publish("amq.default", q, []byte("rotated"), nil); err != nil || r.code != 200 {

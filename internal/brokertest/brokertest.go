@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -472,6 +473,37 @@ func (n *Node) MgmtURL() string {
 // Ctl runs rabbitmqctl -n Name args... and returns its trimmed combined output.
 func (n *Node) Ctl(args ...string) (string, error) {
 	return n.ctl(strings.Join(args, " "), args...)
+}
+
+// ClientUsers lists "user mechanism" (e.g. "tls-user EXTERNAL") of the
+// node's client connections, sorted, leaving out user guest's (a test's own
+// connections, over the plain listener).
+func (n *Node) ClientUsers(t testing.TB) []string {
+	t.Helper()
+	out, err := n.Ctl("list_connections", "-q", "--no-table-headers", "user", "auth_mechanism")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] != "guest" {
+			users = append(users, f[0]+" "+f[1])
+		}
+	}
+	slices.Sort(users)
+	return users
+}
+
+// ReplaceFile writes data to path as a Secret volume or a certificate
+// manager does: a new file (mode 0600) renamed over the old one.
+func ReplaceFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path+".new", data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // ctl is Ctl with shown, instead of the arguments, in its error (a command
