@@ -541,7 +541,8 @@ func dialReason(err error, uri amqp.URI, mech AuthMechanism, notes *handshakeNot
 	// the connection is reset first (seen against RabbitMQ 3.10: the AMQP
 	// header's write failed with ECONNRESET) or read by amqp091-go's reader
 	// before the handshake's first read (which then reports the connection
-	// as closed).
+	// as closed, or, once the reader has closed the socket, "use of closed
+	// network connection").
 	if notes != nil && notes.handshook && notes.asked && closedByPeer(err) {
 		if notes.cert == nil {
 			return "TLS: the broker most likely requires a client certificate and none is configured: set PUBLISHER_AMQP_TLS_CERT_FILE and PUBLISHER_AMQP_TLS_KEY_FILE (it closed the connection right after a handshake in which it asked for one)"
@@ -556,14 +557,18 @@ func dialReason(err error, uri amqp.URI, mech AuthMechanism, notes *handshakeNot
 }
 
 // closedByPeer reports whether err is the connection closed or reset by the
-// broker, as amqp091-go or the socket report it.
+// broker, as amqp091-go or the socket report it (net.ErrClosed: amqp091-go's
+// reader closed the socket on the broker's close before the dial's read;
+// the dial's own cancellation is told apart before, by its context).
 func closedByPeer(err error) bool {
 	var aerr *amqp.Error
 	switch {
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, net.ErrClosed):
 		return true
 	case errors.As(err, &aerr):
-		return aerr.Reason == amqp.ErrClosed.Reason || strings.Contains(aerr.Reason, "EOF") || strings.Contains(aerr.Reason, "connection reset")
+		return aerr.Reason == amqp.ErrClosed.Reason || strings.Contains(aerr.Reason, "EOF") ||
+			strings.Contains(aerr.Reason, "connection reset") || strings.Contains(aerr.Reason, net.ErrClosed.Error())
 	}
 	return false
 }
