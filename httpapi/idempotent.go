@@ -251,9 +251,15 @@ type keyedBatch struct {
 	app    *apps.App
 	claims []idempotency.Claim // by position in the Send; shorter when the last ones have no key
 	refs   []relay.KeyRef      // likewise, for SendOptions.Keys; nil while no message has a key
-	first  map[string]int      // key → the entry that used it first in this batch
-	fps    map[string]idempotency.Fingerprint
-	repeat map[int]int // entry → the earlier entry with its key and fingerprint
+	first  map[string]firstUse // key → the entry that used it first in this batch
+	repeat map[int]int         // entry → the earlier entry with its key and fingerprint
+}
+
+// firstUse is the entry of a batch that used a key first, and its
+// fingerprint.
+type firstUse struct {
+	entry int
+	fp    idempotency.Fingerprint
 }
 
 func newKeyedBatch(h *Handler, app *apps.App) *keyedBatch { return &keyedBatch{h: h, app: app} }
@@ -270,16 +276,16 @@ func (kb *keyedBatch) begin(i int, msg *publisher.Message, idem entryIdem, k int
 		own = msg.MessageID
 	}
 	if kb.first == nil {
-		kb.first, kb.fps, kb.repeat = map[string]int{}, map[string]idempotency.Fingerprint{}, map[int]int{}
+		kb.first, kb.repeat = map[string]firstUse{}, map[int]int{}
 	}
-	if j, ok := kb.first[idem.key]; ok {
-		if kb.fps[idem.key] != fp {
+	if f, ok := kb.first[idem.key]; ok {
+		if f.fp != fp {
 			return lookupResult(idempotency.Mismatch, idempotency.Answer{}, idem.key, own), true
 		}
-		kb.repeat[i] = j
+		kb.repeat[i] = f.entry
 		return result{}, true
 	}
-	kb.first[idem.key], kb.fps[idem.key] = i, fp
+	kb.first[idem.key] = firstUse{entry: i, fp: fp}
 	key := idempotency.Key{Scope: kb.app.Name(), Name: idem.key}
 	c, found, ans := kb.h.keys.Begin(key, fp, msg.MessageID)
 	if found != idempotency.New {
