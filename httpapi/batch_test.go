@@ -28,8 +28,9 @@ type batchAnswer struct {
 	Error string `json:"error"`
 }
 
-func postBatch(t *testing.T, h http.Handler, body string, hdr map[string]string) (int, batchAnswer, string) {
-	t.Helper()
+// serveBatchRequest posts body to /v1/batch with the test token, a JSON
+// content type and hdr, and returns the recorded answer.
+func serveBatchRequest(h http.Handler, body string, hdr map[string]string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(http.MethodPost, "/v1/batch", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testToken)
 	req.Header.Set("Content-Type", "application/json")
@@ -38,6 +39,12 @@ func postBatch(t *testing.T, h http.Handler, body string, hdr map[string]string)
 	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func postBatch(t *testing.T, h http.Handler, body string, hdr map[string]string) (int, batchAnswer, string) {
+	t.Helper()
+	rec := serveBatchRequest(h, body, hdr)
 	var a batchAnswer
 	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
 		t.Fatalf("answer %d is not JSON: %q", rec.Code, rec.Body)

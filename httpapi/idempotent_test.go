@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -253,14 +252,7 @@ type keyBatchAnswer struct {
 
 func postKeyBatch(t *testing.T, h http.Handler, body string, hdr map[string]string) keyBatchAnswer {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodPost, "/v1/batch", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
+	rec := serveBatchRequest(h, body, hdr)
 	out := keyBatchAnswer{code: rec.Code, replayed: rec.Header().Get("Idempotent-Replayed")}
 	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil && rec.Code < 300 {
 		t.Fatalf("answer %d: %q", rec.Code, rec.Body)
@@ -357,36 +349,18 @@ func TestStreamRepeatedKey(t *testing.T) {
 // at once. The keys stay within the store's default bound of 100000 only
 // for short runs; beyond it each request also evicts one.
 func BenchmarkHandlerKeyed(b *testing.B) {
-	h := NewHandler(Config{
-		Sender:           &nopPublisher{},
-		AuthToken:        testToken,
-		AllowedExchanges: []string{"orders"},
-		Logger:           discardLogger(),
-		OnResponse:       func(int) {},
-	})
-	payload := []byte(`{"order":42,"items":["a","b"]}`)
-	body := bytes.NewReader(payload)
-	req := httptest.NewRequest(http.MethodPost, "/v1/publish/orders/order.created", io.NopCloser(body))
-	req.ContentLength = int64(len(payload))
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	req.Header.Set("Content-Type", "application/json")
+	req, serve := benchPublish(b)
 	keys := make([]string, 1<<16)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("%08x-1b4e-4c3a-9d2f-%012x", i, i)
 	}
-	w := &discardWriter{h: make(http.Header)}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		body.Reset(payload)
-		clear(w.h)
 		k := keys[i%len(keys)] + strconv.Itoa(i/len(keys))
 		req.Header["Idempotency-Key"] = []string{k}
 		req.Header["X-Message-Id"] = []string{k}
-		h.ServeHTTP(w, req)
-		if w.code != 200 {
-			b.Fatalf("status %d", w.code)
-		}
+		serve()
 		i++
 	}
 }

@@ -56,7 +56,13 @@ type running struct {
 // and, for the whole service, in cmd/publisher).
 func start(t *testing.T, cfg Config, b *fakeamqp.Broker) *running {
 	t.Helper()
-	s, err := newService(cfg, Options{Logger: discard()}, b.Dial)
+	return startWith(t, cfg, b, discard())
+}
+
+// startWith is start with the service logging to logger.
+func startWith(t *testing.T, cfg Config, b *fakeamqp.Broker, logger *slog.Logger) *running {
+	t.Helper()
+	s, err := newService(cfg, Options{Logger: logger}, b.Dial)
 	if err != nil {
 		t.Fatal(err)
 	}

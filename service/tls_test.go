@@ -2,7 +2,6 @@ package service
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/publisher-dev/publisher/internal/fakeamqp"
 	"github.com/publisher-dev/publisher/internal/poll"
 	"github.com/publisher-dev/publisher/internal/promtext"
+	"github.com/publisher-dev/publisher/internal/syncbuf"
 )
 
 // Validate's checks of the TLS settings: pairs set together, EXTERNAL with a
@@ -139,44 +138,11 @@ func TestTLSFilesAreReadAtStart(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startLogged is start with the service's log written to the returned buffer.
-func startLogged(t *testing.T, cfg Config) (*running, *syncBuffer) {
+func startLogged(t *testing.T, cfg Config) (*running, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
-	s, err := newService(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))}, (&fakeamqp.Broker{}).Dial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Service: s, t: t, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	return r, logs
+	logs := &syncbuf.Buffer{}
+	return startWith(t, cfg, &fakeamqp.Broker{}, slog.New(slog.NewTextHandler(logs, nil))), logs
 }
 
 // httpsClient trusts ca and presents cert (when given); each request opens a

@@ -10,7 +10,6 @@
 package svcproc
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,11 +18,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/publisher-dev/publisher/internal/promtext"
+	"github.com/publisher-dev/publisher/internal/syncbuf"
 )
 
 var (
@@ -65,8 +64,8 @@ type Proc struct {
 	apiAddr   string
 	adminAddr string
 	logPath   string
-	logs      *lockedBuffer // nil with a LogPath
-	admin     *http.Client  // Metrics's; its idle connections are closed when the child exits
+	logs      *syncbuf.Buffer // nil with a LogPath
+	admin     *http.Client    // Metrics's; its idle connections are closed when the child exits
 	exited    chan struct{}
 	waitErr   error // set before exited is closed
 	code      int   // likewise
@@ -110,7 +109,7 @@ func Start(spec Spec) (*Proc, error) {
 		defer f.Close() // the child has its own descriptor
 		p.cmd.Stdout, p.cmd.Stderr = f, f
 	} else {
-		p.logs = &lockedBuffer{}
+		p.logs = &syncbuf.Buffer{}
 		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	}
 	if err := p.cmd.Start(); err != nil {
@@ -322,22 +321,4 @@ func Build(ctx context.Context, pkg, out string, w io.Writer, flags ...string) e
 		return fmt.Errorf("svcproc: go build %s: %w", pkg, err)
 	}
 	return nil
-}
-
-// lockedBuffer is the in-memory log: os/exec copies into it while Logs reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
