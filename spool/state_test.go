@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/publisher-dev/publisher/internal/poll"
+	"github.com/publisher-dev/publisher/internal/syncbuf"
 )
 
 // fakeClock is the writer's clock in tests: its timers fire only on Advance.
@@ -84,16 +85,7 @@ func (c *fakeClock) Waits() []time.Duration {
 }
 
 // logBuf collects JSON log lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuf struct{ syncbuf.Buffer }
 
 func (l *logBuf) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -101,10 +93,8 @@ func (l *logBuf) logger() *slog.Logger {
 
 // lines returns the lines whose message is msg.
 func (l *logBuf) lines(msg string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []string
-	for _, line := range strings.Split(l.b.String(), "\n") {
+	for _, line := range strings.Split(l.String(), "\n") {
 		if strings.Contains(line, `"msg":"`+msg+`"`) {
 			out = append(out, line)
 		}
