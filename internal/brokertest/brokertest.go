@@ -640,15 +640,38 @@ func (n *Node) QuorumMembers(queue string) (members, online []string, err error)
 
 // LogTail returns the last lines of the node's log (for error messages).
 func (n *Node) LogTail(lines int) string {
+	return n.logTail(lines, false)
+}
+
+// stopMarkers begin RabbitMQ's log of a stop (rabbitmqctl stop, SIGTERM);
+// what follows is the same list of applications stopping every time.
+var stopMarkers = []string{"RabbitMQ is asked to stop", "Stopping RabbitMQ applications and their dependencies"}
+
+// logTail is LogTail; beforeStop ends it where the node's last stop began,
+// so that a node stopped by the test's cleanup still shows what it said
+// while the test ran.
+func (n *Node) logTail(lines int, beforeStop bool) string {
 	b, err := os.ReadFile(n.LogFile())
 	if err != nil {
 		return fmt.Sprintf("(no log %s: %v)", n.LogFile(), err)
 	}
 	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	what := "tail of "
+	if beforeStop {
+	search:
+		for i := len(ls) - 1; i >= 0; i-- {
+			for _, m := range stopMarkers {
+				if strings.Contains(ls[i], m) {
+					ls, what = ls[:i], "tail, before its last stop, of "
+					break search
+				}
+			}
+		}
+	}
 	if len(ls) > lines {
 		ls = ls[len(ls)-lines:]
 	}
-	return "--- tail of " + n.LogFile() + " ---\n" + strings.Join(ls, "\n")
+	return "--- " + what + n.LogFile() + " ---\n" + strings.Join(ls, "\n")
 }
 
 // halt stops the node if it is running: rabbitmqctl stop, then SIGKILL if it
@@ -670,7 +693,7 @@ func (n *Node) halt() {
 func (n *Node) cleanup(t testing.TB) {
 	if t.Failed() {
 		// The directory goes away below: keep what the node said.
-		t.Logf("brokertest: node %s after the failure:\n%s", n.Name, n.LogTail(60))
+		t.Logf("brokertest: node %s after the failure:\n%s", n.Name, n.logTail(60, true))
 	}
 	n.halt()
 	if pid, err := n.pid(); err == nil && alive(pid) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,6 +191,12 @@ func TestNode(t *testing.T) {
 		if c, err := amqp.Dial(n.URL()); err == nil {
 			c.Close()
 			t.Fatal("dial succeeded after Stop")
+		}
+		// A failed test's log dump ends where the stop began: the markers
+		// match what this RabbitMQ logs.
+		if tail := n.LogTailBeforeStop(200); !strings.HasPrefix(tail, "--- tail, before its last stop,") ||
+			strings.Contains(tail, "Halting Erlang VM") || !strings.Contains(n.LogTail(200), "Halting Erlang VM") {
+			t.Errorf("the log before the stop:\n%s", tail)
 		}
 		if err := n.Restart(); err != nil {
 			t.Fatal(err)
